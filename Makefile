@@ -1,0 +1,42 @@
+# One command to set up and run the demo, one to set up and run the tests.
+#   make demo   -> installs everything, then a real DARTS search on Fashion-MNIST (CPU)
+#   make test   -> installs everything, then lint + the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup data demo test test-fast lint bench clean
+
+$(FMNIST):
+	@if [ "$$(id -u)" = "0" ]; then SUDO=""; else SUDO="sudo"; fi; \
+	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist
+
+data: $(FMNIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: data $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/jaxnas search --config configs/darts_fmnist_tiny.py --workdir runs/demo
+
+lint: setup
+	$(VENV)/bin/ruff check jaxnas tests configs experiments benchmarks
+	$(VENV)/bin/ruff format --check jaxnas tests configs experiments benchmarks
+
+test: lint
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/bench_supernet.py --out benchmarks/results/supernet.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
