@@ -1,4 +1,43 @@
-"""Candidate operations (placeholder: being written)."""
+"""Candidate operations, NHWC, exactly as the DARTS reference defines them.
+
+Reference: ``operations.py`` of the DARTS code (Liu et al., 2019).  Every op
+maps ``(B, H, W, C) -> (B, H/stride, W/stride, C)``:
+
+==============  ===========================================================
+none            zeros (``x[:, ::s, ::s] * 0``)
+max_pool_3x3    3x3 max pool, padding 1 (padded with -inf)
+avg_pool_3x3    3x3 average pool, padding 1, padding excluded from the mean
+skip_connect    identity; ``FactorizedReduce`` when strided
+sep_conv_kxk    (ReLU, depthwise kxk, pointwise 1x1, BN) twice; only the
+                first depthwise conv is strided; padding k//2
+dil_conv_kxk    ReLU, depthwise kxk with dilation 2, pointwise 1x1, BN;
+                padding k-1
+==============  ===========================================================
+
+In the search network (``affine=False``) BN has no scale or bias and every
+pooling op is followed by a BN, as in DARTS' ``MixedOp``.
+
+Two things are this library's own, for speed on CPU and for the tests, and
+neither changes the function computed:
+
+* depthwise convolutions are written as shifted multiply-adds (``depthwise``
+  below) with a hand-written VJP; ``lax.conv_general_dilated`` with
+  ``feature_group_count`` compiles and runs several times slower on CPU;
+* ``OpsConfig.smooth`` swaps ReLU for SiLU and max pooling for average pooling,
+  so that second-order gradients can be checked against finite differences
+  (a ReLU network's unrolled loss is only piecewise smooth).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
 
 #: The DARTS search space, in the reference code's order (genotypes.PRIMITIVES).
 DARTS_PRIMITIVES: tuple[str, ...] = (
@@ -11,3 +50,377 @@ DARTS_PRIMITIVES: tuple[str, ...] = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
+
+#: PyTorch BatchNorm defaults (momentum 0.1 of the new value = flax momentum 0.9).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class OpsConfig:
+    """How ops are computed (not what they compute).
+
+    Attributes:
+      depthwise: ``"custom_vjp"`` (shifted multiply-adds with a hand-written
+        VJP; fastest, reverse mode only), ``"shifted"`` (the same forward,
+        plain autodiff: supports ``jax.jvp`` as needed by forward-over-reverse
+        Hessian-vector products) or ``"lax"`` (grouped convolution).
+      smooth: SiLU instead of ReLU and average instead of max pooling (tests).
+      dtype: computation dtype of convolutions and dense layers.
+    """
+
+    depthwise: str = "custom_vjp"
+    smooth: bool = False
+    dtype: jnp.dtype | None = None
+
+    def __post_init__(self):
+        if self.depthwise not in ("custom_vjp", "shifted", "lax"):
+            raise ValueError(f"unknown depthwise implementation {self.depthwise!r}")
+
+    def act(self, x: jax.Array) -> jax.Array:
+        """The network's nonlinearity: ReLU (DARTS) or SiLU when ``smooth``."""
+        return nn.silu(x) if self.smooth else nn.relu(x)
+
+
+# --------------------------------------------------------------------------
+# depthwise convolution as shifted multiply-adds
+
+
+def _out_size(n: int, k: int, stride: int, dilation: int, padding: int) -> int:
+    return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _shifted(xp: jax.Array, kernel: jax.Array, stride: int, dilation: int) -> jax.Array:
+    """Valid depthwise correlation of a padded input.
+
+    out[b, y, x, c] = sum_{i,j} xp[b, s*y + d*i, s*x + d*j, c] * kernel[i, j, c]
+    """
+    b, hp, wp, c = xp.shape
+    kh, kw, _ = kernel.shape
+    ho = (hp - dilation * (kh - 1) - 1) // stride + 1
+    wo = (wp - dilation * (kw - 1) - 1) // stride + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            start = (0, i * dilation, j * dilation, 0)
+            limit = (b, start[1] + (ho - 1) * stride + 1, start[2] + (wo - 1) * stride + 1, c)
+            term = lax.slice(xp, start, limit, (1, stride, stride, 1)) * kernel[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+def _pad_hw(x: jax.Array, lo: int, hi: int) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise_vjp(x, kernel, stride, dilation, padding):
+    return _shifted(_pad_hw(x, padding, padding), kernel, stride, dilation)
+
+
+def _depthwise_fwd(x, kernel, stride, dilation, padding):
+    return _depthwise_vjp(x, kernel, stride, dilation, padding), (x, kernel)
+
+
+def _depthwise_bwd(stride, dilation, padding, res, g):
+    x, kernel = res
+    b, h, w, c = x.shape
+    kh, kw, _ = kernel.shape
+    hp, wp = h + 2 * padding, w + 2 * padding
+    # Input gradient: scatter g back through every tap = one stride-1
+    # correlation of the zero-dilated, zero-padded g with the flipped kernel.
+    gd = lax.pad(
+        g, jnp.zeros((), g.dtype), ((0, 0, 0), (0, 0, stride - 1), (0, 0, stride - 1), (0, 0, 0))
+    )
+    lo_h, lo_w = dilation * (kh - 1), dilation * (kw - 1)
+    gd = lax.pad(
+        gd,
+        jnp.zeros((), g.dtype),
+        ((0, 0, 0), (lo_h, hp - gd.shape[1], 0), (lo_w, wp - gd.shape[2], 0), (0, 0, 0)),
+    )
+    gxp = _shifted(gd, kernel[::-1, ::-1], 1, dilation)
+    gx = gxp[:, padding : padding + h, padding : padding + w]
+    # Kernel gradient: one reduction per tap over batch and space.
+    xp = _pad_hw(x, padding, padding)
+    ho, wo = g.shape[1], g.shape[2]
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            start = (0, i * dilation, j * dilation, 0)
+            limit = (b, start[1] + (ho - 1) * stride + 1, start[2] + (wo - 1) * stride + 1, c)
+            taps.append(jnp.sum(lax.slice(xp, start, limit, (1, stride, stride, 1)) * g, (0, 1, 2)))
+    gk = jnp.stack(taps).reshape(kernel.shape)
+    return gx, gk
+
+
+_depthwise_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def depthwise_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    padding: int = 0,
+    impl: str = "custom_vjp",
+) -> jax.Array:
+    """Depthwise 2-D convolution (cross-correlation, as PyTorch), no bias.
+
+    Args:
+      x: ``(B, H, W, C)``.
+      kernel: ``(kh, kw, C)``.
+      stride, dilation, padding: as ``torch.nn.Conv2d`` (symmetric zero padding).
+      impl: ``"custom_vjp"``, ``"shifted"`` or ``"lax"`` (see ``OpsConfig``).
+
+    Returns:
+      ``(B, Ho, Wo, C)`` with ``Ho = (H + 2p - d(kh-1) - 1) // s + 1``.
+    """
+    if impl == "custom_vjp":
+        return _depthwise_vjp(x, kernel, stride, dilation, padding)
+    if impl == "shifted":
+        return _shifted(_pad_hw(x, padding, padding), kernel, stride, dilation)
+    if impl == "lax":
+        return lax.conv_general_dilated(
+            x,
+            kernel[:, :, None, :],
+            (stride, stride),
+            ((padding, padding), (padding, padding)),
+            rhs_dilation=(dilation, dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=x.shape[-1],
+        )
+    raise ValueError(f"unknown depthwise implementation {impl!r}")
+
+
+# --------------------------------------------------------------------------
+# building blocks
+
+
+def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults; batch statistics when ``train``."""
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        use_scale=affine,
+        use_bias=affine,
+        name=name,
+    )
+
+
+def _dense(features: int, cfg: OpsConfig, name: str | None = None) -> nn.Dense:
+    # A 1x1 convolution in NHWC is a dense layer over the channel axis.
+    return nn.Dense(features, use_bias=False, dtype=cfg.dtype, name=name)
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise kxk convolution with a ``(k, k, C)`` kernel (PyTorch init)."""
+
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 1
+    padding: int = 0
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        # LeCun normal over the k*k fan-in, like flax's nn.Conv default.
+        init = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
+        kernel = self.param("kernel", init, (k, k, x.shape[-1]))
+        if self.cfg.dtype is not None:
+            x, kernel = x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype)
+        return depthwise_conv(
+            x,
+            kernel,
+            stride=self.stride,
+            dilation=self.dilation,
+            padding=self.padding,
+            impl=self.cfg.depthwise,
+        )
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU, kxk convolution, BN (``operations.ReLUConvBN``); 1x1 in cell preprocessing."""
+
+    features: int
+    kernel_size: int = 1
+    stride: int = 1
+    padding: int = 0
+    affine: bool = True
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = self.cfg.act(x)
+        if self.kernel_size == 1 and self.stride == 1:
+            x = _dense(self.features, self.cfg)(x)
+        else:
+            p = self.padding
+            x = nn.Conv(
+                self.features,
+                (self.kernel_size, self.kernel_size),
+                strides=self.stride,
+                padding=((p, p), (p, p)),
+                use_bias=False,
+                dtype=self.cfg.dtype,
+            )(x)
+        return batch_norm(train, self.affine)(x)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve resolution: ReLU, two stride-2 1x1 convs (the second offset by one
+    pixel), channel concat, BN (``operations.FactorizedReduce``)."""
+
+    features: int
+    affine: bool = True
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.features % 2:
+            raise ValueError(f"FactorizedReduce needs an even channel count, got {self.features}")
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            raise ValueError(
+                f"FactorizedReduce needs even spatial size, got {x.shape[1]}x{x.shape[2]}; "
+                "pad the input (data.pad_to) so every reduction sees an even size"
+            )
+        x = self.cfg.act(x)
+        a = _dense(self.features // 2, self.cfg, name="conv_1")(x[:, ::2, ::2])
+        b = _dense(self.features // 2, self.cfg, name="conv_2")(x[:, 1::2, 1::2])
+        return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+
+
+class SepConv(nn.Module):
+    """(ReLU, depthwise kxk, pointwise, BN) twice; the first pass is strided."""
+
+    kernel_size: int
+    stride: int = 1
+    affine: bool = True
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c, k = x.shape[-1], self.kernel_size
+        for stride in (self.stride, 1):
+            x = self.cfg.act(x)
+            x = DepthwiseConv(k, stride, 1, k // 2, self.cfg)(x)
+            x = _dense(c, self.cfg)(x)
+            x = batch_norm(train, self.affine)(x)
+        return x
+
+
+class DilConv(nn.Module):
+    """ReLU, depthwise kxk with dilation 2, pointwise, BN."""
+
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 2
+    affine: bool = True
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c, k, d = x.shape[-1], self.kernel_size, self.dilation
+        x = self.cfg.act(x)
+        x = DepthwiseConv(k, self.stride, d, d * (k // 2), self.cfg)(x)
+        x = _dense(c, self.cfg)(x)
+        return batch_norm(train, self.affine)(x)
+
+
+def _pool_window(stride: int):
+    return dict(window_shape=(3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))
+
+
+class Pool(nn.Module):
+    """3x3 max or average pooling, padding 1; BN after it in the search network.
+
+    Average pooling excludes the padding (``count_include_pad=False``).
+    """
+
+    kind: str  # "max" | "avg"
+    stride: int = 1
+    bn_after: bool = False
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.kind == "max" and not self.cfg.smooth:
+            y = nn.max_pool(x, **_pool_window(self.stride))
+        else:
+            y = nn.avg_pool(x, **_pool_window(self.stride), count_include_pad=False)
+        if self.bn_after:
+            y = batch_norm(train, False)(y)
+        return y
+
+
+class Identity(nn.Module):
+    """``skip_connect`` at stride 1."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        del train
+        return x
+
+
+class Zero(nn.Module):
+    """``none``: zeros at the output resolution."""
+
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        del train
+        return jnp.zeros_like(x[:, :: self.stride, :: self.stride])
+
+
+# --------------------------------------------------------------------------
+# the registry
+
+#: ``OPS[name](C, stride, affine, search, cfg) -> nn.Module`` whose call is
+#: ``op(x, train)``.  ``search=True`` adds the BN after pooling ops that DARTS'
+#: ``MixedOp`` adds.  Other search spaces register their variants here.
+OpFactory = Callable[[int, int, bool, bool, OpsConfig], nn.Module]
+OPS: dict[str, OpFactory] = {
+    "none": lambda C, s, affine, search, cfg: Zero(s),
+    "max_pool_3x3": lambda C, s, affine, search, cfg: Pool("max", s, search, cfg),
+    "avg_pool_3x3": lambda C, s, affine, search, cfg: Pool("avg", s, search, cfg),
+    "skip_connect": lambda C, s, affine, search, cfg: (
+        Identity() if s == 1 else FactorizedReduce(C, affine, cfg)
+    ),
+    "sep_conv_3x3": lambda C, s, affine, search, cfg: SepConv(3, s, affine, cfg),
+    "sep_conv_5x5": lambda C, s, affine, search, cfg: SepConv(5, s, affine, cfg),
+    "sep_conv_7x7": lambda C, s, affine, search, cfg: SepConv(7, s, affine, cfg),
+    "dil_conv_3x3": lambda C, s, affine, search, cfg: DilConv(3, s, 2, affine, cfg),
+    "dil_conv_5x5": lambda C, s, affine, search, cfg: DilConv(5, s, 2, affine, cfg),
+}
+
+#: Named candidate-op lists; search spaces of later methods add theirs.
+PRIMITIVE_SETS: dict[str, tuple[str, ...]] = {
+    "darts": DARTS_PRIMITIVES,
+    # DARTS without the zero op (SparseNAS, BayesNAS keep their own zero handling).
+    "darts_no_zero": DARTS_PRIMITIVES[1:],
+}
+
+
+def make_op(
+    name: str, channels: int, stride: int, *, affine: bool, search: bool, cfg: OpsConfig
+) -> nn.Module:
+    """Instantiate the registered op ``name``; unknown names are a one-line error."""
+    try:
+        factory = OPS[name]
+    except KeyError:
+        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}") from None
+    return factory(channels, stride, affine, search, cfg)
+
+
+def resolve_primitives(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """A named op list (``"darts"``) or an explicit sequence of op names, validated."""
+    prims = PRIMITIVE_SETS.get(spec) if isinstance(spec, str) else tuple(spec)
+    if prims is None:
+        raise ValueError(f"unknown primitive set {spec!r}; known: {', '.join(PRIMITIVE_SETS)}")
+    for p in prims:
+        if p not in OPS:
+            raise ValueError(f"unknown op {p!r}; known ops: {', '.join(sorted(OPS))}")
+    return prims

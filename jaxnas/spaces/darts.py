@@ -48,7 +48,9 @@ class CellTopology:
             object.__setattr__(self, "edges", full)
         for src, dst in self.edges:
             if not (0 <= src < dst < self.n_inputs + self.n_nodes and dst >= self.n_inputs):
-                raise ValueError(f"bad edge ({src}, {dst}) for {self.n_inputs}+{self.n_nodes} nodes")
+                raise ValueError(
+                    f"bad edge ({src}, {dst}) for {self.n_inputs}+{self.n_nodes} nodes"
+                )
         dsts = [d for _, d in self.edges]
         if dsts != sorted(dsts):
             raise ValueError("edges must be ordered by destination node")

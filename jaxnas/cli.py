@@ -1,0 +1,201 @@
+"""The ``jaxnas`` command.
+
+    jaxnas search --config configs/darts_fmnist_tiny.py --workdir runs/demo
+    jaxnas search --config configs/darts_cifar10.py --workdir runs/c10 --set search.epochs=3
+    jaxnas search --config configs/darts_cifar10.py --workdir runs/c10 --resume
+    jaxnas plot --workdir runs/demo
+
+Bad input (config keys, datasets, genotype files, workdirs, NaN losses) is
+reported as one line ``jaxnas: error: ...`` on stderr with exit status 2.
+Subcommands register themselves in :data:`COMMANDS` (``train``, ``eval``,
+``summary`` come later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main", "COMMANDS"]
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is the whole story (no traceback)."""
+    from jaxnas.config import ConfigError
+    from jaxnas.data import DatasetNotFoundError
+    from jaxnas.genotype import GenotypeError
+    from jaxnas.run import RunError
+
+    return (ConfigError, DatasetNotFoundError, GenotypeError, RunError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+class _CliLogging:
+    """For the duration of a command: INFO lines of the ``jaxnas`` logger to stderr, not
+    propagated (absl, imported by orbax, installs a root handler that would print them
+    twice); absl/orbax at ERROR. Restores the previous setup afterwards."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        self.log = logging.getLogger("jaxnas")
+        self.absl = logging.getLogger("absl")
+
+    def __enter__(self):
+        self.saved = (self.log.level, self.log.propagate, self.absl.level)
+        self.handler = _StderrHandler()
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        self.log.addHandler(self.handler)
+        self.log.setLevel(logging.DEBUG if self.verbose else logging.INFO)
+        self.log.propagate = False
+        self.absl.setLevel(logging.WARNING if self.verbose else logging.ERROR)
+        return self
+
+    def __exit__(self, *exc):
+        self.log.removeHandler(self.handler)
+        level, self.log.propagate, absl_level = self.saved
+        self.log.setLevel(level)
+        self.absl.setLevel(absl_level)
+
+
+# --------------------------------------------------------------------------------- commands
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from jaxnas.config import load_config
+    from jaxnas.run import search
+
+    config = load_config(args.config, args.set or ())
+    progress = not args.no_progress and sys.stderr.isatty()
+    summary = search(config, args.workdir, resume=args.resume, progress=progress)
+    _print_outputs(summary)
+    return 0
+
+
+def _print_outputs(summary: dict) -> None:
+    pictures = [p for p in summary.get("genotype_pictures") or [] if p.endswith(".png")]
+    final = summary.get("final") or {}
+    lines = [f"genotype:  {summary['genotype']}", f"  saved:   {summary['genotype_json']}"]
+    if pictures:
+        lines.append(f"  picture: {', '.join(pictures)} (and .svg)")
+    if summary.get("alphas_plot"):
+        lines.append(f"arch weights over epochs: {summary['alphas_plot']}")
+    if summary.get("curves_plot"):
+        lines.append(f"curves:    {summary['curves_plot']}")
+    lines.append(f"metrics:   {summary['metrics']}")
+    if summary.get("tensorboard"):
+        lines.append(f"           tensorboard --logdir {summary['tensorboard']}")
+    accs = [
+        f"{k} {final[k]:.4f}"
+        for k in ("train/accuracy", "valid/accuracy", "test/accuracy")
+        if k in final
+    ]
+    if accs:
+        lines.append(f"final:     {', '.join(accs)}")
+    print("\n".join(lines))
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from jaxnas.run import replot
+
+    out = replot(args.workdir)
+    for what, paths in out.items():
+        paths = paths if isinstance(paths, list) else [paths]
+        print(f"{what}: {', '.join(os.fspath(p) for p in paths)}")
+    return 0
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser(
+        "search",
+        help="run an architecture search",
+        description="Run an architecture search from a config file.",
+    )
+    p.add_argument("--config", required=True, help="config file (Python, defines get_config())")
+    p.add_argument("--workdir", required=True, help="output folder (checkpoints, logs, plots)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set search.epochs=3 (repeatable)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (also off when not a TTY)"
+    )
+    p.set_defaults(func=_cmd_search)
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="redraw the pictures of a search workdir",
+        description="Redraw alphas.png, curves.png and the genotype pictures from saved files.",
+    )
+    p.add_argument("--workdir", required=True, help="a search workdir")
+    p.set_defaults(func=_cmd_plot)
+
+
+#: name -> function adding the subcommand's parser (sets ``func``) to the subparsers.
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "search": _add_search,
+    "plot": _add_plot,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxnas", description="Differentiable neural architecture search in JAX/Flax."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``jaxnas`` command line; returns the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse's own usage errors (already printed) and --help
+        return int(e.code) if isinstance(e.code, int) else EXIT_ERROR
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    errors = _user_errors()
+    try:
+        with _CliLogging(args.verbose):
+            return args.func(args)
+    except errors as e:
+        print(f"jaxnas: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("jaxnas: interrupted; continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""DARTS: differentiable architecture search (Liu et al., ICLR 2019).
+
+The algorithm box (DARTS Alg. 1), one iteration of ``train_step``:
+
+1. architecture step on a batch of the *valid* half: ``alpha <- Adam(alpha,
+   grad_alpha L_val(w - xi grad_w L_train(w, alpha), alpha))`` (Eq. 6-7);
+   first order takes ``xi = 0`` (Eq. 5 with w* ~ w), second order uses the
+   current weight learning rate as ``xi`` and one of the hypergradients of
+   ``jaxnas.search.hypergrad`` (exact by default);
+2. weight step on a batch of the *train* half: ``w <- SGD(w, grad_w L_train(w,
+   alpha))`` with momentum 0.9, weight decay 3e-4, gradient-norm clipping 5.
+
+Settings follow the reference code (``train_search.py``, ``architect.py``):
+SGD lr 0.025 with cosine annealing *per epoch* to 0.001; Adam lr 3e-4,
+betas (0.5, 0.999), weight decay 1e-3 added to the gradient (PyTorch's
+coupled L2); alpha ~ 1e-3 N(0, 1); BN in training mode in both steps.  The
+genotype is derived by the DARTS rule (``jaxnas.genotype.derive``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxnas.genotype import Genotype, derive
+from jaxnas.ops import OpsConfig, resolve_primitives
+from jaxnas.search.hypergrad import first_order, hypergradient
+from jaxnas.supernet import SoftmaxMixer, SuperNet
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Method-specific config keys of DARTS with the paper's values (CIFAR-10 search)."""
+    c = ml_collections.ConfigDict()
+    # depthwise: "auto" picks the fastest implementation the chosen gradient allows.
+    c.model = ml_collections.ConfigDict(
+        dict(init_channels=16, layers=8, stem_multiplier=3, primitives="darts", depthwise="auto")
+    )
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            w_lr=0.025,
+            w_lr_min=0.001,
+            w_momentum=0.9,
+            w_weight_decay=3e-4,
+            grad_clip=5.0,
+            a_lr=3e-4,
+            a_beta1=0.5,
+            a_beta2=0.999,
+            a_weight_decay=1e-3,
+        )
+    )
+    # order: "first" | "second"; hypergradient (second order only):
+    # "exact" (forward-over-reverse HVP), "unrolled" (jax.grad through the step),
+    # "finite_difference" (the reference code's approximation, DARTS Eq. 8).
+    c.search = ml_collections.ConfigDict(
+        dict(epochs=50, order="first", hypergradient="exact", fd_epsilon=0.01)
+    )
+    return c
+
+
+class SearchState(flax.struct.PyTreeNode):
+    """Everything a search carries from step to step (a pytree of arrays)."""
+
+    step: jax.Array  # int32 scalar: iterations done
+    params: Any  # supernet weights w
+    arch: Any  # architecture variables, {"normal": (14, n_ops), "reduce": ...}
+    batch_stats: Any  # BN running statistics
+    w_opt: optax.OptState
+    a_opt: optax.OptState
+    rng: jax.Array  # raw uint32 key, for stochastic mixers of later methods
+
+
+def epoch_cosine_schedule(
+    lr: float, lr_min: float, epochs: int, steps_per_epoch: int
+) -> optax.Schedule:
+    """``CosineAnnealingLR(T_max=epochs, eta_min=lr_min)`` stepped once per epoch:
+    ``lr_e = lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2``, ``e = step // steps_per_epoch``.
+    """
+
+    def schedule(step):
+        e = jnp.minimum(step // steps_per_epoch, epochs)
+        return lr_min + 0.5 * (lr - lr_min) * (1 + jnp.cos(jnp.pi * e / epochs))
+
+    return schedule
+
+
+def momentum_buffer(w_opt: optax.OptState) -> Any:
+    """The SGD momentum buffer ``m`` inside the weight optimiser's state."""
+    return optax.tree_utils.tree_get(w_opt, "trace")
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross entropy and top-1 accuracy."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, acc
+
+
+class DARTS:
+    """The DARTS search method (implements ``jaxnas.search.base.SearchMethod``).
+
+    Subclasses change ``make_mixer`` (how edges mix ops), ``arch_loss`` (extra
+    regularisers on alpha) or ``train_step`` (the update rule).
+    """
+
+    name = "darts"
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        steps_per_epoch: int,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+    ):
+        m, o, s = config.model, config.optim, config.search
+        if s.order not in ("first", "second"):
+            raise ValueError(f"search.order must be 'first' or 'second', got {s.order!r}")
+        self.config = config
+        self.primitives = resolve_primitives(m.primitives)
+        self.input_shape = tuple(input_shape)
+        self.order, self.mode = s.order, s.hypergradient
+        self.exact_hvp = s.order == "second" and s.hypergradient == "exact"
+        depthwise = m.depthwise
+        if depthwise == "auto":
+            depthwise = "custom_vjp"
+        model_kw = dict(
+            num_classes=num_classes,
+            init_channels=m.init_channels,
+            layers=m.layers,
+            stem_multiplier=m.stem_multiplier,
+            primitives=self.primitives,
+            mixer=self.make_mixer(),
+        )
+        self.model = SuperNet(**model_kw, cfg=OpsConfig(depthwise=depthwise))
+        # forward mode cannot pass a custom_vjp: the exact HVP uses plain autodiff
+        self.hvp_model = (
+            self.model.clone(cfg=OpsConfig(depthwise="shifted"))
+            if self.exact_hvp and depthwise == "custom_vjp"
+            else self.model
+        )
+        self.lr_schedule = epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, steps_per_epoch)
+        self.w_tx = optax.chain(
+            optax.clip_by_global_norm(o.grad_clip),
+            optax.add_decayed_weights(o.w_weight_decay),
+            optax.sgd(self.lr_schedule, momentum=o.w_momentum),
+        )
+        self.a_tx = optax.chain(
+            optax.add_decayed_weights(o.a_weight_decay),
+            optax.adam(o.a_lr, b1=o.a_beta1, b2=o.a_beta2),
+        )
+        self._init = jax.jit(functools.partial(self.model.init, train=True))
+        self.train_step = jax.jit(self._train_step)
+        self.eval_step = jax.jit(self._eval_step)
+
+    # ---- what subclasses change -------------------------------------------------
+
+    def make_mixer(self):
+        """DARTS mixes ops by ``softmax(alpha)`` (DARTS Eq. 1)."""
+        return SoftmaxMixer()
+
+    def arch_regularizer(self, arch: Any) -> jax.Array:
+        """Extra term of the upper-level objective; none for DARTS."""
+        del arch
+        return jnp.zeros(())
+
+    # ---- losses -----------------------------------------------------------------
+
+    def apply(self, model, params, arch, batch_stats, images, *, train, rng):
+        """Logits and updated BN statistics of ``model``."""
+        variables = {"params": params, "arch": arch, "batch_stats": batch_stats}
+        rngs = {"mixer": jax.random.wrap_key_data(rng)}
+        if train:
+            logits, upd = model.apply(
+                variables, images, train=True, mutable=["batch_stats"], rngs=rngs
+            )
+            return logits, upd["batch_stats"]
+        return model.apply(variables, images, train=False, rngs=rngs), batch_stats
+
+    def loss(self, params, arch, batch_stats, batch, *, rng, model=None):
+        """Training-mode cross entropy; aux: (new BN statistics, accuracy)."""
+        logits, stats = self.apply(
+            model or self.model, params, arch, batch_stats, batch[0], train=True, rng=rng
+        )
+        loss, acc = cross_entropy(logits, batch[1])
+        return loss, (stats, acc)
+
+    # ---- the method ---------------------------------------------------------------
+
+    def init(self, rng: jax.Array, sample_images: np.ndarray) -> SearchState:
+        """Initial state; ``sample_images`` only gives the input shape."""
+        if not jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
+            rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
+        rng_init, rng_state = jax.random.split(rng)
+        x = jnp.zeros((2, *sample_images.shape[1:]), jnp.float32)
+        variables = self._init({"params": rng_init, "mixer": rng_init}, x)
+        params, arch = variables["params"], variables["arch"]
+        return SearchState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            arch=arch,
+            batch_stats=variables["batch_stats"],
+            w_opt=self.w_tx.init(params),
+            a_opt=self.a_tx.init(arch),
+            rng=jax.random.key_data(rng_state),
+        )
+
+    def arch_gradient(self, state: SearchState, train_batch, valid_batch, rng):
+        """``(grad_alpha, valid_loss)``: first order, or DARTS Eq. 7 through one
+        unrolled weight step with ``xi`` = the current weight learning rate."""
+        o = self.config.optim
+
+        def val_loss(model):
+            def f(w, a, batch):
+                loss = self.loss(w, a, state.batch_stats, batch, rng=rng, model=model)[0]
+                return loss + self.arch_regularizer(a)
+
+            return f
+
+        if self.order == "first":
+            return first_order(val_loss(self.model), state.params, state.arch, valid_batch)
+        return hypergradient(
+            val_loss(self.model),
+            state.params,
+            state.arch,
+            momentum_buffer(state.w_opt),
+            train_batch,
+            valid_batch,
+            xi=self.lr_schedule(state.step),
+            momentum=o.w_momentum,
+            weight_decay=o.w_weight_decay,
+            mode=self.mode,
+            fd_epsilon=self.config.search.fd_epsilon,
+            hvp_loss_fn=val_loss(self.hvp_model),
+        )
+
+    def _train_step(self, state: SearchState, train_batch, valid_batch):
+        rng_next, rng_a, rng_w = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
+        rng_a, rng_w = jax.random.key_data(rng_a), jax.random.key_data(rng_w)
+        # 1. architecture step on the valid half (DARTS Alg. 1, line 2)
+        g_arch, valid_loss = self.arch_gradient(state, train_batch, valid_batch, rng_a)
+        upd, a_opt = self.a_tx.update(g_arch, state.a_opt, state.arch)
+        arch = optax.apply_updates(state.arch, upd)
+        # 2. weight step on the train half with the new alpha (Alg. 1, line 3)
+        grad_fn = jax.value_and_grad(
+            lambda w: self.loss(w, arch, state.batch_stats, train_batch, rng=rng_w), has_aux=True
+        )
+        (loss, (stats, acc)), g_w = grad_fn(state.params)
+        upd, w_opt = self.w_tx.update(g_w, state.w_opt, state.params)
+        params = optax.apply_updates(state.params, upd)
+        metrics = dict(
+            loss=loss,
+            accuracy=acc,
+            valid_loss=valid_loss,
+            lr=self.lr_schedule(state.step),
+            grad_norm=optax.tree.norm(g_w),
+            arch_grad_norm=optax.tree.norm(g_arch),
+        )
+        new = state.replace(
+            step=state.step + 1,
+            params=params,
+            arch=arch,
+            batch_stats=stats,
+            w_opt=w_opt,
+            a_opt=a_opt,
+            rng=jax.random.key_data(rng_next),
+        )
+        return new, metrics
+
+    def _eval_step(self, state: SearchState, batch):
+        logits, _ = self.apply(
+            self.model,
+            state.params,
+            state.arch,
+            state.batch_stats,
+            batch[0],
+            train=False,
+            rng=state.rng,
+        )
+        loss, acc = cross_entropy(logits, batch[1])
+        return dict(loss=loss, accuracy=acc)
+
+    # ---- reading the architecture -------------------------------------------------
+
+    def arch_weights(self, state: SearchState) -> dict[str, np.ndarray]:
+        """``softmax(alpha)`` per cell type, ``{"normal": (14, n_ops), "reduce": ...}``."""
+        mixer = self.model.mixer
+        return {k: np.asarray(mixer.edge_weights(v, None)) for k, v in state.arch.items()}
+
+    def genotype(self, state: SearchState) -> Genotype:
+        """The DARTS rule: per node the 2 strongest edges, per edge its strongest non-zero op."""
+        w = self.arch_weights(state)
+        return derive(w["normal"], w["reduce"], self.primitives)

@@ -1,0 +1,11 @@
+"""Shared fixtures: float64 for closed-form and finite-difference checks."""
+
+import jax
+import pytest
+
+
+@pytest.fixture
+def x64():
+    """Run the test body with 64-bit floats enabled."""
+    with jax.enable_x64(True):
+        yield
