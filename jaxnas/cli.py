@@ -175,6 +175,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache so that a second run (a resume,
+    the same config again) does not recompile the supernet step.
+
+    The directory is ``$JAXNAS_CACHE_DIR`` or ``~/.cache/jaxnas/xla``; set
+    ``JAXNAS_CACHE_DIR=""`` to switch it off.  Returns the directory used.
+    """
+    import jax
+
+    path = os.environ.get("JAXNAS_CACHE_DIR", os.path.expanduser("~/.cache/jaxnas/xla"))
+    if not path or jax.config.jax_compilation_cache_dir:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxnas`` command line; returns the exit status."""
     parser = _parser()
@@ -186,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     errors = _user_errors()
+    enable_compilation_cache()
     try:
         with _CliLogging(args.verbose):
             return args.func(args)

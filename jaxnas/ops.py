@@ -119,14 +119,17 @@ def _depthwise_vjp(x, kernel, stride, dilation, padding):
 
 
 def _depthwise_fwd(x, kernel, stride, dilation, padding):
-    return _depthwise_vjp(x, kernel, stride, dilation, padding), (x, kernel)
+    # Save the padded input, not x: with x itself as a residual, reverse over
+    # reverse inside lax.scan handed the residuals back misaligned (jax 0.10).
+    xp = _pad_hw(x, padding, padding)
+    return _shifted(xp, kernel, stride, dilation), (xp, kernel)
 
 
 def _depthwise_bwd(stride, dilation, padding, res, g):
-    x, kernel = res
-    b, h, w, c = x.shape
+    xp, kernel = res
+    b, hp, wp, c = xp.shape
+    h, w = hp - 2 * padding, wp - 2 * padding
     kh, kw, _ = kernel.shape
-    hp, wp = h + 2 * padding, w + 2 * padding
     # Input gradient: scatter g back through every tap = one stride-1
     # correlation of the zero-dilated, zero-padded g with the flipped kernel.
     gd = lax.pad(
@@ -141,7 +144,6 @@ def _depthwise_bwd(stride, dilation, padding, res, g):
     gxp = _shifted(gd, kernel[::-1, ::-1], 1, dilation)
     gx = gxp[:, padding : padding + h, padding : padding + w]
     # Kernel gradient: one reduction per tap over batch and space.
-    xp = _pad_hw(x, padding, padding)
     ho, wo = g.shape[1], g.shape[2]
     taps = []
     for i in range(kh):

@@ -1,0 +1,117 @@
+"""Benchmark the DARTS search step: compile time, steady step time, peak memory.
+
+Each (size, order) runs in its own subprocess so that peak memory (max RSS) is
+that configuration's alone.  Writes JSON; not a test.
+
+    python benchmarks/bench_supernet.py --out benchmarks/results/supernet.json
+    python benchmarks/bench_supernet.py --sizes tiny --orders first --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+SIZES = {
+    # the paper's search network: C=16, 8 cells, batch 64, CIFAR-sized input
+    "paper": dict(init_channels=16, layers=8, batch=64, shape=(32, 32, 3)),
+    # configs/darts_fmnist_tiny.py
+    "tiny": dict(init_channels=4, layers=5, batch=32, shape=(28, 28, 1)),
+}
+ORDERS = {
+    "first": ("first", "exact"),
+    "second": ("second", "exact"),
+    "second_unrolled": ("second", "unrolled"),
+    "second_fd": ("second", "finite_difference"),
+}
+
+
+def measure(size: str, order: str, steps: int) -> dict:
+    """Run in a child process: init, compile and time ``steps`` DARTS steps."""
+    import jax
+    import numpy as np
+
+    from jaxnas.config import default_config
+    from jaxnas.search import build
+
+    s = SIZES[size]
+    cfg = default_config("darts")
+    cfg.model.init_channels, cfg.model.layers = s["init_channels"], s["layers"]
+    cfg.search.order, cfg.search.hypergradient = ORDERS[order]
+    method = build(cfg, steps_per_epoch=100, num_classes=10, input_shape=s["shape"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(s["batch"], *s["shape"])).astype(np.float32)
+    y = rng.integers(0, 10, s["batch"]).astype(np.int32)
+    batch = (jax.device_put(x), jax.device_put(y))
+    t = time.perf_counter()
+    state = jax.block_until_ready(method.init(jax.random.key(0), x))
+    init_s = time.perf_counter() - t
+    t = time.perf_counter()
+    compiled = method.train_step.lower(state, batch, batch).compile()
+    compile_s = time.perf_counter() - t
+    state, _ = jax.block_until_ready(compiled(state, batch, batch))  # warm-up
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        state, m = jax.block_until_ready(compiled(state, batch, batch))
+        times.append(time.perf_counter() - t)
+    return dict(
+        size=size,
+        order=order,
+        init_s=round(init_s, 2),
+        compile_s=round(compile_s, 2),
+        step_s=round(float(np.median(times)), 3),
+        step_s_all=[round(v, 3) for v in times],
+        peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        loss=float(m["loss"]),
+        **{k: v for k, v in s.items() if k != "shape"},
+        input_shape=list(s["shape"]),
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results/supernet.json")
+    p.add_argument("--sizes", default="tiny,paper")
+    p.add_argument("--orders", default="first,second")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        size, order = a.child.split(":")
+        print(json.dumps(measure(size, order, a.steps)))
+        return
+    import jax
+
+    rows = []
+    for size in a.sizes.split(","):
+        for order in a.orders.split(","):
+            cmd = [sys.executable, __file__, "--child", f"{size}:{order}", "--steps", str(a.steps)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                rows.append(dict(size=size, order=order, error=out.stderr.strip().splitlines()[-1]))
+            else:
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    result = dict(
+        device=str(jax.devices()[0].device_kind),
+        cpu_count=os.cpu_count(),
+        platform=platform.platform(),
+        jax=jax.__version__,
+        date=time.strftime("%Y-%m-%d"),
+        results=rows,
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
