@@ -24,11 +24,16 @@ SIZES = {
     # configs/darts_fmnist_tiny.py
     "tiny": dict(init_channels=4, layers=5, batch=32, shape=(28, 28, 1)),
 }
+# variant -> (order, hypergradient, remat, fuse_phases)
 ORDERS = {
-    "first": ("first", "exact"),
-    "second": ("second", "exact"),
-    "second_unrolled": ("second", "unrolled"),
-    "second_fd": ("second", "finite_difference"),
+    "first": ("first", "exact", False, "yes"),
+    "first_separate": ("first", "exact", False, "no"),
+    "second": ("second", "exact", False, "yes"),
+    "second_separate": ("second", "exact", False, "no"),
+    "second_fd": ("second", "finite_difference", False, "no"),
+    "first_remat": ("first", "exact", True, "yes"),
+    "first_separate_remat": ("first", "exact", True, "no"),
+    "second_remat": ("second", "exact", True, "yes"),
 }
 
 
@@ -43,7 +48,9 @@ def measure(size: str, order: str, steps: int) -> dict:
     s = SIZES[size]
     cfg = default_config("darts")
     cfg.model.init_channels, cfg.model.layers = s["init_channels"], s["layers"]
-    cfg.search.order, cfg.search.hypergradient = ORDERS[order]
+    cfg.search.order, cfg.search.hypergradient, cfg.model.remat, cfg.search.fuse_phases = ORDERS[
+        order
+    ]
     method = build(cfg, steps_per_epoch=100, num_classes=10, input_shape=s["shape"])
     rng = np.random.default_rng(0)
     x = rng.normal(size=(s["batch"], *s["shape"])).astype(np.float32)

@@ -230,7 +230,7 @@ class DepthwiseConv(nn.Module):
         k = self.kernel_size
         # LeCun normal over the k*k fan-in, like flax's nn.Conv default.
         init = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
-        kernel = self.param("kernel", init, (k, k, x.shape[-1]))
+        kernel = self.param("kernel", init, (k, k, x.shape[-1]), jnp.float32)
         if self.cfg.dtype is not None:
             x, kernel = x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype)
         return depthwise_conv(
@@ -351,7 +351,8 @@ class Pool(nn.Module):
         if self.kind == "max" and not self.cfg.smooth:
             y = nn.max_pool(x, **_pool_window(self.stride))
         else:
-            y = nn.avg_pool(x, **_pool_window(self.stride), count_include_pad=False)
+            # flax divides by counts of the default float type: keep x's dtype
+            y = nn.avg_pool(x, **_pool_window(self.stride), count_include_pad=False).astype(x.dtype)
         if self.bn_after:
             y = batch_norm(train, False)(y)
         return y

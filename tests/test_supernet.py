@@ -102,3 +102,22 @@ def test_depthwise_implementations_agree(tiny):
     ]
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-4, atol=1e-5)
+
+
+def test_remat_gives_the_same_gradients(tiny):
+    model, v = tiny
+
+    def grads(m):
+        def loss(params, arch):
+            logits, _ = m.apply(
+                {"params": params, "arch": arch, "batch_stats": v["batch_stats"]},
+                X,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(logits**2)
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(v["params"], v["arch"])
+
+    plain, remat = grads(model), grads(dataclasses.replace(model, remat=True))
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

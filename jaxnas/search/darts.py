@@ -31,16 +31,24 @@ import optax
 
 from jaxnas.genotype import Genotype, derive
 from jaxnas.ops import OpsConfig, resolve_primitives
-from jaxnas.search.hypergrad import first_order, hypergradient
+from jaxnas.search.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
 from jaxnas.supernet import SoftmaxMixer, SuperNet
 
 
 def default_config() -> ml_collections.ConfigDict:
     """Method-specific config keys of DARTS with the paper's values (CIFAR-10 search)."""
     c = ml_collections.ConfigDict()
-    # depthwise: "auto" picks the fastest implementation the chosen gradient allows.
+    # depthwise: "auto" picks the fastest implementation the chosen gradient allows;
+    # remat: recompute each edge's intermediates in the backward pass (less memory).
     c.model = ml_collections.ConfigDict(
-        dict(init_channels=16, layers=8, stem_multiplier=3, primitives="darts", depthwise="auto")
+        dict(
+            init_channels=16,
+            layers=8,
+            stem_multiplier=3,
+            primitives="darts",
+            depthwise="auto",
+            remat=False,
+        )
     )
     c.optim = ml_collections.ConfigDict(
         dict(
@@ -58,8 +66,11 @@ def default_config() -> ml_collections.ConfigDict:
     # order: "first" | "second"; hypergradient (second order only):
     # "exact" (forward-over-reverse HVP), "unrolled" (jax.grad through the step),
     # "finite_difference" (the reference code's approximation, DARTS Eq. 8).
+    # fuse_phases: "auto" | "yes" | "no" -- compute all loss gradients of a step with
+    # one compiled body (see DARTS._fused_phases); "auto" fuses where it costs no
+    # step time (exact second order) or where compile time dominates (the CPU).
     c.search = ml_collections.ConfigDict(
-        dict(epochs=50, order="first", hypergradient="exact", fd_epsilon=0.01)
+        dict(epochs=50, order="first", hypergradient="exact", fd_epsilon=0.01, fuse_phases="auto")
     )
     return c
 
@@ -102,6 +113,18 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.
     return loss, acc
 
 
+def _fuse_phases(setting: str, order: str, mode: str) -> bool:
+    """Resolve ``search.fuse_phases``; fusion covers first order and exact second order."""
+    if setting not in ("auto", "yes", "no"):
+        raise ValueError(f"search.fuse_phases must be 'auto', 'yes' or 'no', got {setting!r}")
+    supported = order == "first" or mode == "exact"
+    if setting == "yes" and not supported:
+        raise ValueError("search.fuse_phases='yes' needs first order or hypergradient='exact'")
+    if setting == "auto":
+        return supported and (order == "second" or jax.default_backend() == "cpu")
+    return setting == "yes"
+
+
 class DARTS:
     """The DARTS search method (implements ``jaxnas.search.base.SearchMethod``).
 
@@ -127,6 +150,7 @@ class DARTS:
         self.input_shape = tuple(input_shape)
         self.order, self.mode = s.order, s.hypergradient
         self.exact_hvp = s.order == "second" and s.hypergradient == "exact"
+        self.fuse_phases = _fuse_phases(s.fuse_phases, s.order, s.hypergradient)
         depthwise = m.depthwise
         if depthwise == "auto":
             depthwise = "custom_vjp"
@@ -137,6 +161,7 @@ class DARTS:
             stem_multiplier=m.stem_multiplier,
             primitives=self.primitives,
             mixer=self.make_mixer(),
+            remat=m.remat,
         )
         self.model = SuperNet(**model_kw, cfg=OpsConfig(depthwise=depthwise))
         # forward mode cannot pass a custom_vjp: the exact HVP uses plain autodiff
@@ -243,6 +268,23 @@ class DARTS:
     def _train_step(self, state: SearchState, train_batch, valid_batch):
         rng_next, rng_a, rng_w = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
         rng_a, rng_w = jax.random.key_data(rng_a), jax.random.key_data(rng_w)
+        if self.fuse_phases:
+            out = self._fused_phases(state, train_batch, valid_batch, rng_a, rng_w)
+        else:
+            out = self._separate_phases(state, train_batch, valid_batch, rng_a, rng_w)
+        params, arch, stats, w_opt, a_opt, metrics = out
+        new = state.replace(
+            step=state.step + 1,
+            params=params,
+            arch=arch,
+            batch_stats=stats,
+            w_opt=w_opt,
+            a_opt=a_opt,
+            rng=jax.random.key_data(rng_next),
+        )
+        return new, dict(metrics, lr=self.lr_schedule(state.step))
+
+    def _separate_phases(self, state, train_batch, valid_batch, rng_a, rng_w):
         # 1. architecture step on the valid half (DARTS Alg. 1, line 2)
         g_arch, valid_loss = self.arch_gradient(state, train_batch, valid_batch, rng_a)
         upd, a_opt = self.a_tx.update(g_arch, state.a_opt, state.arch)
@@ -258,20 +300,124 @@ class DARTS:
             loss=loss,
             accuracy=acc,
             valid_loss=valid_loss,
-            lr=self.lr_schedule(state.step),
             grad_norm=optax.tree.norm(g_w),
             arch_grad_norm=optax.tree.norm(g_arch),
         )
-        new = state.replace(
-            step=state.step + 1,
-            params=params,
-            arch=arch,
-            batch_stats=stats,
-            w_opt=w_opt,
-            a_opt=a_opt,
-            rng=jax.random.key_data(rng_next),
+        return params, arch, stats, w_opt, a_opt, metrics
+
+    def _fused_phases(self, state, train_batch, valid_batch, rng_a, rng_w):
+        """The same step with every loss gradient computed by one compiled body.
+
+        A ``lax.scan`` over phases evaluates ``grad_{w, alpha} L(w_i, alpha_i,
+        batch_i)`` once per phase; what a phase does with it is a ``lax.switch``:
+
+        * first order: (0) valid batch at (w, alpha): Adam step on alpha;
+          (1) train batch at (w, alpha_new): SGD step on w;
+        * second order (exact): (0) train batch at (w, alpha): the virtual step
+          w' (Eq. 6); (1) valid batch at (w', alpha): v = grad_w' L_val and
+          grad_alpha L_val; (2) before its gradient, the Hessian-vector product
+          of Eq. 7 and the Adam step on alpha, then the train batch at
+          (w, alpha_new): SGD step on w.
+
+        One body instead of two to four distinct programs roughly halves compile
+        time; first order pays for unneeded weight gradients in phase 0.
+        """
+        o, second = self.config.optim, self.order == "second"
+        lr = self.lr_schedule(state.step)
+        batches = (train_batch, valid_batch, train_batch) if second else (valid_batch, train_batch)
+        rngs = (rng_a, rng_a, rng_w) if second else (rng_a, rng_w)
+        stack = lambda *xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)
+        zeros = lambda t: jax.tree.map(jnp.zeros_like, t)
+        carry = dict(
+            params=state.params,
+            w1=state.params,
+            arch=state.arch,
+            stats=state.batch_stats,
+            w_opt=state.w_opt,
+            a_opt=state.a_opt,
+            v=zeros(state.params),
+            g_arch=zeros(state.arch),
+            # metrics travel as float32 whatever the compute dtype
+            valid_loss=jnp.zeros((), jnp.float32),
+            loss=jnp.zeros((), jnp.float32),
+            acc=jnp.zeros((), jnp.float32),
+            grad_norm=jnp.zeros((), jnp.float32),
         )
-        return new, metrics
+
+        def arch_update(c):
+            upd, a_opt = self.a_tx.update(c["g_arch"], c["a_opt"], c["arch"])
+            return dict(c, arch=optax.apply_updates(c["arch"], upd), a_opt=a_opt)
+
+        def hvp_then_arch_update(c, batch, rng):  # DARTS Eq. 7
+            f = lambda w, a, b: self.loss(w, a, c["stats"], b, rng=rng, model=self.hvp_model)[0]
+            hvp = mixed_hvp(f, c["params"], c["arch"], batch, c["v"])
+            g = jax.tree.map(lambda ga, h: ga - lr * h, c["g_arch"], hvp)
+            return arch_update(dict(c, g_arch=g))
+
+        def valid_grad(c, loss, g_w, g_a):  # grad of the upper-level objective
+            g_a = jax.tree.map(jnp.add, g_a, jax.grad(self.arch_regularizer)(c["arch"]))
+            lv = (loss + self.arch_regularizer(c["arch"])).astype(jnp.float32)
+            return dict(c, g_arch=g_a, valid_loss=lv, v=g_w)
+
+        def weight_update(c, loss, stats, acc, g_w):
+            upd, w_opt = self.w_tx.update(g_w, c["w_opt"], c["params"])
+            f32 = lambda x: jnp.asarray(x, jnp.float32)
+            return dict(
+                c,
+                params=optax.apply_updates(c["params"], upd),
+                w_opt=w_opt,
+                stats=stats,
+                loss=f32(loss),
+                acc=f32(acc),
+                grad_norm=f32(optax.tree.norm(g_w)),
+            )
+
+        def body(c, inp):
+            phase, batch, rng = inp
+            if second:  # phase 2 starts with the hypergradient and the alpha step
+                c = jax.lax.cond(
+                    phase == 2, lambda c: hvp_then_arch_update(c, batch, rng), lambda c: c, c
+                )
+                w_in = jax.tree.map(lambda a, b: jnp.where(phase == 1, a, b), c["w1"], c["params"])
+            else:
+                w_in = c["params"]
+            grad_fn = jax.value_and_grad(
+                lambda w, a: self.loss(w, a, c["stats"], batch, rng=rng), (0, 1), has_aux=True
+            )
+            (loss, (stats, acc)), (g_w, g_a) = grad_fn(w_in, c["arch"])
+            if second:
+                branches = [
+                    lambda c: dict(
+                        c,
+                        w1=virtual_sgd_step(
+                            c["params"],
+                            g_w,
+                            momentum_buffer(c["w_opt"]),
+                            xi=lr,
+                            momentum=o.w_momentum,
+                            weight_decay=o.w_weight_decay,
+                        ),
+                    ),
+                    lambda c: valid_grad(c, loss, g_w, g_a),
+                    lambda c: weight_update(c, loss, stats, acc, g_w),
+                ]
+            else:
+                branches = [
+                    lambda c: arch_update(valid_grad(c, loss, g_w, g_a)),
+                    lambda c: weight_update(c, loss, stats, acc, g_w),
+                ]
+            return jax.lax.switch(phase, branches, c), None
+
+        phases = jnp.arange(len(batches))
+        c, _ = jax.lax.scan(body, carry, (phases, stack(*batches), jnp.stack(rngs)))
+        metrics = dict(
+            loss=c["loss"],
+            accuracy=c["acc"],
+            valid_loss=c["valid_loss"],
+            grad_norm=c["grad_norm"],
+            arch_grad_norm=optax.tree.norm(c["g_arch"]),
+        )
+        return c["params"], c["arch"], c["stats"], c["w_opt"], c["a_opt"], metrics
 
     def _eval_step(self, state: SearchState, batch):
         logits, _ = self.apply(

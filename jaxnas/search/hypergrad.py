@@ -43,6 +43,27 @@ LossFn = Callable[[Any, Any, Any], jax.Array]
 MODES = ("exact", "unrolled", "finite_difference")
 
 
+def virtual_sgd_step(
+    w: Any,
+    grad: Any,
+    momentum_buf: Any,
+    *,
+    xi: float | jax.Array,
+    momentum: float,
+    weight_decay: float,
+) -> Any:
+    """``w' = w - xi (mu m + g + lambda w)`` for a given gradient ``g`` (DARTS Eq. 6)."""
+    return jax.tree.map(
+        lambda p, gi, m: p - xi * (momentum * m + gi + weight_decay * p), w, grad, momentum_buf
+    )
+
+
+def mixed_hvp(loss_fn: LossFn, w: Any, alpha: Any, batch: Any, v: Any) -> Any:
+    """``grad^2_{alpha, w} L(w, alpha) . v`` exactly, forward over reverse: the
+    directional derivative of ``w -> grad_alpha L(w, alpha)`` along ``v``."""
+    return jax.jvp(lambda w_: jax.grad(loss_fn, argnums=1)(w_, alpha, batch), (w,), (v,))[1]
+
+
 def unrolled_weights(
     loss_fn: LossFn,
     w: Any,
@@ -56,9 +77,7 @@ def unrolled_weights(
 ) -> Any:
     """One virtual SGD step ``w' = w - xi (mu m + grad_w L_train + lambda w)`` (DARTS Eq. 6)."""
     g = jax.grad(loss_fn)(w, alpha, batch)
-    return jax.tree.map(
-        lambda p, gi, m: p - xi * (momentum * m + gi + weight_decay * p), w, g, momentum_buf
-    )
+    return virtual_sgd_step(w, g, momentum_buf, xi=xi, momentum=momentum, weight_decay=weight_decay)
 
 
 def hypergradient(
@@ -110,12 +129,7 @@ def hypergradient(
     loss, (v, g_alpha) = jax.value_and_grad(loss_fn, argnums=(0, 1))(w1, alpha, valid_batch)
 
     if mode == "exact":
-        f = hvp_loss_fn or loss_fn
-
-        def grad_alpha_train(w_):
-            return jax.grad(f, argnums=1)(w_, alpha, train_batch)
-
-        _, hvp = jax.jvp(grad_alpha_train, (w,), (v,))
+        hvp = mixed_hvp(hvp_loss_fn or loss_fn, w, alpha, train_batch, v)
     else:  # DARTS Eq. 8: central difference along v
         r = fd_epsilon / optax.tree.norm(v)
 
