@@ -88,6 +88,7 @@ def main() -> None:
     p.add_argument("--sizes", default="tiny,paper")
     p.add_argument("--orders", default="first,second")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--append", action="store_true", help="add rows to an existing --out file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -97,12 +98,17 @@ def main() -> None:
     import jax
 
     rows = []
+    if a.append and os.path.exists(a.out):
+        with open(a.out) as f:
+            rows = json.load(f)["results"]
     for size in a.sizes.split(","):
         for order in a.orders.split(","):
             cmd = [sys.executable, __file__, "--child", f"{size}:{order}", "--steps", str(a.steps)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
-                rows.append(dict(size=size, order=order, error=out.stderr.strip().splitlines()[-1]))
+                lines = out.stderr.strip().splitlines()
+                why = lines[-1] if lines else f"exit {out.returncode} (killed: out of memory?)"
+                rows.append(dict(size=size, order=order, error=why))
             else:
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
