@@ -26,8 +26,8 @@ demo: setup
 	$(VENV)/bin/jaxnas search --config configs/darts_fmnist_tiny.py --workdir runs/demo
 
 lint: setup
-	$(VENV)/bin/ruff check jaxnas tests configs experiments benchmarks
-	$(VENV)/bin/ruff format --check jaxnas tests configs experiments benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: lint
 	$(PY) -m pytest -q

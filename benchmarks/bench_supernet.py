@@ -21,6 +21,8 @@ import time
 SIZES = {
     # the paper's search network: C=16, 8 cells, batch 64, CIFAR-sized input
     "paper": dict(init_channels=16, layers=8, batch=64, shape=(32, 32, 3)),
+    # the throwaway prototype's shape in DESIGN.md
+    "proto": dict(init_channels=8, layers=5, batch=16, shape=(32, 32, 3)),
     # configs/darts_fmnist_tiny.py
     "tiny": dict(init_channels=4, layers=5, batch=32, shape=(28, 28, 1)),
 }
