@@ -120,4 +120,4 @@ def test_remat_gives_the_same_gradients(tiny):
 
     plain, remat = grads(model), grads(dataclasses.replace(model, remat=True))
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # float32 recompute order
