@@ -4,11 +4,14 @@
     jaxnas search --config configs/darts_cifar10.py --workdir runs/c10 --set search.epochs=3
     jaxnas search --config configs/darts_cifar10.py --workdir runs/c10 --resume
     jaxnas plot --workdir runs/demo
+    jaxnas train --config configs/eval_fmnist_small.py --genotype runs/demo/genotype.json \
+        --workdir runs/demo_train
+    jaxnas eval --checkpoint runs/demo_train
+    jaxnas summary --genotype DARTS_V2 --dataset cifar10
 
 Bad input (config keys, datasets, genotype files, workdirs, NaN losses) is
 reported as one line ``jaxnas: error: ...`` on stderr with exit status 2.
-Subcommands register themselves in :data:`COMMANDS` (``train``, ``eval``,
-``summary`` come later).
+Subcommands register themselves in :data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxnas.config import ConfigError
     from jaxnas.data import DatasetNotFoundError
     from jaxnas.genotype import GenotypeError
-    from jaxnas.run import RunError
+    from jaxnas.runtime import RunError
 
     return (ConfigError, DatasetNotFoundError, GenotypeError, RunError)
 
@@ -85,8 +88,11 @@ class _CliLogging:
 def _cmd_search(args: argparse.Namespace) -> int:
     from jaxnas.config import load_config
     from jaxnas.run import search
+    from jaxnas.runtime import RunError
 
     config = load_config(args.config, args.set or ())
+    if config.method == "train":
+        raise RunError(f"{args.config} is a retraining config: use `jaxnas train`")
     progress = not args.no_progress and sys.stderr.isatty()
     summary = search(config, args.workdir, resume=args.resume, progress=progress)
     _print_outputs(summary)
@@ -157,6 +163,125 @@ def _add_plot(sub) -> None:
     p.set_defaults(func=_cmd_plot)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from jaxnas.config import load_config
+    from jaxnas.runtime import RunError
+    from jaxnas.train import Interrupted, train
+
+    config = load_config(args.config, args.set or ())
+    if config.method != "train":
+        raise RunError(
+            f"{args.config} is a {config.method!r} search config; `jaxnas train` takes a "
+            "retraining config (method='train', e.g. configs/eval_cifar10.py)"
+        )
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        s = train(
+            config, args.workdir, genotype=args.genotype, resume=args.resume, progress=progress
+        )
+    except Interrupted as e:
+        print(f"jaxnas: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    final, best = s.get("final") or {}, s.get("best")
+    lines = [
+        f"network:   {s['params_M']:.3f}M parameters (without auxiliary head), "
+        f"{s['macs_M']:.1f}M multiply-adds per image",
+    ]
+    if "test/accuracy" in final:
+        lines.append(
+            f"test:      top-1 {final['test/accuracy']:.4f}, top-5 {final['test/top5']:.4f} "
+            f"({int(final['test/examples'])} images, last epoch)"
+        )
+    if best:
+        lines.append(f"best:      top-1 {best['accuracy']:.4f} at epoch {best['epoch']}")
+    if s.get("images_per_s"):
+        lines.append(f"speed:     {s['images_per_s']:.0f} training images/s")
+    if s.get("curves_plot"):
+        lines.append(f"curves:    {s['curves_plot']}")
+    lines.append(f"metrics:   {s['metrics']}")
+    print("\n".join(lines))
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="retrain a genotype from scratch and evaluate it",
+        description="Build the evaluation network of a genotype and train it from scratch "
+        "(data parallel over all devices; orbax checkpoints every epoch and on SIGTERM/SIGINT).",
+    )
+    p.add_argument(
+        "--config", required=True, help="retraining config (e.g. configs/eval_cifar10.py)"
+    )
+    p.add_argument(
+        "--genotype",
+        default=None,
+        help="a genotype JSON file (e.g. runs/x/genotype.json) or a shipped name (DARTS_V2); "
+        "default: the config's model.genotype",
+    )
+    p.add_argument("--workdir", required=True, help="output folder (checkpoints, logs, plots)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=3 (repeatable)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (also off when not a TTY)"
+    )
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from jaxnas.train import evaluate
+
+    overrides = {}
+    for item in args.set or ():
+        key, _, value = item.partition("=")
+        overrides[key] = value
+    r = evaluate(args.checkpoint, overrides=overrides, which=args.which)
+    acc = r["test/accuracy"]
+    if args.json:
+        print(json.dumps(r, sort_keys=True))
+        return 0
+    print(
+        "\n".join(
+            [
+                f"checkpoint:    {r['checkpoint']}",
+                f"test top-1:    {acc:.4f} (error {100 * (1 - acc):.2f}%)",
+                f"test top-5:    {r['test/top5']:.4f}",
+                f"test loss:     {r['test/loss']:.4f} ({int(r['examples'])} images)",
+                f"parameters:    {r['params_M']:.3f}M (without the auxiliary head)",
+                f"multiply-adds: {r['macs_M']:.1f}M per image",
+                f"speed:         {r['images_per_s']:.0f} images/s (inference)",
+            ]
+        )
+    )
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a retraining checkpoint on the test split",
+        description="Test top-1/top-5, parameters, multiply-adds and images/s of a retrained "
+        "network. CHECKPOINT is a `jaxnas train` workdir (its best state, else the latest) or a "
+        "checkpoint folder inside one.",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="train workdir or workdir/checkpoints/<step>"
+    )
+    p.add_argument(
+        "--which", choices=("best", "latest"), default="best", help="for a workdir (default best)"
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. data.data_dir=...")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.set_defaults(func=_cmd_eval)
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     import json
 
@@ -206,6 +331,8 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "search": _add_search,
     "plot": _add_plot,
     "summary": _add_summary,
+    "train": _add_train,
+    "eval": _add_eval,
 }
 
 

@@ -52,8 +52,10 @@ __all__ = [
     "config_from_json",
 ]
 
-#: Search methods by config name -> module with ``default_config()`` (and ``build``).
-METHODS: dict[str, str] = {"darts": "jaxnas.search.darts"}
+#: Config kinds by ``method`` -> module with ``default_config()``: the search methods
+#: (``jaxnas search``; their modules also define the method class) and ``"train"``,
+#: a retraining config (``jaxnas train``).
+METHODS: dict[str, str] = {"darts": "jaxnas.search.darts", "train": "jaxnas.train"}
 
 
 class ConfigError(ValueError):

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -44,23 +43,27 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from jaxnas import plots
 from jaxnas.config import config_to_json, validate
+from jaxnas.runtime import (
+    FileLog,
+    Meter,
+    RunError,
+    all_finite,
+    append_jsonl,
+    check_compatible,
+    checkpoint_manager,
+    diff_configs,
+    first_nonfinite,
+    restore,
+)
 
 __all__ = ["RunError", "Workdir", "search", "replot"]
 
 logger = logging.getLogger("jaxnas")
-
-
-class RunError(RuntimeError):
-    """A search cannot start or continue (reported as one line by the CLI)."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,61 +129,6 @@ class Workdir:
 # --------------------------------------------------------------------------------- helpers
 
 
-def _checkpoint_manager(path: str, keep: int):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True)
-    return ocp.CheckpointManager(
-        path, options=options, item_handlers=ocp.StandardCheckpointHandler()
-    )
-
-
-def _shape_of(x: Any) -> tuple[int, ...]:
-    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return tuple(jax.random.key_data(x).shape)
-    return tuple(np.shape(x))
-
-
-def _check_compatible(mngr, step: int, target: Any, ckpt_dir: str) -> None:
-    """RunError unless the checkpoint at ``step`` has ``target``'s keys and shapes."""
-    import orbax.checkpoint as ocp
-
-    try:
-        saved = ocp.tree.to_flat_dict(mngr.item_metadata(step).tree)
-    except Exception as e:  # noqa: BLE001 - unreadable metadata: one line
-        raise RunError(f"cannot read checkpoint {ckpt_dir}/{step}: {type(e).__name__}: {e}") from e
-    wanted = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(target, keep_empty_nodes=True))
-    problems = []
-    for key in sorted(set(saved) | set(wanted), key=str):
-        name = ".".join(str(k) for k in key)
-        if key not in saved:
-            problems.append(f"{name!r} is missing from the checkpoint")
-        elif key not in wanted:
-            problems.append(f"{name!r} is in the checkpoint but not in the model")
-        else:
-            s, w = getattr(saved[key], "shape", None), _shape_of(wanted[key])
-            if s is not None and tuple(s) != w:
-                problems.append(
-                    f"{name!r} has shape {tuple(s)} in the checkpoint but {w} in the model"
-                )
-    if problems:
-        more = f" (and {len(problems) - 1} more differences)" if len(problems) > 1 else ""
-        raise RunError(
-            f"checkpoint {ckpt_dir}/{step} does not match this config: {problems[0]}{more}; "
-            "resume with the config it was written with, or use a fresh --workdir"
-        )
-
-
-@jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [
-        jnp.all(jnp.isfinite(x))
-        for x in jax.tree.leaves(tree)
-        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.inexact)
-    ]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def _metric_name(key: str) -> str:
     """``train_step`` metric key -> record key: ``valid_x`` -> ``valid/x``, ``lr*`` as is,
     ``x`` -> ``train/x``."""
@@ -189,50 +137,6 @@ def _metric_name(key: str) -> str:
     if key.startswith("valid_"):
         return "valid/" + key[len("valid_") :]
     return "train/" + key
-
-
-class _Meter:
-    """Averages step metrics over a logging window and over the epoch (on the host)."""
-
-    def __init__(self):
-        self.window: list[Mapping[str, Any]] = []
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, metrics: Mapping[str, Any]) -> None:
-        self.window.append(metrics)
-
-    def flush(self) -> dict[str, float]:
-        """Means over the window (a device sync), folded into the epoch sums."""
-        if not self.window:
-            return {}
-        host = jax.device_get(self.window)
-        keys = host[0].keys()
-        means = {}
-        for k in keys:
-            values = np.asarray([np.mean(np.asarray(m[k], np.float64)) for m in host])
-            means[k] = float(values.mean())
-            self.sums[k] = self.sums.get(k, 0.0) + float(values.sum())
-        self.count += len(host)
-        self.window = []
-        return means
-
-    def epoch_means(self) -> dict[str, float]:
-        self.flush()
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
-
-
-def _nonfinite(values: Mapping[str, float]) -> str | None:
-    for k, v in values.items():
-        if not math.isfinite(v):
-            return f"{k}={v}"
-    return None
-
-
-def _append_jsonl(path: str, record: Mapping[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
 
 
 def _truncate_after(wd: Workdir, epoch: int) -> None:
@@ -257,17 +161,6 @@ def _fresh_outputs(wd: Workdir) -> None:
     for path in (wd.alphas, wd.tensorboard):
         if os.path.isdir(path):
             shutil.rmtree(path)
-
-
-def _diff_configs(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += _diff_configs(a, b, prefix + k + ".")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
 
 
 def _write_config(wd: Workdir, config: ml_collections.ConfigDict) -> None:
@@ -336,7 +229,7 @@ def _test_batches(test_dataset: Any, config: ml_collections.ConfigDict):
 
 
 def _evaluate(method: Any, state: Any, loader: Any) -> dict[str, float]:
-    meter = _Meter()
+    meter = Meter()
     for batch in loader.epoch(0):
         meter.add(method.eval_step(state, batch))
     means = meter.epoch_means()
@@ -365,35 +258,6 @@ def _log_line(record: Mapping[str, Any], epochs: int) -> str:
         parts.append(f"lr {record['lr']:.3g}")
     parts.append(f"{record['time']:.1f}s")
     return " | ".join(parts)
-
-
-class _FileLog:
-    """Adds a ``log.txt`` handler to the ``jaxnas`` logger for the duration of a run."""
-
-    def __init__(self, path: str):
-        self.handler = logging.FileHandler(path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        self.handler.setLevel(logging.INFO)
-
-    def __enter__(self):
-        logger.addHandler(self.handler)
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            self._old_level = logger.level
-            logger.setLevel(logging.INFO)
-        else:
-            self._old_level = None
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:  # the reason a run stopped goes to log.txt too
-            reason = " ".join(str(exc).split())
-            text = f"stopped: {exc_type.__name__}" + (f": {reason}" if reason else "")
-            record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, text, (), None)
-            self.handler.handle(record)
-        logger.removeHandler(self.handler)
-        self.handler.close()
-        if self._old_level is not None:
-            logger.setLevel(self._old_level)
 
 
 # --------------------------------------------------------------------------------- search
@@ -456,7 +320,7 @@ def search(
     os.makedirs(wd.root, exist_ok=True)
     epochs = int(config.search.epochs)
 
-    mngr = _checkpoint_manager(wd.checkpoints, config.run.checkpoint_keep)
+    mngr = checkpoint_manager(wd.checkpoints, config.run.checkpoint_keep)
     writer = None
     try:
         latest = mngr.latest_step()
@@ -465,14 +329,14 @@ def search(
                 f"{wd.root} already has checkpoints (last: epoch {latest}); pass --resume to "
                 "continue that search, or use a fresh --workdir"
             )
-        with _FileLog(wd.log):
+        with FileLog(wd.log):
             if latest is None:
                 _fresh_outputs(wd)
                 _write_config(wd, config)
             elif os.path.exists(wd.config):
                 with open(wd.config, encoding="utf-8") as f:
                     old = json.load(f)
-                changed = _diff_configs(old, json.loads(config_to_json(config)))
+                changed = diff_configs(old, json.loads(config_to_json(config)))
                 if changed:
                     logger.warning(
                         "resuming with a changed config (the result will differ from an "
@@ -528,8 +392,8 @@ def search(
 
             start = 0
             if latest is not None:
-                _check_compatible(mngr, latest, state, wd.checkpoints)
-                state = _restore(mngr, latest, state, wd.checkpoints)
+                check_compatible(mngr, latest, state, wd.checkpoints)
+                state = restore(mngr, latest, state, wd.checkpoints)
                 start = latest
                 _truncate_after(wd, latest)
                 _write_config(wd, config)
@@ -588,19 +452,6 @@ def _num_classes(train_loader: Any, test_dataset: Any) -> int:
     raise RunError("cannot tell the number of classes: the dataset has no num_classes")
 
 
-def _restore(mngr, step: int, target: Any, ckpt_dir: str) -> Any:
-    import orbax.checkpoint as ocp
-
-    try:
-        return mngr.restore(step, args=ocp.args.StandardRestore(target))
-    except ValueError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(
-            f"checkpoint {ckpt_dir}/{step} does not match this config ({first}); "
-            "resume with the config it was written with, or use a fresh --workdir"
-        ) from e
-
-
 def _run_epoch(
     method: Any,
     state: Any,
@@ -623,7 +474,7 @@ def _run_epoch(
     from tqdm.auto import tqdm
 
     t0 = time.time()
-    meter = _Meter()
+    meter = Meter()
     log_every = int(config.run.log_every_steps)
     done = epoch * steps_per_epoch
     bar = tqdm(
@@ -657,9 +508,9 @@ def _run_epoch(
             step = done + i + 1
             if log_every > 0 and step % log_every == 0:
                 window = {_metric_name(k): v for k, v in meter.flush().items()}
-                if (bad := _nonfinite(window)) is not None:
+                if (bad := first_nonfinite(window)) is not None:
                     raise nan_error(bad, step)
-                _append_jsonl(
+                append_jsonl(
                     wd.metrics, {"kind": "step", "epoch": epoch + 1, "step": step, **window}
                 )
                 if writer is not None:
@@ -676,9 +527,9 @@ def _run_epoch(
         bar.close()
     step = done + steps_per_epoch
     means = {_metric_name(k): v for k, v in meter.epoch_means().items()}
-    if (bad := _nonfinite(means)) is not None:
+    if (bad := first_nonfinite(means)) is not None:
         raise nan_error(bad, step)
-    if not bool(_all_finite(state)):
+    if not bool(all_finite(state)):
         raise nan_error("state (weights or architecture)", step)
 
     record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": step, **means}
@@ -695,7 +546,7 @@ def _run_epoch(
 
     _save_arch(wd, epoch + 1, arch)
     genotype_lib.save(genotype, wd.genotype)
-    _append_jsonl(wd.metrics, record)
+    append_jsonl(wd.metrics, record)
     if writer is not None:
         for k, v in record.items():
             if k not in ("kind", "epoch", "step") and isinstance(v, (int, float)):

@@ -1,0 +1,193 @@
+"""Run plumbing shared by the search and the retraining loops.
+
+Orbax checkpoint managers with a compatibility check before restoring, a metric
+meter that averages step metrics on the host, JSON-lines records, the ``log.txt``
+handler, and :class:`RunError`, the one-line error of a run that cannot start or
+continue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "RunError",
+    "checkpoint_manager",
+    "check_compatible",
+    "restore",
+    "all_finite",
+    "Meter",
+    "first_nonfinite",
+    "append_jsonl",
+    "diff_configs",
+    "FileLog",
+]
+
+logger = logging.getLogger("jaxnas")
+
+
+class RunError(RuntimeError):
+    """A search cannot start or continue (reported as one line by the CLI)."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def checkpoint_manager(path: str, keep: int):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True)
+    return ocp.CheckpointManager(
+        path, options=options, item_handlers=ocp.StandardCheckpointHandler()
+    )
+
+
+def _shape_of(x: Any) -> tuple[int, ...]:
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return tuple(jax.random.key_data(x).shape)
+    return tuple(np.shape(x))
+
+
+def check_compatible(mngr, step: int, target: Any, ckpt_dir: str) -> None:
+    """RunError unless the checkpoint at ``step`` has ``target``'s keys and shapes."""
+    import orbax.checkpoint as ocp
+
+    try:
+        saved = ocp.tree.to_flat_dict(mngr.item_metadata(step).tree)
+    except Exception as e:  # noqa: BLE001 - unreadable metadata: one line
+        raise RunError(f"cannot read checkpoint {ckpt_dir}/{step}: {type(e).__name__}: {e}") from e
+    wanted = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(target, keep_empty_nodes=True))
+    problems = []
+    for key in sorted(set(saved) | set(wanted), key=str):
+        name = ".".join(str(k) for k in key)
+        if key not in saved:
+            problems.append(f"{name!r} is missing from the checkpoint")
+        elif key not in wanted:
+            problems.append(f"{name!r} is in the checkpoint but not in the model")
+        else:
+            s, w = getattr(saved[key], "shape", None), _shape_of(wanted[key])
+            if s is not None and tuple(s) != w:
+                problems.append(
+                    f"{name!r} has shape {tuple(s)} in the checkpoint but {w} in the model"
+                )
+    if problems:
+        more = f" (and {len(problems) - 1} more differences)" if len(problems) > 1 else ""
+        raise RunError(
+            f"checkpoint {ckpt_dir}/{step} does not match this config: {problems[0]}{more}; "
+            "resume with the config it was written with, or use a fresh --workdir"
+        )
+
+
+@jax.jit
+def all_finite(tree: Any) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+class Meter:
+    """Averages step metrics over a logging window and over the epoch (on the host)."""
+
+    def __init__(self):
+        self.window: list[Mapping[str, Any]] = []
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, metrics: Mapping[str, Any]) -> None:
+        self.window.append(metrics)
+
+    def flush(self) -> dict[str, float]:
+        """Means over the window (a device sync), folded into the epoch sums."""
+        if not self.window:
+            return {}
+        host = jax.device_get(self.window)
+        keys = host[0].keys()
+        means = {}
+        for k in keys:
+            values = np.asarray([np.mean(np.asarray(m[k], np.float64)) for m in host])
+            means[k] = float(values.mean())
+            self.sums[k] = self.sums.get(k, 0.0) + float(values.sum())
+        self.count += len(host)
+        self.window = []
+        return means
+
+    def epoch_means(self) -> dict[str, float]:
+        self.flush()
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+def first_nonfinite(values: Mapping[str, float]) -> str | None:
+    for k, v in values.items():
+        if not math.isfinite(v):
+            return f"{k}={v}"
+    return None
+
+
+def append_jsonl(path: str, record: Mapping[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+
+
+def diff_configs(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += diff_configs(a, b, prefix + k + ".")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+class FileLog:
+    """Adds a ``log.txt`` handler to the ``jaxnas`` logger for the duration of a run."""
+
+    def __init__(self, path: str):
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.handler.setLevel(logging.INFO)
+
+    def __enter__(self):
+        logger.addHandler(self.handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            self._old_level = logger.level
+            logger.setLevel(logging.INFO)
+        else:
+            self._old_level = None
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:  # the reason a run stopped goes to log.txt too
+            reason = " ".join(str(exc).split())
+            text = f"stopped: {exc_type.__name__}" + (f": {reason}" if reason else "")
+            record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, text, (), None)
+            self.handler.handle(record)
+        logger.removeHandler(self.handler)
+        self.handler.close()
+        if self._old_level is not None:
+            logger.setLevel(self._old_level)
+
+
+def restore(mngr, step: int, target: Any, ckpt_dir: str) -> Any:
+    import orbax.checkpoint as ocp
+
+    try:
+        return mngr.restore(step, args=ocp.args.StandardRestore(target))
+    except ValueError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(
+            f"checkpoint {ckpt_dir}/{step} does not match this config ({first}); "
+            "resume with the config it was written with, or use a fresh --workdir"
+        ) from e

@@ -1,0 +1,1036 @@
+"""Retraining a discrete architecture from scratch, and evaluating it.
+
+Every search ends here: the genotype it found is built into the DARTS evaluation
+network (:func:`jaxnas.models.make_network`) and trained as DARTS' ``train.py`` /
+``train_imagenet.py`` do:
+
+    loss = CE_ls(logits, y) + aux_weight * CE_ls(logits_aux, y)
+    w <- SGD(w, clip_5(grad loss) + wd * w, lr_e, momentum 0.9)
+
+with ``CE_ls`` the cross entropy with label smoothing ``ls`` (0 on CIFAR, 0.1 on
+ImageNet), the learning rate set per epoch (cosine to ``lr_min`` on CIFAR; ``lr *
+0.97^e`` on ImageNet) and the drop-path probability ramped linearly over the
+epochs (``p * e / epochs``, DARTS' ``model.drop_path_prob``).
+
+:class:`Trainer` holds the pure, jitted ``train_step(state, batch) -> (state,
+metrics)`` and ``eval_step(state, batch) -> sums``, data parallel over a device
+mesh (:mod:`jaxnas.parallel`: synchronised BN, several hosts), with gradient
+accumulation (``train.accumulate`` micro-batches per step) and a bf16 compute
+option (``model.dtype``). :func:`train` is the loop around it: a workdir with
+logs, metrics, TensorBoard, curves, orbax checkpoints every epoch and on
+SIGTERM/SIGINT (last ``run.checkpoint_keep`` plus the best), bit-exact resume.
+:func:`evaluate` re-reads a workdir's checkpoint and reports test top-1/top-5,
+parameters, multiply-adds and images/s (``jaxnas eval``).
+
+A train workdir holds::
+
+  config.json, genotype.json   what was trained (genotype.json: the genotype itself)
+  log.txt, metrics.jsonl, tb/  log lines, records per epoch / per logging window
+  curves.png                   learning curves
+  checkpoints/{step}/          the last run.checkpoint_keep states (one per epoch,
+                               plus one where a SIGTERM/SIGINT stopped the run)
+  best/{step}/, best.json      the state with the best test top-1 so far
+  summary.json                 final metrics, parameters, multiply-adds, timings
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxnas import parallel, plots
+from jaxnas.config import config_to_json, validate
+from jaxnas.genotype import Genotype, GenotypeError, get_genotype
+from jaxnas.ops import OpsConfig
+from jaxnas.runtime import (
+    FileLog,
+    Meter,
+    RunError,
+    all_finite,
+    append_jsonl,
+    check_compatible,
+    checkpoint_manager,
+    diff_configs,
+    first_nonfinite,
+    restore,
+)
+
+__all__ = [
+    "default_config",
+    "TrainState",
+    "Trainer",
+    "lr_schedule",
+    "train",
+    "evaluate",
+    "Interrupted",
+    "eval_batches",
+]
+
+logger = logging.getLogger("jaxnas")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Keys of a retraining config (``method = "train"``), with DARTS' CIFAR-10 values.
+
+    ``model``: ``genotype`` (a shipped name such as ``"DARTS_V2"`` or a JSON file;
+    ``jaxnas train --genotype`` overrides it), ``init_channels`` (C), ``layers``,
+    ``auxiliary`` + ``auxiliary_weight``, ``drop_path_prob`` (reached at the last
+    epoch, linear ramp from 0), ``scan_cells`` (share compiled bodies of identical
+    cells), ``depthwise`` (``"custom_vjp"``, ``"shifted"``, ``"lax"``), ``dtype``
+    (``"float32"`` or ``"bfloat16"``: compute precision; weights stay float32).
+
+    ``optim``: SGD ``lr``, ``schedule`` (``"cosine"``: per-epoch cosine to
+    ``lr_min``; ``"exponential"``: ``lr * decay_rate^epoch``), ``momentum``,
+    ``weight_decay`` (coupled, on every weight as PyTorch's SGD), ``grad_clip``
+    (global norm; 0: off), ``label_smoothing``.
+
+    ``train``: ``epochs``, ``accumulate`` (micro-batches per step: ``data.batch_size``
+    is the global batch of one optimiser step), ``num_devices`` (0: all),
+    ``distributed`` (join other hosts with ``jax.distributed.initialize``),
+    ``eval_every`` (epochs between test evaluations; the last epoch always),
+    ``eval_batch_size`` (0: ``data.batch_size``).
+
+    The shared ``data`` keys give the dataset and augmentation (``portion`` is unused:
+    retraining uses the whole training split); ``run`` the logging and checkpoints.
+    """
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(
+        dict(
+            genotype="DARTS_V2",
+            init_channels=36,
+            layers=20,
+            auxiliary=True,
+            auxiliary_weight=0.4,
+            drop_path_prob=0.2,
+            scan_cells=True,
+            depthwise="custom_vjp",
+            dtype="float32",
+        )
+    )
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            lr=0.025,
+            schedule="cosine",
+            lr_min=0.0,
+            decay_rate=0.97,
+            momentum=0.9,
+            weight_decay=3e-4,
+            grad_clip=5.0,
+            label_smoothing=0.0,
+        )
+    )
+    c.train = ml_collections.ConfigDict(
+        dict(
+            epochs=600,
+            accumulate=1,
+            num_devices=0,
+            distributed=False,
+            eval_every=1,
+            eval_batch_size=0,
+        )
+    )
+    return c
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """The retraining state (a pytree of arrays, replicated over the mesh)."""
+
+    step: jax.Array  # int32 scalar: optimiser steps done
+    params: Any
+    batch_stats: Any
+    opt_state: optax.OptState
+    rng: jax.Array  # raw uint32 key; step t draws drop-path masks from fold_in(rng, t)
+
+
+def lr_schedule(optim: Mapping[str, Any], epochs: int, steps_per_epoch: int) -> optax.Schedule:
+    """The learning rate of step ``t`` (constant within an epoch ``e = t // steps_per_epoch``).
+
+    ``"cosine"``: ``lr_min + (lr - lr_min)(1 + cos(pi e / epochs)) / 2`` (DARTS ``train.py``,
+    ``CosineAnnealingLR(epochs)`` stepped per epoch); ``"exponential"``: ``lr * decay_rate^e``
+    (``train_imagenet.py``, ``StepLR(1, gamma=0.97)``).
+    """
+    lr, kind = float(optim["lr"]), optim["schedule"]
+    if kind == "cosine":
+        lo = float(optim["lr_min"])
+
+        def schedule(t):
+            e = jnp.minimum(t // steps_per_epoch, epochs)
+            return lo + 0.5 * (lr - lo) * (1 + jnp.cos(jnp.pi * e / epochs))
+
+    elif kind == "exponential":
+        rate = float(optim["decay_rate"])
+
+        def schedule(t):
+            return lr * rate ** (t // steps_per_epoch).astype(jnp.float32)
+
+    else:
+        raise ValueError(f"optim.schedule must be 'cosine' or 'exponential', got {kind!r}")
+    return schedule
+
+
+def _smoothed_ce(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
+    """Mean cross entropy against ``(1 - s) onehot(y) + s / K``
+    (DARTS' ``CrossEntropyLabelSmooth``)."""
+    logits = logits.astype(jnp.float32)
+    if smoothing == 0:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    target = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+    return optax.softmax_cross_entropy(logits, target).mean()
+
+
+class Trainer:
+    """The network of a genotype, its optimiser, and the jitted steps over a device mesh.
+
+    Args:
+      config: a validated retraining config (see :func:`default_config`).
+      genotype: the architecture.
+      num_classes, input_shape: of the data (``input_shape = (H, W, C)``).
+      steps_per_epoch: optimiser steps per epoch (for the schedules).
+      mesh: the data mesh (:func:`jaxnas.parallel.data_mesh`); default all devices.
+
+    ``train_step(state, (images, labels))`` takes the *global* batch (``B`` =
+    ``data.batch_size`` rows, sharded over the mesh), splits it into
+    ``train.accumulate`` micro-batches (row ``i`` goes to micro-batch ``i mod k``, so
+    every micro-batch spans all devices), averages their gradients (BN statistics are
+    updated micro-batch after micro-batch, as ``k`` PyTorch forward passes would) and
+    makes one SGD step. Metrics (replicated scalars): ``loss`` (cross entropy of the
+    main head), ``accuracy``, ``grad_norm``, ``lr``.
+
+    ``eval_step(state, (images, labels, mask))`` returns sums over the batch's
+    ``mask``-ed rows: ``loss``, ``top1``, ``top5``, ``count``.
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        genotype: Genotype,
+        *,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        steps_per_epoch: int,
+        mesh: Any = None,
+    ):
+        from jaxnas.models.darts_net import DATASET_SPECS, NetworkCIFAR, NetworkImageNet
+
+        self.config = config
+        self.genotype = genotype
+        self.num_classes = int(num_classes)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.mesh = mesh if mesh is not None else parallel.data_mesh(config.train.num_devices)
+        m, o, t = config.model, config.optim, config.train
+        self.epochs = int(t.epochs)
+        self.accumulate = int(t.accumulate)
+        if self.accumulate < 1:
+            raise ValueError(f"train.accumulate must be >= 1, got {self.accumulate}")
+        if m.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {m.dtype!r}")
+        bs = int(config.data.batch_size)
+        if bs % (self.accumulate * self.mesh.size):
+            raise ValueError(
+                f"data.batch_size={bs} must be divisible by train.accumulate ({self.accumulate}) "
+                f"x devices ({self.mesh.size})"
+            )
+        spec = DATASET_SPECS.get(config.data.dataset)
+        family = (
+            spec.family if spec else ("imagenet" if min(self.input_shape[:2]) > 64 else "cifar")
+        )
+        cls = NetworkCIFAR if family == "cifar" else NetworkImageNet
+        cfg = OpsConfig(depthwise=m.depthwise, dtype=jnp.dtype(m.dtype))
+        self.model = cls(
+            genotype,
+            self.num_classes,
+            init_channels=int(m.init_channels),
+            layers=int(m.layers),
+            auxiliary=bool(m.auxiliary),
+            scan_cells=bool(m.scan_cells),
+            cfg=cfg,
+        )
+        self.lr = lr_schedule(o, self.epochs, self.steps_per_epoch)
+        parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
+        self.tx = optax.chain(
+            *parts,
+            optax.add_decayed_weights(o.weight_decay),
+            optax.sgd(self.lr, momentum=o.momentum or None),
+        )
+        rep, data = parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)
+        self._rep, self._data = rep, data
+        self._init = jax.jit(self._init_state, out_shardings=rep)
+        self.train_step = jax.jit(
+            self._train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0
+        )
+        self.eval_step = jax.jit(self._eval_step, in_shardings=(rep, data), out_shardings=rep)
+
+    # ---- state ------------------------------------------------------------------------
+
+    def init(self, seed: int) -> TrainState:
+        """The initial state (replicated over the mesh) from an integer seed."""
+        return self._init(jax.random.key_data(jax.random.key(seed)))
+
+    def _init_state(self, raw_key: jax.Array) -> TrainState:
+        rng_init, rng_state = jax.random.split(jax.random.wrap_key_data(raw_key))
+        x = jnp.zeros((2, *self.input_shape), jnp.float32)
+        variables = self.model.init({"params": rng_init}, x, train=False)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables["batch_stats"],
+            opt_state=self.tx.init(params),
+            rng=jax.random.key_data(rng_state),
+        )
+
+    def drop_prob(self, step: jax.Array) -> jax.Array:
+        """``drop_path_prob * epoch / epochs`` (DARTS sets it at the start of each epoch)."""
+        e = (step // self.steps_per_epoch).astype(jnp.float32)
+        return jnp.float32(self.config.model.drop_path_prob) * e / self.epochs
+
+    # ---- steps ------------------------------------------------------------------------
+
+    def _loss(self, params, batch_stats, images, labels, rng, drop_prob):
+        m, o = self.config.model, self.config.optim
+        (logits, aux), upd = self.model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            images,
+            train=True,
+            drop_prob=drop_prob,
+            rngs={"dropout": rng},
+            mutable=["batch_stats"],
+        )
+        main = _smoothed_ce(logits, labels, o.label_smoothing)
+        total = main
+        if aux is not None:
+            total = main + m.auxiliary_weight * _smoothed_ce(aux, labels, o.label_smoothing)
+        acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+        return total, (upd["batch_stats"], main, acc)
+
+    def _train_step(self, state: TrainState, batch):
+        images, labels = batch
+        k = self.accumulate
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        p = self.drop_prob(state.step)
+        grad_fn = jax.grad(self._loss, has_aux=True)
+
+        def micro(carry, inp):
+            stats, g_sum, sums = carry
+            x, y, j = inp
+            g, (stats, main, acc) = grad_fn(
+                state.params, stats, x, y, jax.random.fold_in(rng, j), p
+            )
+            g_sum = jax.tree.map(jnp.add, g_sum, g)
+            return (stats, g_sum, sums + jnp.stack([main, acc])), None
+
+        if k == 1:
+            g, (stats, main, acc) = grad_fn(state.params, state.batch_stats, images, labels, rng, p)
+            loss_acc = jnp.stack([main, acc])
+        else:
+            # row i -> micro-batch i mod k: each micro-batch keeps the batch's sharding
+            split = lambda a: jnp.swapaxes(a.reshape(-1, k, *a.shape[1:]), 0, 1)
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            (stats, g, sums), _ = jax.lax.scan(
+                micro,
+                (state.batch_stats, zeros, jnp.zeros(2)),
+                (split(images), split(labels), jnp.arange(k)),
+            )
+            g = jax.tree.map(lambda a: a / k, g)
+            loss_acc = sums / k
+        updates, opt_state = self.tx.update(g, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = state.replace(
+            step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state
+        )
+        metrics = dict(
+            loss=loss_acc[0],
+            accuracy=loss_acc[1],
+            grad_norm=optax.tree.norm(g),
+            lr=self.lr(state.step),
+        )
+        return new, metrics
+
+    def _eval_step(self, state: TrainState, batch):
+        images, labels, mask = batch
+        logits, _ = self.model.apply(
+            {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
+        )
+        logits = logits.astype(jnp.float32)
+        mask = mask.astype(jnp.float32)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+        hit5 = jnp.any(top5 == labels[:, None], axis=-1)
+        hit1 = jnp.argmax(logits, -1) == labels
+        return dict(
+            loss=jnp.sum(ce * mask),
+            top1=jnp.sum(hit1 * mask),
+            top5=jnp.sum(hit5 * mask),
+            count=jnp.sum(mask),
+        )
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def shard(self, batch: Any) -> Any:
+        """A host batch (global rows) as arrays sharded over the mesh."""
+        return parallel.shard_batch(batch, self.mesh)
+
+    def evaluate(self, state: TrainState, batches: Iterator) -> dict[str, float]:
+        """Test loss, top-1 and top-5 accuracy over ``(images, labels, mask)`` batches."""
+        sums: dict[str, float] = {}
+        pending = [self.eval_step(state, self.shard(b)) for b in batches]
+        for s in jax.device_get(pending):
+            for key, v in s.items():
+                sums[key] = sums.get(key, 0.0) + float(v)
+        n = max(sums.get("count", 0.0), 1.0)
+        return {
+            "loss": sums.get("loss", 0.0) / n,
+            "accuracy": sums.get("top1", 0.0) / n,
+            "top5": sums.get("top5", 0.0) / n,
+            "examples": sums.get("count", 0.0),
+        }
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def _load_data(config: ml_collections.ConfigDict, process_seed: int):
+    """``(train_loader, test_dataset)`` for retraining (the whole training split)."""
+    from jaxnas import data
+
+    d = config.data
+    if d.dataset not in data.DATASETS:
+        raise RunError(f"unknown dataset {d.dataset!r} in data.dataset; known: {data.DATASETS}")
+    train_ds = data.load(d.dataset, "train", data_dir=d.data_dir or None, limit=d.limit or None)
+    test_split = "validation" if d.dataset == "imagenet2012" else "test"
+    # data.limit shortens the training split only; run.eval_limit the test split
+    test_ds = data.load(d.dataset, test_split, data_dir=d.data_dir or None)
+    augment = data.Augment(crop_padding=d.crop_padding, flip=d.flip, cutout=d.cutout)
+    try:
+        loader = data.Loader(
+            train_ds,
+            None,
+            int(d.batch_size),
+            seed=process_seed,
+            augment=augment,
+            drop_last=True,
+            pad_to=d.pad_to or None,
+        )
+    except ValueError as e:
+        raise RunError(f"data: {e}") from e
+    return loader, test_ds
+
+
+def eval_batches(
+    dataset: Any, batch_size: int, *, pad_to: int | None = None, limit: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every example of ``dataset`` (the first ``limit``; 0: all) once, in order, as
+    ``(images, labels, mask)`` batches of exactly ``batch_size`` rows: the last batch is
+    padded with masked rows, so one compiled eval step sees every example."""
+    from jaxnas import data
+
+    n = len(dataset) if not limit else min(limit, len(dataset))
+    loader = data.Loader(
+        dataset, np.arange(n), 1, seed=0, shuffle=False, drop_last=False, pad_to=pad_to
+    )
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        x = loader._pad(data.normalize(dataset.images[idx], dataset.name))
+        y = dataset.labels[idx].astype(np.int32)
+        mask = np.ones(len(idx), np.float32)
+        if len(idx) < batch_size:
+            extra = batch_size - len(idx)
+            x = np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
+            y = np.concatenate([y, np.zeros(extra, np.int32)])
+            mask = np.concatenate([mask, np.zeros(extra, np.float32)])
+        yield x, y, mask
+
+
+# ------------------------------------------------------------------------------ signals
+
+
+class Interrupted(RuntimeError):
+    """A SIGTERM/SIGINT stopped training after a checkpoint was written."""
+
+
+class _StopFlag:
+    """Turns SIGTERM/SIGINT into a flag checked between steps (a second signal aborts)."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        logger.warning(
+            "%s: saving a checkpoint after this step, then stopping",
+            signal.Signals(signum).name,
+        )
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def _resolve_genotype(config: ml_collections.ConfigDict, genotype: Any) -> Genotype:
+    if isinstance(genotype, Genotype):
+        return genotype
+    return get_genotype(genotype if genotype is not None else config.model.genotype)
+
+
+def _paths(root: str) -> dict[str, str]:
+    names = dict(
+        config="config.json",
+        genotype="genotype.json",
+        log="log.txt",
+        metrics="metrics.jsonl",
+        tensorboard="tb",
+        curves="curves.png",
+        checkpoints="checkpoints",
+        best="best",
+        best_json="best.json",
+        summary="summary.json",
+    )
+    return {k: os.path.join(root, v) for k, v in names.items()}
+
+
+def _network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
+    from jaxnas.models.summary import count_macs, count_params
+
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
+    params = count_params(state.params)
+    macs = count_macs(trainer.model, shapes, trainer.input_shape)
+    return {
+        "params": params,
+        "params_M": params / 1e6,
+        "params_auxiliary": count_params(state.params, exclude=()) - params,
+        "macs": macs,
+        "macs_M": macs / 1e6,
+    }
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+    if not os.path.exists(path):
+        return
+    keep = [r for r in plots.read_metrics(path, kind=None) if r.get("step", 0) <= step]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in keep:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    genotype: Genotype | str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
+    datasets: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Retrain ``genotype`` from scratch and write everything to ``workdir``.
+
+    Args:
+      config: a retraining config (``method = "train"``, :func:`default_config`).
+      workdir: output folder (see the module docstring).
+      genotype: a :class:`Genotype`, a shipped name or a JSON file; default
+        ``config.model.genotype``. Written to ``workdir/genotype.json``; a resumed run
+        reads that file back (and refuses a different one).
+      resume: continue from the latest checkpoint (epoch end or signal); bit-exact on CPU.
+      progress: a tqdm bar over the steps of each epoch.
+      on_step: called as ``on_step(epoch, global_step)`` after each step (0-based epoch).
+      datasets: ``(train_loader, test_dataset)`` to use instead of loading ``config.data``.
+
+    Returns:
+      The summary (also ``summary.json``): ``final`` (the last epoch record),
+      ``best`` (best test top-1 and its epoch), network size (``params``, ``params_M``
+      without the auxiliary head, ``macs``), ``images_per_s`` (training, after the
+      first epoch's compile), ``wall_time``, paths.
+
+    Raises:
+      RunError: existing checkpoints without ``resume``; a checkpoint of another
+        architecture; NaN/Inf (the last good checkpoint is kept); more devices asked
+        for than exist; bad data or model settings.
+      Interrupted: SIGTERM/SIGINT (after saving a checkpoint of the current step).
+    """
+    t_start = time.time()
+    config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+    if config.method != "train":
+        raise RunError(f"a retraining config has method='train', this one {config.method!r}")
+    config.lock()
+    if config.train.distributed:
+        parallel.initialize_distributed()
+    root = os.path.abspath(os.fspath(workdir))
+    paths = _paths(root)
+    os.makedirs(root, exist_ok=True)
+    primary = jax.process_index() == 0
+
+    keep = max(1, int(config.run.checkpoint_keep))
+    mngr = checkpoint_manager(paths["checkpoints"], keep)
+    best_mngr = checkpoint_manager(paths["best"], 1)
+    writer = None
+    try:
+        latest = mngr.latest_step()
+        if latest is not None and not resume:
+            raise RunError(
+                f"{root} already has checkpoints (last: step {latest}); pass --resume to "
+                "continue that training, or use a fresh --workdir"
+            )
+        with FileLog(paths["log"]) if primary else contextlib.nullcontext():
+            if latest is not None and os.path.exists(paths["genotype"]):
+                saved = get_genotype(paths["genotype"])
+                if genotype is not None and _resolve_genotype(config, genotype) != saved:
+                    raise RunError(
+                        f"--genotype differs from the one this run trained ({paths['genotype']}); "
+                        "use a fresh --workdir"
+                    )
+                genotype = saved
+            try:
+                genotype = _resolve_genotype(config, genotype)
+            except GenotypeError:
+                raise
+            if latest is not None and os.path.exists(paths["config"]):
+                with open(paths["config"], encoding="utf-8") as f:
+                    changed = diff_configs(json.load(f), json.loads(config_to_json(config)))
+                if changed:
+                    logger.warning("resuming with a changed config: %s", "; ".join(changed))
+            if primary:
+                from jaxnas import genotype as genotype_lib
+
+                genotype_lib.save(genotype, paths["genotype"])
+                with open(paths["config"], "w", encoding="utf-8") as f:
+                    f.write(config_to_json(config) + "\n")
+
+            loader, test_ds = datasets or _load_data(config, config.seed)
+            steps_per_epoch = len(loader)
+            if steps_per_epoch == 0:
+                raise RunError("an epoch has no steps: lower data.batch_size or raise data.limit")
+            sample, _ = next(iter(loader.epoch(0)))
+            input_shape = tuple(int(s) for s in sample.shape[1:])
+            num_classes = int(getattr(loader.ds, "num_classes", 0) or test_ds.num_classes)
+            try:
+                mesh = parallel.data_mesh(int(config.train.num_devices))
+                trainer = Trainer(
+                    config,
+                    genotype,
+                    num_classes=num_classes,
+                    input_shape=input_shape,
+                    steps_per_epoch=steps_per_epoch,
+                    mesh=mesh,
+                )
+            except ValueError as e:
+                raise RunError(str(e)) from e
+            epochs = trainer.epochs
+            logger.info(
+                "retraining %s on %s (%s, %d classes): C=%d, %d layers, %d steps/epoch x %d "
+                "epochs, global batch %d on %d device(s)%s",
+                type(trainer.model).__name__,
+                config.data.dataset,
+                "x".join(map(str, input_shape)),
+                num_classes,
+                config.model.init_channels,
+                config.model.layers,
+                steps_per_epoch,
+                epochs,
+                config.data.batch_size,
+                mesh.size,
+                f" in {jax.process_count()} processes" if jax.process_count() > 1 else "",
+            )
+            t0 = time.time()
+            state = trainer.init(config.seed)
+            jax.block_until_ready(state)
+            report = _network_report(trainer, state)
+            logger.info(
+                "initialised in %.1fs: %.3fM parameters (without auxiliary head), %.1fM "
+                "multiply-adds per image",
+                time.time() - t0,
+                report["params_M"],
+                report["macs_M"],
+            )
+
+            start = 0
+            best = {"accuracy": -1.0, "epoch": 0, "step": 0}
+            if latest is not None:
+                check_compatible(mngr, latest, state, paths["checkpoints"])
+                state = restore(mngr, latest, state, paths["checkpoints"])
+                start = int(latest)
+                if primary:
+                    _truncate_metrics(paths["metrics"], start)
+                if os.path.exists(paths["best_json"]):
+                    with open(paths["best_json"], encoding="utf-8") as f:
+                        best = json.load(f)
+                    if best.get("step", 0) > start:  # written after the checkpoint we resume
+                        best = {"accuracy": -1.0, "epoch": 0, "step": 0}
+                logger.info("resumed from %s/%d", paths["checkpoints"], start)
+            elif primary:
+                for key in ("metrics", "summary", "best_json"):
+                    if os.path.exists(paths[key]):
+                        os.remove(paths[key])
+
+            if config.run.tensorboard and primary:
+                from tensorboardX import SummaryWriter
+
+                writer = SummaryWriter(paths["tensorboard"], purge_step=start + 1)
+
+            test_bs = int(config.train.eval_batch_size or config.data.batch_size)
+            if test_bs % mesh.size:
+                raise RunError(f"eval batch {test_bs} does not split over {mesh.size} devices")
+            eval_every = max(1, int(config.train.eval_every))
+            throughput: list[float] = []
+            record: dict[str, Any] = {}
+            with _StopFlag() as stop:
+                for epoch in range(start // steps_per_epoch, epochs):
+                    skip = (
+                        start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
+                    )
+                    state, record, ips = _train_epoch(
+                        trainer,
+                        state,
+                        loader,
+                        epoch=epoch,
+                        skip=skip,
+                        paths=paths,
+                        writer=writer,
+                        progress=progress and primary,
+                        on_step=on_step,
+                        stop=stop,
+                        mngr=mngr,
+                        first=epoch == start // steps_per_epoch,
+                    )
+                    if ips is not None and epoch > start // steps_per_epoch:
+                        throughput.append(ips)
+                    done = epoch + 1
+                    if test_ds is not None and (done % eval_every == 0 or done == epochs):
+                        test = trainer.evaluate(
+                            state,
+                            eval_batches(
+                                test_ds,
+                                test_bs,
+                                pad_to=config.data.pad_to or None,
+                                limit=int(config.run.eval_limit),
+                            ),
+                        )
+                        record.update({f"test/{k}": v for k, v in test.items()})
+                    record["time"] = time.time() - record.pop("_t0")
+                    step = int(state.step)
+                    if primary:
+                        append_jsonl(paths["metrics"], record)
+                        if writer is not None:
+                            for k, v in record.items():
+                                if k not in ("kind", "epoch", "step"):
+                                    writer.add_scalar(k, v, step)
+                            writer.flush()
+                    import orbax.checkpoint as ocp
+
+                    mngr.save(step, args=ocp.args.StandardSave(state))
+                    mngr.wait_until_finished()
+                    acc = record.get("test/accuracy")
+                    if acc is not None and acc > best["accuracy"]:
+                        best = {"accuracy": acc, "epoch": done, "step": step}
+                        best_mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+                        best_mngr.wait_until_finished()
+                        if primary:
+                            _write_json(paths["best_json"], best)
+                    logger.info(_log_line(record, epochs))
+
+            summary = {
+                "workdir": root,
+                "genotype": str(genotype),
+                "dataset": config.data.dataset,
+                "seed": config.seed,
+                "epochs": epochs,
+                "steps_per_epoch": steps_per_epoch,
+                "devices": mesh.size,
+                "processes": jax.process_count(),
+                "final": record,
+                "best": best if best["accuracy"] >= 0 else None,
+                **report,
+                "images_per_s": float(np.mean(throughput)) if throughput else None,
+                "wall_time": time.time() - t_start,
+                "metrics": paths["metrics"],
+                "checkpoints": paths["checkpoints"],
+                "curves_plot": None,
+            }
+            if primary:
+                records = plots.read_metrics(paths["metrics"])
+                if records:
+                    try:
+                        summary["curves_plot"] = plots.plot_curves(records, paths["curves"])
+                    except Exception as e:  # noqa: BLE001 - a picture never stops a run
+                        logger.warning("could not draw %s: %s", paths["curves"], e)
+                _write_json(paths["summary"], summary)
+            logger.info("retraining done in %.1fs", summary["wall_time"])
+            return summary
+    finally:
+        if writer is not None:
+            writer.close()
+        for m in (mngr, best_mngr):
+            m.wait_until_finished()
+            m.close()
+
+
+def _log_line(record: Mapping[str, Any], epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    if "train/loss" in record:
+        parts.append(f"train loss {record['train/loss']:.4f} acc {record['train/accuracy']:.4f}")
+    if "test/accuracy" in record:
+        parts.append(
+            f"test loss {record['test/loss']:.4f} top1 {record['test/accuracy']:.4f} "
+            f"top5 {record['test/top5']:.4f}"
+        )
+    if "lr" in record:
+        parts.append(f"lr {record['lr']:.3g}")
+    if record.get("images_per_s"):
+        parts.append(f"{record['images_per_s']:.0f} img/s")
+    parts.append(f"{record['time']:.1f}s")
+    return " | ".join(parts)
+
+
+def _train_epoch(
+    trainer: Trainer,
+    state: TrainState,
+    loader: Any,
+    *,
+    epoch: int,
+    skip: int,
+    paths: Mapping[str, str],
+    writer: Any,
+    progress: bool,
+    on_step: Callable[[int, int], None] | None,
+    stop: _StopFlag,
+    mngr: Any,
+    first: bool,
+) -> tuple[TrainState, dict[str, Any], float | None]:
+    """The steps of one epoch (from batch ``skip`` on); NaN checks; signal checkpoints."""
+    import orbax.checkpoint as ocp
+    from tqdm.auto import tqdm
+
+    spe = trainer.steps_per_epoch
+    log_every = int(trainer.config.run.log_every_steps)
+    primary = jax.process_index() == 0
+    t0 = time.time()
+    meter = Meter()
+    bar = tqdm(
+        total=spe,
+        initial=skip,
+        desc=f"epoch {epoch + 1}/{trainer.epochs}",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+        unit="step",
+    )
+    t_steady, n_steady = None, 0
+    last_good = mngr.latest_step()
+
+    def nan_error(what: str, step: int) -> RunError:
+        kept = f"step {last_good}" if last_good is not None else "none (the initial state)"
+        return RunError(
+            f"non-finite {what} at epoch {epoch + 1} step {step}; stopped. The last good "
+            f"checkpoint is {kept} in {paths['checkpoints']}; try a lower learning rate"
+        )
+
+    try:
+        for i, batch in enumerate(loader.epoch(epoch)):
+            if i < skip:  # resumed mid-epoch: the loader replays the epoch exactly
+                continue
+            if i >= spe:
+                break
+            t_step = time.time()
+            state, metrics = trainer.train_step(state, trainer.shard(batch))
+            meter.add(metrics)
+            step = epoch * spe + i + 1
+            if i == skip and first:
+                jax.block_until_ready(metrics)
+                logger.info("first step (compiles the step) took %.1fs", time.time() - t_step)
+            if i == skip + 1:
+                jax.block_until_ready(metrics)
+                t_steady, n_steady = time.time(), 0
+            elif t_steady is not None:
+                n_steady += 1
+            if log_every > 0 and step % log_every == 0:
+                window = {f"train/{k}" if k != "lr" else k: v for k, v in meter.flush().items()}
+                if (bad := first_nonfinite(window)) is not None:
+                    raise nan_error(bad, step)
+                if primary:
+                    append_jsonl(
+                        paths["metrics"],
+                        {"kind": "step", "epoch": epoch + 1, "step": step, **window},
+                    )
+                    if writer is not None:
+                        for k, v in window.items():
+                            writer.add_scalar(f"step/{k}", v, step)
+                bar.set_postfix(
+                    {
+                        "loss": f"{window['train/loss']:.3f}",
+                        "acc": f"{window['train/accuracy']:.3f}",
+                    },
+                    refresh=False,
+                )
+            bar.update(1)
+            if on_step is not None:
+                on_step(epoch, step)
+            if stop.signal is not None:
+                if not bool(all_finite(state)):
+                    raise nan_error("state", step)
+                mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+                mngr.wait_until_finished()
+                raise Interrupted(
+                    f"stopped by {signal.Signals(stop.signal).name} at step {step} (epoch "
+                    f"{epoch + 1}); checkpoint saved, continue with --resume"
+                )
+    finally:
+        bar.close()
+    means = {f"train/{k}" if k != "lr" else k: v for k, v in meter.epoch_means().items()}
+    step = (epoch + 1) * spe
+    if (bad := first_nonfinite(means)) is not None:
+        raise nan_error(bad, step)
+    if not bool(all_finite(state)):
+        raise nan_error("weights", step)
+    ips = None
+    if t_steady is not None and n_steady > 0:
+        jax.block_until_ready(state)
+        ips = n_steady * loader.batch_size / (time.time() - t_steady)
+    record = {"kind": "epoch", "epoch": epoch + 1, "step": step, "_t0": t0, **means}
+    if ips is not None:
+        record["images_per_s"] = ips
+    record["drop_prob"] = float(trainer.drop_prob(jnp.int32(epoch * spe)))
+    return state, record, ips
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def evaluate(
+    checkpoint: str | os.PathLike,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    which: str = "best",
+) -> dict[str, Any]:
+    """Evaluate a retraining checkpoint on the test split (``jaxnas eval``).
+
+    Args:
+      checkpoint: a train workdir (uses ``which``: its ``"best"`` state, else the
+        latest), or one checkpoint folder inside it (``workdir/checkpoints/<step>``
+        or ``workdir/best/<step>``).
+      overrides: config values to change first (e.g. ``{"data.data_dir": ...}``).
+      which: ``"best"`` or ``"latest"`` for a workdir.
+
+    Returns:
+      ``test/loss``, ``test/accuracy`` (top-1), ``test/top5``, ``examples``,
+      ``params`` / ``params_M`` (without the auxiliary head), ``macs``,
+      ``images_per_s`` (inference, after compilation), ``checkpoint`` (the folder
+      evaluated). Also written to ``workdir/eval.json``.
+
+    Raises:
+      RunError: not a train workdir / checkpoint, or one of another architecture.
+    """
+    from jaxnas.config import apply_overrides, config_from_json
+
+    path = os.path.abspath(os.fspath(checkpoint))
+    step: int | None = None
+    if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(
+        os.path.join(path, "checkpoints")
+    ):
+        root = path
+    else:
+        parent = os.path.dirname(path)
+        root = os.path.dirname(parent)
+        if not (os.path.basename(path).isdigit() and os.path.isfile(_paths(root)["config"])):
+            raise RunError(
+                f"{path} is neither a train workdir (with config.json and checkpoints/) nor "
+                "a checkpoint folder inside one (workdir/checkpoints/<step>, workdir/best/<step>)"
+            )
+        step = int(os.path.basename(path))
+        which = os.path.basename(parent)
+    paths = _paths(root)
+    with open(paths["config"], encoding="utf-8") as f:
+        config = config_from_json(f.read())
+    if config.method != "train":
+        raise RunError(f"{root} is a {config.method!r} workdir, not a retraining one")
+    if overrides:
+        config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
+    genotype = get_genotype(paths["genotype"])
+    _, test_ds = _load_data(config, config.seed)
+    bs = int(config.train.eval_batch_size or config.data.batch_size)
+    input_shape = tuple(
+        int(s)
+        for s in next(eval_batches(test_ds, 1, pad_to=config.data.pad_to or None))[0].shape[1:]
+    )
+    mesh = parallel.data_mesh(int(config.train.num_devices))
+    trainer = Trainer(
+        config,
+        genotype,
+        num_classes=test_ds.num_classes,
+        input_shape=input_shape,
+        steps_per_epoch=1,
+        mesh=mesh,
+    )
+    target = trainer.init(config.seed)
+    folder = "best" if which == "best" else "checkpoints"
+    mngr = checkpoint_manager(paths[folder], 1_000_000)
+    try:
+        if step is None:
+            step = mngr.latest_step()
+            if step is None and which == "best":
+                mngr.close()
+                folder, mngr = "checkpoints", checkpoint_manager(paths["checkpoints"], 1_000_000)
+                step = mngr.latest_step()
+        if step is None:
+            raise RunError(f"{root} has no checkpoints yet")
+        ckpt_dir = paths[folder]
+        check_compatible(mngr, step, target, ckpt_dir)
+        state = restore(mngr, step, target, ckpt_dir)
+    finally:
+        mngr.close()
+    batches = list(
+        eval_batches(
+            test_ds, bs, pad_to=config.data.pad_to or None, limit=int(config.run.eval_limit)
+        )
+    )
+    trainer.evaluate(state, batches[:1])  # compile
+    t0 = time.time()
+    result = trainer.evaluate(state, batches)
+    seconds = time.time() - t0
+    out = {f"test/{k}": v for k, v in result.items() if k != "examples"}
+    out.update(
+        examples=result["examples"],
+        images_per_s=result["examples"] / max(seconds, 1e-9),
+        checkpoint=os.path.join(paths[folder], str(step)),
+        step=step,
+        **_network_report(trainer, state),
+    )
+    if jax.process_index() == 0:
+        _write_json(os.path.join(root, "eval.json"), out)
+    return out
