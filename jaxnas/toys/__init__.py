@@ -1,0 +1,1 @@
+"""Small solvable models that check search algorithms against closed forms."""
