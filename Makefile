@@ -1,5 +1,6 @@
 # One command to set up and run the demo, one to set up and run the tests.
 #   make demo   -> installs everything, then a real DARTS search on Fashion-MNIST (CPU)
+#                  and the retraining of the cell it found
 #   make test   -> installs everything, then lint + the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -23,7 +24,10 @@ $(VENV)/.installed: pyproject.toml
 setup: data $(VENV)/.installed
 
 demo: setup
+	rm -rf runs/demo
 	$(VENV)/bin/jaxnas search --config configs/darts_fmnist_tiny.py --workdir runs/demo
+	$(VENV)/bin/jaxnas train --config configs/eval_fmnist_small.py \
+		--genotype runs/demo/genotype.json --workdir runs/demo/retrain
 
 lint: setup
 	$(VENV)/bin/ruff check .

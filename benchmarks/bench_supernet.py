@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import load_rows, run_child, write_results  # noqa: E402
 
 SIZES = {
     # the paper's search network: C=16, 8 cells, batch 64, CIFAR-sized input
@@ -97,35 +98,14 @@ def main() -> None:
         size, order = a.child.split(":")
         print(json.dumps(measure(size, order, a.steps)))
         return
-    import jax
-
-    rows = []
-    if a.append and os.path.exists(a.out):
-        with open(a.out) as f:
-            rows = json.load(f)["results"]
+    rows = load_rows(a.out, a.append)
     for size in a.sizes.split(","):
         for order in a.orders.split(","):
-            cmd = [sys.executable, __file__, "--child", f"{size}:{order}", "--steps", str(a.steps)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                lines = out.stderr.strip().splitlines()
-                why = lines[-1] if lines else f"exit {out.returncode} (killed: out of memory?)"
-                rows.append(dict(size=size, order=order, error=why))
-            else:
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            args = ["--child", f"{size}:{order}", "--steps", str(a.steps)]
+            row = run_child(__file__, args)
+            rows.append(dict(size=size, order=order, **row) if "error" in row else row)
             print(json.dumps(rows[-1]), flush=True)
-    result = dict(
-        device=str(jax.devices()[0].device_kind),
-        cpu_count=os.cpu_count(),
-        platform=platform.platform(),
-        jax=jax.__version__,
-        date=time.strftime("%Y-%m-%d"),
-        results=rows,
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {a.out}")
+    write_results(a.out, rows)
 
 
 if __name__ == "__main__":

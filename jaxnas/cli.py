@@ -287,20 +287,35 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
     from jaxnas.genotype import get_genotype
     from jaxnas.models.summary import format_summary, summary
+    from jaxnas.runtime import RunError
 
-    genotype = get_genotype(args.genotype)
+    dataset, channels, layers, name = args.dataset, args.init_channels, args.layers, args.genotype
+    if args.config:  # the network a retraining config would train
+        from jaxnas.config import load_config
+        from jaxnas.runtime import RunError
+
+        config = load_config(args.config, args.set or ())
+        if config.method != "train":
+            raise RunError(f"{args.config} is not a retraining config (method='train')")
+        dataset = "imagenet" if config.data.dataset == "imagenet2012" else config.data.dataset
+        channels = channels or config.model.init_channels
+        layers = layers or config.model.layers
+        name = name or config.model.genotype
+    if not name:
+        raise RunError("give --genotype (or --config with model.genotype)")
+    genotype = get_genotype(name)
     try:
         s = summary(
             genotype,
-            args.dataset,
-            init_channels=args.init_channels,
-            layers=args.layers,
+            dataset or "cifar10",
+            init_channels=channels,
+            layers=layers,
             num_classes=args.num_classes,
         )
     except ValueError as e:  # unknown dataset, unbuildable genotype, too small an input
         print(f"jaxnas: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
-    print(json.dumps(s) if args.json else format_summary(s, os.path.basename(args.genotype)))
+    print(json.dumps(s) if args.json else format_summary(s, os.path.basename(name)))
     return 0
 
 
@@ -313,10 +328,16 @@ def _add_summary(sub) -> None:
         "Defaults: C=36, 20 layers for cifar10/cifar100/fashion_mnist; C=48, 14 layers for "
         "imagenet (the DARTS paper's settings).",
     )
-    p.add_argument("--genotype", required=True, help="a shipped name (DARTS_V2) or a JSON file")
+    p.add_argument("--genotype", default=None, help="a shipped name (DARTS_V2) or a JSON file")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a retraining config: its dataset, C, layers and genotype (flags still override)",
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument(
         "--dataset",
-        default="cifar10",
+        default=None,
         help="cifar10 (default), cifar100, fashion_mnist, imagenet: input shape, classes, network",
     )
     p.add_argument("--init-channels", type=int, default=None, help="C (initial channels)")

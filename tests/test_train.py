@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _train_dist import GENOTYPE as CHEAP  # pools and skips: quick to compile
 
 from jaxnas import cli
 from jaxnas.config import default_config
@@ -174,7 +175,8 @@ def test_sigterm_then_resume_continues_bit_for_bit(tmp_path):
     """Run A: 2 epochs. Run B: SIGTERM in the middle of epoch 2 (a checkpoint at that
     step, `Interrupted`), then resume. Same final weights and test accuracy, bit for bit."""
     cfg = tiny_config()
-    a = train(cfg, tmp_path / "a", progress=False)
+    cfg.model.genotype = "/dev/null"  # the genotype argument wins
+    a = train(cfg, tmp_path / "a", genotype=CHEAP, progress=False)
     spe = a["steps_per_epoch"]
     kill_at = spe + spe // 2
 
@@ -183,10 +185,10 @@ def test_sigterm_then_resume_continues_bit_for_bit(tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(Interrupted, match="--resume"):
-        train(cfg, tmp_path / "b", progress=False, on_step=on_step)
+        train(cfg, tmp_path / "b", genotype=CHEAP, progress=False, on_step=on_step)
     with pytest.raises(RunError, match="--resume"):
-        train(cfg, tmp_path / "b", progress=False)
-    b = train(cfg, tmp_path / "b", resume=True, progress=False)
+        train(cfg, tmp_path / "b", genotype=CHEAP, progress=False)
+    b = train(cfg, tmp_path / "b", resume=True, progress=False)  # reads b/genotype.json
     assert b["final"]["test/accuracy"] == a["final"]["test/accuracy"]
     end = 2 * spe
     np.testing.assert_array_equal(_params(tmp_path / "a", end), _params(tmp_path / "b", end))
@@ -201,6 +203,8 @@ def test_sigterm_then_resume_continues_bit_for_bit(tmp_path):
     wider = tiny_config(model__init_channels=6)
     with pytest.raises(RunError, match="does not match"):
         train(wider, tmp_path / "b", resume=True, progress=False)
+    with pytest.raises(RunError, match="differs from the one this run trained"):
+        train(cfg, tmp_path / "b", genotype=DARTS_V2, resume=True, progress=False)
 
 
 @pytest.mark.slow

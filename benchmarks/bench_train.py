@@ -1,0 +1,118 @@
+"""Benchmark the retraining step: compile time, step time, images/s, peak memory,
+on one device and on several (host) devices.
+
+Networks (DARTS_V2): ``cifar`` = the paper's CIFAR-10 network (C=36, 20 cells,
+auxiliary head, batch 96, 32x32x3); ``imagenet`` = the mobile ImageNet network
+(C=48, 14 cells, batch 128, 224x224x3); ``fmnist`` = ``configs/eval_fmnist_small.py``
+(C=8, 5 cells, batch 64, 28x28x1). Each (network, devices) runs in a child process
+with ``XLA_FLAGS=--xla_force_host_platform_device_count=D`` on CPU (the same global
+batch split over D devices). Writes JSON; not a test.
+
+    python benchmarks/bench_train.py --out benchmarks/results/train.json
+    python benchmarks/bench_train.py --nets fmnist --devices 1,2 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import load_rows, run_child, write_results  # noqa: E402
+
+NETS = {
+    "cifar": dict(dataset="cifar10", init_channels=36, layers=20, batch=96, shape=(32, 32, 3)),
+    "imagenet": dict(
+        dataset="imagenet2012", init_channels=48, layers=14, batch=128, shape=(224, 224, 3)
+    ),
+    "fmnist": dict(dataset="fashion_mnist", init_channels=8, layers=5, batch=64, shape=(28, 28, 1)),
+}
+
+
+def measure(net: str, steps: int, dtype: str) -> dict:
+    """In the child: build the Trainer, compile, time ``steps`` train steps."""
+    import jax
+    import numpy as np
+
+    from jaxnas.config import default_config
+    from jaxnas.genotype import DARTS_V2
+    from jaxnas.train import Trainer
+
+    s = NETS[net]
+    cfg = default_config("train")
+    cfg.data.dataset = s["dataset"]
+    cfg.data.batch_size = s["batch"]
+    cfg.model.init_channels, cfg.model.layers, cfg.model.dtype = (
+        s["init_channels"],
+        s["layers"],
+        dtype,
+    )
+    classes = 1000 if net == "imagenet" else 10
+    t = Trainer(cfg, DARTS_V2, num_classes=classes, input_shape=s["shape"], steps_per_epoch=100)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(s["batch"], *s["shape"])).astype(np.float32)
+    y = rng.integers(0, classes, s["batch"]).astype(np.int32)
+    batch = t.shard((x, y))
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(t.init(0))
+    init_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = t.train_step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    state, _ = jax.block_until_ready(compiled(state, batch))  # warm-up
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, m = jax.block_until_ready(compiled(state, batch))
+        times.append(time.perf_counter() - t0)
+    step_s = float(np.median(times))
+    return dict(
+        net=net,
+        devices=t.mesh.size,
+        dtype=dtype,
+        batch=s["batch"],
+        init_channels=s["init_channels"],
+        layers=s["layers"],
+        input_shape=list(s["shape"]),
+        init_s=round(init_s, 2),
+        compile_s=round(compile_s, 2),
+        step_s=round(step_s, 4),
+        step_s_all=[round(v, 4) for v in times],
+        images_per_s=round(s["batch"] / step_s, 1),
+        peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        loss=float(m["loss"]),
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results/train.json")
+    p.add_argument("--nets", default="fmnist,cifar")
+    p.add_argument("--devices", default="1,2", help="host device counts to compare (CPU)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--append", action="store_true", help="add rows to an existing --out file")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(measure(a.child, a.steps, a.dtype)))
+        return
+    rows = load_rows(a.out, a.append)
+    for net in a.nets.split(","):
+        for d in (int(v) for v in a.devices.split(",")):
+            env = dict(os.environ)
+            flags = env.get("XLA_FLAGS", "")
+            env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={d}".strip()
+            args = ["--child", net, "--steps", str(a.steps), "--dtype", a.dtype]
+            row = run_child(__file__, args, env)
+            rows.append(dict(net=net, devices=d, **row) if "error" in row else row)
+            print(json.dumps(rows[-1]), flush=True)
+    write_results(a.out, rows)
+
+
+if __name__ == "__main__":
+    main()
