@@ -312,3 +312,21 @@ def test_two_processes_train_the_same_steps_as_one(tmp_path):
     assert moved > 0.1
     assert np.linalg.norm(m["p"] - s["p"]) < 1e-4 * moved
     np.testing.assert_allclose(m["l"], s["l"], rtol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_weights_and_tracks_the_float32_step():
+    """model.dtype=bfloat16: the step runs in bf16, the weights stay float32, and the
+    loss is the float32 loss to bf16 precision."""
+    x = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype(np.float32)
+    y = np.arange(8, dtype=np.int32) % 10
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = tiny_config(model__dtype=dtype, model__auxiliary=False)
+        cfg.data.batch_size = 8
+        t = Trainer(cfg, CHEAP, num_classes=10, input_shape=(28, 28, 1), steps_per_epoch=10)
+        state, m = t.train_step(t.init(0), t.shard((x, y)))
+        assert {a.dtype for a in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+        losses[dtype] = float(m["loss"])
+    assert np.isfinite(losses["bfloat16"])
+    assert abs(losses["bfloat16"] - losses["float32"]) < 0.05 * losses["float32"]
+    assert losses["bfloat16"] != losses["float32"]  # it really computed in bf16
