@@ -42,6 +42,7 @@ __all__ = [
     "replicated",
     "batch_sharding",
     "shard_batch",
+    "local_rows",
 ]
 
 DATA_AXIS = "data"
@@ -105,7 +106,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def _local_rows(mesh: Mesh, n: int) -> slice:
+def local_rows(mesh: Mesh, n: int) -> slice:
     """Rows of an ``n``-row global batch that live on this process's devices."""
     per = n // mesh.size
     mine = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
@@ -114,8 +115,9 @@ def _local_rows(mesh: Mesh, n: int) -> slice:
     return slice(mine[0] * per, (mine[-1] + 1) * per)
 
 
-def shard_batch(batch: Any, mesh: Mesh) -> Any:
-    """Global arrays from a *global* host batch (every process passes the same batch).
+def shard_batch(batch: Any, mesh: Mesh, *, local: bool = False) -> Any:
+    """Global arrays from a *global* host batch (every process passes the same batch),
+    or, with ``local=True``, from just this process's rows (:func:`local_rows`).
 
     Each process keeps only the rows of its own devices (so with several hosts the
     batch's other rows never leave the host that loaded them; a loader may also
@@ -129,12 +131,14 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 
     def put(x):
         x = np.asarray(x)
+        if local:
+            return jax.make_array_from_process_local_data(sharding, x)
         if x.shape[0] % mesh.size:
             raise ValueError(
                 f"batch of {x.shape[0]} does not split evenly over {mesh.size} devices"
             )
         if jax.process_count() == 1:
             return jax.device_put(x, sharding)
-        return jax.make_array_from_process_local_data(sharding, x[_local_rows(mesh, x.shape[0])])
+        return jax.make_array_from_process_local_data(sharding, x[local_rows(mesh, x.shape[0])])
 
     return jax.tree.map(put, batch)

@@ -224,7 +224,12 @@ class Trainer:
         steps_per_epoch: int,
         mesh: Any = None,
     ):
-        from jaxnas.models.darts_net import DATASET_SPECS, NetworkCIFAR, NetworkImageNet
+        from jaxnas.models.darts_net import (
+            DATASET_SPECS,
+            NetworkCIFAR,
+            NetworkImageNet,
+            check_genotype,
+        )
 
         self.config = config
         self.genotype = genotype
@@ -233,6 +238,7 @@ class Trainer:
         self.steps_per_epoch = int(steps_per_epoch)
         self.mesh = mesh if mesh is not None else parallel.data_mesh(config.train.num_devices)
         m, o, t = config.model, config.optim, config.train
+        check_genotype(genotype, int(m.layers))  # unknown ops etc.: one line, before compiling
         self.epochs = int(t.epochs)
         self.accumulate = int(t.accumulate)
         if self.accumulate < 1:
@@ -381,14 +387,18 @@ class Trainer:
 
     # ---- helpers ----------------------------------------------------------------------
 
-    def shard(self, batch: Any) -> Any:
-        """A host batch (global rows) as arrays sharded over the mesh."""
-        return parallel.shard_batch(batch, self.mesh)
+    def shard(self, batch: Any, local: bool = False) -> Any:
+        """A host batch (global rows, or only this process's with ``local``) as arrays
+        sharded over the mesh."""
+        return parallel.shard_batch(batch, self.mesh, local=local)
 
-    def evaluate(self, state: TrainState, batches: Iterator) -> dict[str, float]:
-        """Test loss, top-1 and top-5 accuracy over ``(images, labels, mask)`` batches."""
+    def evaluate(
+        self, state: TrainState, batches: Iterator, local: bool = False
+    ) -> dict[str, float]:
+        """Test loss, top-1 and top-5 accuracy over ``(images, labels, mask)`` batches
+        (``local``: each batch holds only this process's rows)."""
         sums: dict[str, float] = {}
-        pending = [self.eval_step(state, self.shard(b)) for b in batches]
+        pending = [self.eval_step(state, self.shard(b, local)) for b in batches]
         for s in jax.device_get(pending):
             for key, v in s.items():
                 sums[key] = sums.get(key, 0.0) + float(v)
@@ -404,24 +414,46 @@ class Trainer:
 # ------------------------------------------------------------------------------ data
 
 
-def _load_data(config: ml_collections.ConfigDict, process_seed: int):
-    """``(train_loader, test_dataset)`` for retraining (the whole training split)."""
+def _load_data(config: ml_collections.ConfigDict, mesh: Any):
+    """``(train_loader, test_source)`` for retraining (the whole training split).
+
+    In-memory datasets use :class:`jaxnas.data.Loader`; ImageNet streams JPEGs through
+    :class:`jaxnas.data_imagenet.ImageNetLoader` (DARTS' train transforms), each process
+    decoding only its own devices' rows.
+    """
     from jaxnas import data
 
     d = config.data
     if d.dataset not in data.DATASETS:
         raise RunError(f"unknown dataset {d.dataset!r} in data.dataset; known: {data.DATASETS}")
+    bs = int(d.batch_size)
+    if d.dataset == "imagenet2012":
+        from jaxnas import data_imagenet as inet
+
+        rows = parallel.local_rows(mesh, bs) if jax.process_count() > 1 else None
+        workers = min(16, os.cpu_count() or 1)
+        train_src = inet.ImageNetSource(d.dataset, "train", data_dir=d.data_dir or None)
+        test_src = inet.ImageNetSource(d.dataset, "validation", data_dir=d.data_dir or None)
+        loader = inet.ImageNetLoader(
+            train_src,
+            bs,
+            seed=config.seed,
+            train=True,
+            limit=d.limit or None,
+            workers=workers,
+            rows=rows,
+        )
+        return loader, test_src
     train_ds = data.load(d.dataset, "train", data_dir=d.data_dir or None, limit=d.limit or None)
-    test_split = "validation" if d.dataset == "imagenet2012" else "test"
     # data.limit shortens the training split only; run.eval_limit the test split
-    test_ds = data.load(d.dataset, test_split, data_dir=d.data_dir or None)
+    test_ds = data.load(d.dataset, "test", data_dir=d.data_dir or None)
     augment = data.Augment(crop_padding=d.crop_padding, flip=d.flip, cutout=d.cutout)
     try:
         loader = data.Loader(
             train_ds,
             None,
-            int(d.batch_size),
-            seed=process_seed,
+            bs,
+            seed=config.seed,
             augment=augment,
             drop_last=True,
             pad_to=d.pad_to or None,
@@ -429,6 +461,22 @@ def _load_data(config: ml_collections.ConfigDict, process_seed: int):
     except ValueError as e:
         raise RunError(f"data: {e}") from e
     return loader, test_ds
+
+
+def _test_batches(test_ds: Any, config: ml_collections.ConfigDict, mesh: Any):
+    """``(batches, local)``: the test split in fixed-size masked batches."""
+    bs = int(config.train.eval_batch_size or config.data.batch_size)
+    if bs % mesh.size:
+        raise RunError(f"eval batch {bs} does not split over {mesh.size} devices")
+    limit = int(config.run.eval_limit)
+    if config.data.dataset == "imagenet2012":
+        from jaxnas import data_imagenet as inet
+
+        rows = parallel.local_rows(mesh, bs) if jax.process_count() > 1 else None
+        workers = min(16, os.cpu_count() or 1)
+        batches = inet.eval_batches(test_ds, bs, limit=limit, rows=rows, workers=workers)
+        return batches, rows is not None
+    return eval_batches(test_ds, bs, pad_to=config.data.pad_to or None, limit=limit), False
 
 
 def eval_batches(
@@ -617,10 +665,7 @@ def train(
                         "use a fresh --workdir"
                     )
                 genotype = saved
-            try:
-                genotype = _resolve_genotype(config, genotype)
-            except GenotypeError:
-                raise
+            genotype = _resolve_genotype(config, genotype)
             if latest is not None and os.path.exists(paths["config"]):
                 with open(paths["config"], encoding="utf-8") as f:
                     changed = diff_configs(json.load(f), json.loads(config_to_json(config)))
@@ -633,7 +678,12 @@ def train(
                 with open(paths["config"], "w", encoding="utf-8") as f:
                     f.write(config_to_json(config) + "\n")
 
-            loader, test_ds = datasets or _load_data(config, config.seed)
+            try:
+                mesh = parallel.data_mesh(int(config.train.num_devices))
+            except ValueError as e:
+                raise RunError(str(e)) from e
+            loader, test_ds = datasets or _load_data(config, mesh)
+            local = getattr(loader, "rows", None) is not None  # loader yields only our rows
             steps_per_epoch = len(loader)
             if steps_per_epoch == 0:
                 raise RunError("an epoch has no steps: lower data.batch_size or raise data.limit")
@@ -641,7 +691,6 @@ def train(
             input_shape = tuple(int(s) for s in sample.shape[1:])
             num_classes = int(getattr(loader.ds, "num_classes", 0) or test_ds.num_classes)
             try:
-                mesh = parallel.data_mesh(int(config.train.num_devices))
                 trainer = Trainer(
                     config,
                     genotype,
@@ -650,7 +699,9 @@ def train(
                     steps_per_epoch=steps_per_epoch,
                     mesh=mesh,
                 )
-            except ValueError as e:
+            except GenotypeError:
+                raise
+            except ValueError as e:  # bad settings: devices, batch split, dtype
                 raise RunError(str(e)) from e
             epochs = trainer.epochs
             logger.info(
@@ -704,9 +755,6 @@ def train(
 
                 writer = SummaryWriter(paths["tensorboard"], purge_step=start + 1)
 
-            test_bs = int(config.train.eval_batch_size or config.data.batch_size)
-            if test_bs % mesh.size:
-                raise RunError(f"eval batch {test_bs} does not split over {mesh.size} devices")
             eval_every = max(1, int(config.train.eval_every))
             throughput: list[float] = []
             record: dict[str, Any] = {}
@@ -728,20 +776,14 @@ def train(
                         stop=stop,
                         mngr=mngr,
                         first=epoch == start // steps_per_epoch,
+                        local=local,
                     )
                     if ips is not None and epoch > start // steps_per_epoch:
                         throughput.append(ips)
                     done = epoch + 1
                     if test_ds is not None and (done % eval_every == 0 or done == epochs):
-                        test = trainer.evaluate(
-                            state,
-                            eval_batches(
-                                test_ds,
-                                test_bs,
-                                pad_to=config.data.pad_to or None,
-                                limit=int(config.run.eval_limit),
-                            ),
-                        )
+                        batches, local_eval = _test_batches(test_ds, config, mesh)
+                        test = trainer.evaluate(state, batches, local_eval)
                         record.update({f"test/{k}": v for k, v in test.items()})
                     record["time"] = time.time() - record.pop("_t0")
                     step = int(state.step)
@@ -832,6 +874,7 @@ def _train_epoch(
     stop: _StopFlag,
     mngr: Any,
     first: bool,
+    local: bool = False,
 ) -> tuple[TrainState, dict[str, Any], float | None]:
     """The steps of one epoch (from batch ``skip`` on); NaN checks; signal checkpoints."""
     import orbax.checkpoint as ocp
@@ -868,7 +911,7 @@ def _train_epoch(
             if i >= spe:
                 break
             t_step = time.time()
-            state, metrics = trainer.train_step(state, trainer.shard(batch))
+            state, metrics = trainer.train_step(state, trainer.shard(batch, local))
             meter.add(metrics)
             step = epoch * spe + i + 1
             if i == skip and first:
@@ -982,13 +1025,11 @@ def evaluate(
     if overrides:
         config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
     genotype = get_genotype(paths["genotype"])
-    _, test_ds = _load_data(config, config.seed)
-    bs = int(config.train.eval_batch_size or config.data.batch_size)
-    input_shape = tuple(
-        int(s)
-        for s in next(eval_batches(test_ds, 1, pad_to=config.data.pad_to or None))[0].shape[1:]
-    )
     mesh = parallel.data_mesh(int(config.train.num_devices))
+    _, test_ds = _load_data(config, mesh)
+    batches, local = _test_batches(test_ds, config, mesh)
+    batches = list(batches)
+    input_shape = tuple(int(s) for s in batches[0][0].shape[1:])
     trainer = Trainer(
         config,
         genotype,
@@ -1014,14 +1055,9 @@ def evaluate(
         state = restore(mngr, step, target, ckpt_dir)
     finally:
         mngr.close()
-    batches = list(
-        eval_batches(
-            test_ds, bs, pad_to=config.data.pad_to or None, limit=int(config.run.eval_limit)
-        )
-    )
-    trainer.evaluate(state, batches[:1])  # compile
+    trainer.evaluate(state, batches[:1], local)  # compile
     t0 = time.time()
-    result = trainer.evaluate(state, batches)
+    result = trainer.evaluate(state, batches, local)
     seconds = time.time() - t0
     out = {f"test/{k}": v for k, v in result.items() if k != "examples"}
     out.update(
