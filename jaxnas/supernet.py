@@ -58,6 +58,13 @@ class Mixer(Protocol):
     mixer sets ``stochastic = True``); ``combine(outs, w)`` mixes the op outputs
     of one edge (``outs[o]`` is ``None`` for the zero op) with its weights
     ``w`` of shape ``(n_ops,)``.
+
+    Optional hook for mixers whose combination has its own weights (ASM-NAS's
+    attention over the op outputs): ``combiner()`` returns a Flax module that is
+    called as ``combiner(outs, w)`` instead of ``combine``.  It is created inside
+    the edge, so its parameters are per-edge network weights (``"params"``,
+    stacked along the edges' scan axis like the ops' own) and it may ``sow``
+    diagnostics into ``"intermediates"`` (stacked the same way).
     """
 
     stochastic: bool
@@ -122,6 +129,9 @@ class MixedEdge(nn.Module):
             op = make_op(name, c, self.stride, affine=False, search=True, cfg=self.cfg)
             # bind the op under its primitive name: params read like the op list
             outs.append(op.clone(parent=self, name=name)(x, self.train))
+        combiner = getattr(self.mixer, "combiner", None)
+        if combiner is not None:  # a mixer with weights of its own (see ``Mixer``)
+            return combiner(name="mixer")(outs, w)
         return self.mixer.combine(outs, w)
 
 
@@ -169,7 +179,7 @@ class _EdgeFromInputs(_EdgeBody):
 def _scan(body: type[nn.Module], n: int) -> type[nn.Module]:
     return nn.scan(
         body,
-        variable_axes={"params": 0, "batch_stats": 0},
+        variable_axes={"params": 0, "batch_stats": 0, "intermediates": 0},
         split_rngs={"params": True},
         in_axes=0,
         length=n,
@@ -241,6 +251,16 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
     return (layers // 3, 2 * layers // 3)
 
 
+def resolve_reductions(layers: int, reductions: Sequence[int] | None) -> tuple[int, ...]:
+    """``reductions`` (0-based cell indices) checked, or :func:`reduction_layers` if None."""
+    if reductions is None:
+        return reduction_layers(layers)
+    red = tuple(sorted({int(r) for r in reductions}))
+    if any(not 0 <= r < layers for r in red):
+        raise ValueError(f"reduction cells {red} out of range for {layers} layers")
+    return red
+
+
 class SuperNet(nn.Module):
     """The DARTS search network (``model_search.Network``).
 
@@ -259,6 +279,12 @@ class SuperNet(nn.Module):
     arch_sharing: str = "cell_type"  # "cell_type" (normal/reduce) | "cell" (one per layer)
     cfg: OpsConfig = OpsConfig()
     remat: bool = False  # recompute each edge's intermediates in the backward pass
+    # 0-based reduction cells; None: DARTS' ``layers // 3, 2 * layers // 3``
+    reductions: tuple[int, ...] | None = None
+
+    def reduction_cells(self) -> tuple[int, ...]:
+        """0-based indices of the reduction cells."""
+        return resolve_reductions(self.layers, self.reductions)
 
     def arch_names(self) -> tuple[str, ...]:
         """Names of the arrays in the ``"arch"`` collection."""
@@ -272,7 +298,7 @@ class SuperNet(nn.Module):
         """The ``"arch"`` entry that cell ``layer`` uses."""
         if self.arch_sharing == "cell":
             return f"layer_{layer:02d}"
-        return "reduce" if layer in reduction_layers(self.layers) else "normal"
+        return "reduce" if layer in self.reduction_cells() else "normal"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -296,8 +322,9 @@ class SuperNet(nn.Module):
         s = batch_norm(train, True, name="stem_bn")(s)
         s0 = s1 = s
         c, reduction_prev = self.init_channels, False
+        red = self.reduction_cells()
         for i in range(self.layers):
-            reduction = i in reduction_layers(self.layers)
+            reduction = i in red
             c = c * 2 if reduction else c
             cell = SearchCell(
                 c,
