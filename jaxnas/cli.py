@@ -139,18 +139,23 @@ def _add_search(sub) -> None:
         description="Run an architecture search from a config file.",
     )
     p.add_argument("--config", required=True, help="config file (Python, defines get_config())")
+    _add_run_args(p, example="search.epochs=3")
+    p.set_defaults(func=_cmd_search)
+
+
+def _add_run_args(p: argparse.ArgumentParser, example: str) -> None:
+    """--workdir, --resume, --set, --no-progress: what every long-running command takes."""
     p.add_argument("--workdir", required=True, help="output folder (checkpoints, logs, plots)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set search.epochs=3 (repeatable)",
+        help=f"override a config key, e.g. --set {example} (repeatable)",
     )
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bars (also off when not a TTY)"
     )
-    p.set_defaults(func=_cmd_search)
 
 
 def _add_plot(sub) -> None:
@@ -219,17 +224,7 @@ def _add_train(sub) -> None:
         help="a genotype JSON file (e.g. runs/x/genotype.json) or a shipped name (DARTS_V2); "
         "default: the config's model.genotype",
     )
-    p.add_argument("--workdir", required=True, help="output folder (checkpoints, logs, plots)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.epochs=3 (repeatable)",
-    )
-    p.add_argument(
-        "--no-progress", action="store_true", help="no progress bars (also off when not a TTY)"
-    )
+    _add_run_args(p, example="train.epochs=3")
     p.set_defaults(func=_cmd_train)
 
 
@@ -347,6 +342,29 @@ def _add_summary(sub) -> None:
     p.set_defaults(func=_cmd_summary)
 
 
+def _add_latency(sub) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from jaxnas.latency import run_cli
+
+        return run_cli(args)
+
+    p = sub.add_parser(
+        "latency",
+        help="measure the op latency table of a search config's supernet",
+        description="Time every candidate op on every edge shape of the config's supernet on "
+        "this machine (ms, median of --runs jitted calls) and save the JSON table that "
+        "search.latency_table reads (RARTS latency penalty, thesis Sec. 3.1.4).",
+    )
+    p.add_argument("--config", required=True, help="search config, e.g. configs/rarts_cifar10.py")
+    p.add_argument("--out", required=True, help="where to write the table (JSON)")
+    p.add_argument("--batch", type=int, default=1, help="images per timed call (default 1)")
+    p.add_argument("--runs", type=int, default=50, help="timed calls per op (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.set_defaults(func=run)
+
+
 #: name -> function adding the subcommand's parser (sets ``func``) to the subparsers.
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "search": _add_search,
@@ -354,6 +372,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "summary": _add_summary,
     "train": _add_train,
     "eval": _add_eval,
+    "latency": _add_latency,
 }
 
 
