@@ -330,3 +330,13 @@ def test_bfloat16_compute_keeps_float32_weights_and_tracks_the_float32_step():
     assert np.isfinite(losses["bfloat16"])
     assert abs(losses["bfloat16"] - losses["float32"]) < 0.05 * losses["float32"]
     assert losses["bfloat16"] != losses["float32"]  # it really computed in bf16
+
+
+def test_summary_of_a_retraining_config_is_the_papers_network(capsys):
+    cfg = os.path.join(HERE, "..", "configs", "eval_imagenet.py")
+    assert cli.main(["summary", "--config", cfg, "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["network"], s["init_channels"], s["layers"]) == ("NetworkImageNet", 48, 14)
+    assert s["params"] == 4_718_752  # DARTS_V2, the config's genotype
+    search_cfg = os.path.join(HERE, "..", "configs", "darts_fmnist_tiny.py")
+    assert cli.main(["summary", "--config", search_cfg]) == 2
