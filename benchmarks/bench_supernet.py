@@ -1,4 +1,8 @@
-"""Benchmark the DARTS search step: compile time, steady step time, peak memory.
+"""Benchmark the search step: compile time, steady step time, peak memory.
+
+DARTS first / second order and, as variant ``asmnas``, the single-level ASM-NAS
+step (Hao & Zhu 2021, Table 5) on the same supernet (same cells, reductions and
+channels; one architecture and 14 attention modules per cell instead of alpha).
 
 Each (size, order) runs in its own subprocess so that peak memory (max RSS) is
 that configuration's alone.  Writes JSON; not a test.
@@ -26,6 +30,8 @@ SIZES = {
     "proto": dict(init_channels=8, layers=5, batch=16, shape=(32, 32, 3)),
     # configs/darts_fmnist_tiny.py
     "tiny": dict(init_channels=4, layers=5, batch=32, shape=(28, 28, 1)),
+    # ASM-NAS Table 5: both supernets with 15 cells (C=16; batch not given: 64)
+    "asm_paper": dict(init_channels=16, layers=15, batch=64, shape=(32, 32, 3)),
 }
 # variant -> (order, hypergradient, remat, fuse_phases)
 ORDERS = {
@@ -37,6 +43,8 @@ ORDERS = {
     "first_remat": ("first", "exact", True, "yes"),
     "first_separate_remat": ("first", "exact", True, "no"),
     "second_remat": ("second", "exact", True, "yes"),
+    "asmnas": None,  # ASM-NAS single-level step (jaxnas.search.asmnas)
+    "rarts": None,  # RARTS: two weight copies, Gauss-Seidel w, u, alpha (jaxnas.search.rarts)
 }
 
 
@@ -49,11 +57,17 @@ def measure(size: str, order: str, steps: int) -> dict:
     from jaxnas.search import build
 
     s = SIZES[size]
-    cfg = default_config("darts")
+    if order == "asmnas":
+        cfg = default_config("asmnas")
+        cfg.model.reductions = ()  # DARTS' positions: the same supernet as the DARTS rows
+    elif order == "rarts":
+        cfg = default_config("rarts")  # thesis defaults, no latency table
+    else:
+        cfg = default_config("darts")
+        cfg.search.order, cfg.search.hypergradient, cfg.model.remat, cfg.search.fuse_phases = (
+            ORDERS[order]
+        )
     cfg.model.init_channels, cfg.model.layers = s["init_channels"], s["layers"]
-    cfg.search.order, cfg.search.hypergradient, cfg.model.remat, cfg.search.fuse_phases = ORDERS[
-        order
-    ]
     method = build(cfg, steps_per_epoch=100, num_classes=10, input_shape=s["shape"])
     rng = np.random.default_rng(0)
     x = rng.normal(size=(s["batch"], *s["shape"])).astype(np.float32)

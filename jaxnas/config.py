@@ -55,7 +55,13 @@ __all__ = [
 #: Config kinds by ``method`` -> module with ``default_config()``: the search methods
 #: (``jaxnas search``; their modules also define the method class) and ``"train"``,
 #: a retraining config (``jaxnas train``).
-METHODS: dict[str, str] = {"darts": "jaxnas.search.darts", "train": "jaxnas.train"}
+METHODS: dict[str, str] = {
+    "darts": "jaxnas.search.darts",
+    "train": "jaxnas.train",
+    "rarts": "jaxnas.search.rarts",
+    "asmnas": "jaxnas.search.asmnas",
+    "sparsenas": "jaxnas.search.sparsenas",
+}
 
 
 class ConfigError(ValueError):

@@ -838,7 +838,8 @@ def _route_edges(
     out = []
     for op, src, dst in edges:
         p0, p2 = centers[src], centers[dst]
-        half_w, half_h = 0.05 * len(op) + 0.08, 0.17
+        lines = op.split("\n")  # a mixed-path edge: one label line per op
+        half_w, half_h = 0.05 * max(map(len, lines)) + 0.08, 0.17 * len(lines)
         best = None
         for rad in rads:
             pts = _bezier(p0, p2, rad, ts)
@@ -886,7 +887,8 @@ def plot_cell(cell: CellGenotype, path: str | os.PathLike[str], title: str = "")
     Inputs ``c_{k-2}``, ``c_{k-1}`` are on the left, intermediate nodes ``0..n-1``
     left to right, and the output ``c_{k}`` on the right with dashed arrows from the
     ``concat`` nodes.  Edges are labelled with their op names and curved to avoid
-    nodes and each other.  The file format follows the extension of ``path``
+    nodes and each other; the ops of one edge (mixed paths) share an arrow and
+    are listed one per line.  The file format follows the extension of ``path``
     (``.png``, ``.svg``, ``.pdf``, ...).  Uses a pyplot-free
     ``matplotlib.figure.Figure``, so the global matplotlib backend is not touched.
 
@@ -908,6 +910,10 @@ def plot_cell(cell: CellGenotype, path: str | os.PathLike[str], title: str = "")
     pos[out_id] = (dx * (n + 1), 0.0)
 
     drawable = [(op, s, d) for op, s, d in cell.edges if s in pos and d in pos and s != d]
+    merged: dict[tuple[int, int], list[str]] = {}  # several ops on one edge: one arrow
+    for op, s, d in drawable:
+        merged.setdefault((s, d), []).append(op)
+    drawable = [("\n".join(ops), s, d) for (s, d), ops in merged.items()]
     concat = [c for c in dict.fromkeys(cell.concat) if c in pos and c != out_id]
     routes = _route_edges(drawable, pos, r, [(c, out_id) for c in concat])
 

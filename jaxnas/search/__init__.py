@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxnas.search.asmnas import ASMNAS
 from jaxnas.search.base import SearchMethod
 from jaxnas.search.darts import DARTS
+from jaxnas.search.rarts import RARTS
+from jaxnas.search.sparsenas import SparseNAS
 
-METHODS: dict[str, type] = {"darts": DARTS}
+METHODS: dict[str, type] = {
+    "darts": DARTS,
+    "rarts": RARTS,
+    "asmnas": ASMNAS,
+    "sparsenas": SparseNAS,
+}
 
 
 def build(
