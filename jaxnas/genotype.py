@@ -438,11 +438,39 @@ DARTS_V2 = Genotype.from_darts(
 #: ``DARTS = DARTS_V2`` as in the reference code.
 DARTS = DARTS_V2
 
+#: The PR-DARTS cell released with the paper (the authors' ``PRDARTS_eval/genotypes.py``):
+#: one skip, and the conv chain c_{k-1} -> 2 -> 3 -> 4 -> 5 that the path regularizer rewards.
+PRDARTS = Genotype.from_darts(
+    normal=[
+        ("skip_connect", 0),
+        ("sep_conv_3x3", 1),
+        ("dil_conv_3x3", 2),
+        ("sep_conv_3x3", 0),
+        ("dil_conv_3x3", 3),
+        ("sep_conv_3x3", 1),
+        ("dil_conv_3x3", 4),
+        ("dil_conv_3x3", 1),
+    ],
+    normal_concat=[2, 3, 4, 5],
+    reduce=[
+        ("avg_pool_3x3", 0),
+        ("dil_conv_5x5", 1),
+        ("sep_conv_3x3", 0),
+        ("dil_conv_5x5", 2),
+        ("sep_conv_5x5", 1),
+        ("dil_conv_3x3", 3),
+        ("dil_conv_5x5", 4),
+        ("dil_conv_5x5", 1),
+    ],
+    reduce_concat=[2, 3, 4, 5],
+)
+
 #: Name -> genotype registry used by :func:`get_genotype`.
 NAMED_GENOTYPES: dict[str, Genotype] = {
     "DARTS_V1": DARTS_V1,
     "DARTS_V2": DARTS_V2,
     "DARTS": DARTS_V2,
+    "PRDARTS": PRDARTS,
 }
 
 
