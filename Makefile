@@ -33,11 +33,16 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Tests run in PYTEST_WORKERS processes (pytest-xdist): XLA compiles one program
+# per thread, so two workers roughly halve the suite on a 2-core machine.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=15
+
 test: lint
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/bench_supernet.py --out benchmarks/results/supernet.json
