@@ -13,7 +13,10 @@ From SparseNAS ("Neural Architecture Search as Sparse Supernet", Wu et al.):
   (any optimiser followed by the prox; ISTA after ``optax.sgd``), :func:`hapg`
   (Eqs. 6-8) and :func:`adam_hapg` (AdamHAPG);
 * group specs: :func:`resolve_groups`, :func:`leaf_groups`,
-  :func:`groups_along_axis` (see :mod:`jaxnas.optim.groups`).
+  :func:`groups_along_axis` (see :mod:`jaxnas.optim.groups`);
+* the plain l1 penalty ``gamma ||x||_1`` (RARTS width search, thesis Sec. 4.2):
+  :func:`l1_prox` (soft-threshold step, exact zeros), :func:`add_l1_subgradient`
+  and :func:`l1_penalty` (see :mod:`jaxnas.optim.l1`).
 
 Example::
 
@@ -35,6 +38,7 @@ from jaxnas.optim.hapg import (
     proximal,
     proximal_step,
 )
+from jaxnas.optim.l1 import L1SubgradientState, add_l1_subgradient, l1_penalty, l1_prox
 from jaxnas.optim.prox import group_soft_threshold, sgl_penalty, sgl_prox, soft_threshold
 
 __all__ = [
@@ -42,12 +46,16 @@ __all__ = [
     "GroupSpec",
     "Groups",
     "HAPGState",
+    "L1SubgradientState",
     "ProximalState",
     "adam_hapg",
+    "add_l1_subgradient",
     "apg_momentum",
     "group_soft_threshold",
     "groups_along_axis",
     "hapg",
+    "l1_penalty",
+    "l1_prox",
     "leaf_groups",
     "proximal",
     "proximal_step",
