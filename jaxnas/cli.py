@@ -285,6 +285,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from jaxnas.runtime import RunError
 
     dataset, channels, layers, name = args.dataset, args.init_channels, args.layers, args.genotype
+    reductions = args.reductions
     if args.config:  # the network a retraining config would train
         from jaxnas.config import load_config
         from jaxnas.runtime import RunError
@@ -296,6 +297,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         channels = channels or config.model.init_channels
         layers = layers or config.model.layers
         name = name or config.model.genotype
+        reductions = reductions or tuple(config.model.reductions) or None
     if not name:
         raise RunError("give --genotype (or --config with model.genotype)")
     genotype = get_genotype(name)
@@ -306,6 +308,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
             init_channels=channels,
             layers=layers,
             num_classes=args.num_classes,
+            reductions=reductions,
         )
     except ValueError as e:  # unknown dataset, unbuildable genotype, too small an input
         print(f"jaxnas: error: {_one_line(e)}", file=sys.stderr)
@@ -338,6 +341,12 @@ def _add_summary(sub) -> None:
     p.add_argument("--init-channels", type=int, default=None, help="C (initial channels)")
     p.add_argument("--layers", type=int, default=None, help="number of cells")
     p.add_argument("--num-classes", type=int, default=None, help="default: the dataset's")
+    p.add_argument(
+        "--reductions",
+        type=lambda t: tuple(int(r) for r in t.split(",") if r.strip()),
+        default=None,
+        help="0-based reduction cells, e.g. 4,9 (default: the genotype's, else DARTS')",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(func=_cmd_summary)
 

@@ -21,6 +21,10 @@ A :class:`Genotype` holds a normal and a reduction cell, like DARTS'
 (``genotype.normal_concat`` and ``genotype.reduce_concat`` are provided as
 properties).  Methods that derive one cell per layer (ASM-NAS, BayesNAS) set
 ``cells``: then layer ``i`` uses ``cells[i]`` (see :meth:`Genotype.cell_for_layer`).
+``reductions`` optionally fixes which layers (0-based) are reduction cells; ``None``
+means DARTS' ``n_layers // 3, 2 * n_layers // 3`` (:func:`reduction_layers`).  ASM-NAS
+searches with reductions at the 5th and 10th of 15 cells and records ``(4, 9)``, so
+the retraining network puts them where they were searched.
 
 JSON
 ----
@@ -34,7 +38,10 @@ and otherwise the general form::
 
     {"format": "jaxnas-genotype-v1",
      "normal": {"nodes": [[["sep_conv_3x3", 0], ...], ...], "concat": [...], "n_inputs": 2},
-     "reduce": {...}, "cells": [{...}, ...]}
+     "reduce": {...}, "cells": [{...}, ...], "reductions": [4, 9]}
+
+(``cells`` and ``reductions`` only when set; a genotype with ``reductions`` always
+uses the general form, since the DARTS dict has no place for them).
 
 :func:`from_json` reads both.
 """
@@ -253,6 +260,22 @@ def reduction_layers(n_layers: int) -> tuple[int, ...]:
     return tuple(sorted({n_layers // 3, 2 * n_layers // 3}))
 
 
+def _as_reductions(
+    value: Any, n_layers: int | None, what: str = "reductions", where: str = ""
+) -> tuple[int, ...]:
+    """``value`` as a sorted tuple of distinct 0-based layer indices in ``[0, n_layers)``."""
+    idx = tuple(_as_int(r, f"{what} entry") for r in _as_seq(value, what))
+    if len(set(idx)) != len(idx):
+        raise GenotypeError(f"{what} {list(idx)}: duplicate layer index")
+    for r in idx:
+        if r < 0 or (n_layers is not None and r >= n_layers):
+            where = where or (f"{n_layers} layers" if n_layers is not None else "a network")
+            raise GenotypeError(
+                f"{what} {list(idx)}: layer index {r} is out of range for {where} (0-based indices)"
+            )
+    return tuple(sorted(idx))
+
+
 @dataclasses.dataclass(frozen=True)
 class Genotype:
     """A discrete architecture: a normal and a reduction cell, optionally one cell per layer.
@@ -263,11 +286,16 @@ class Genotype:
       cells: optional per-layer cells (ASM-NAS, BayesNAS); when set, layer ``i`` uses
         ``cells[i]`` and the network must have ``len(cells)`` layers.  ``normal`` and
         ``reduce`` then hold representatives (see :meth:`from_cells`).
+      reductions: optional 0-based layer indices of the reduction cells, sorted and
+        distinct (``()``: no reduction cell); ``None``: DARTS' positions
+        (:func:`reduction_layers`) for whatever depth the network has.  With ``cells``
+        every index must be ``< len(cells)``.
     """
 
     normal: CellGenotype
     reduce: CellGenotype
     cells: tuple[CellGenotype, ...] | None = None
+    reductions: tuple[int, ...] | None = None
 
     def __post_init__(self):
         for name in ("normal", "reduce"):
@@ -282,6 +310,11 @@ class Genotype:
                 if not isinstance(c, CellGenotype):
                     raise GenotypeError(f"cells[{i}] must be a CellGenotype")
             object.__setattr__(self, "cells", cells)
+        if self.reductions is not None:
+            n = len(self.cells) if self.cells is not None else None
+            where = f"a genotype of {n} per-layer cells" if n is not None else ""
+            red = _as_reductions(self.reductions, n, where=where)
+            object.__setattr__(self, "reductions", red)
 
     @classmethod
     def from_darts(
@@ -314,19 +347,27 @@ class Genotype:
         return cls(normal=n, reduce=r)
 
     @classmethod
-    def from_cells(cls, cells: Sequence[CellGenotype]) -> Genotype:
+    def from_cells(
+        cls, cells: Sequence[CellGenotype], reductions: Sequence[int] | None = None
+    ) -> Genotype:
         """Build a per-layer genotype; ``len(cells)`` is the number of layers.
 
         ``normal`` is set to the first cell at a normal position and ``reduce`` to the
-        first cell at a reduction position (:func:`reduction_layers`).
+        first cell at a reduction position: ``reductions`` (recorded in the genotype)
+        or, if None, :func:`reduction_layers` (not recorded: the network decides).
+        Without any reduction (``reductions=()``) both are the first cell.
         """
         cells = tuple(cells)
         if not cells:
             raise GenotypeError("from_cells needs at least one cell")
-        red = reduction_layers(len(cells))
+        if reductions is None:
+            red = reduction_layers(len(cells))
+        else:
+            where = f"a genotype of {len(cells)} per-layer cells"
+            red = reductions = _as_reductions(reductions, len(cells), where=where)
         normal = next((c for i, c in enumerate(cells) if i not in red), cells[0])
-        reduce = cells[red[0]]
-        return cls(normal=normal, reduce=reduce, cells=cells)
+        reduce = cells[red[0]] if red else normal
+        return cls(normal=normal, reduce=reduce, cells=cells, reductions=reductions)
 
     @property
     def normal_concat(self) -> tuple[int, ...]:
@@ -339,8 +380,14 @@ class Genotype:
         return self.reduce.concat
 
     def is_darts_form(self) -> bool:
-        """Whether this is expressible as a DARTS namedtuple (no per-layer cells, 2 per node)."""
-        return self.cells is None and self.normal.is_darts_form() and self.reduce.is_darts_form()
+        """Whether this is expressible as a DARTS namedtuple (no per-layer cells, no
+        recorded reduction positions, 2 inputs per node)."""
+        return (
+            self.cells is None
+            and self.reductions is None
+            and self.normal.is_darts_form()
+            and self.reduce.is_darts_form()
+        )
 
     def to_darts_dict(self) -> dict[str, list]:
         """The DARTS namedtuple as a JSON-ready dict of lists (pairs as 2-lists)."""
@@ -351,23 +398,53 @@ class Genotype:
             "reduce_concat": list(self.reduce.concat),
         }
 
-    def cell_for_layer(self, i: int, n_layers: int) -> CellGenotype:
+    def reduction_cells(
+        self, n_layers: int, override: Sequence[int] | None = None
+    ) -> tuple[int, ...]:
+        """0-based reduction layers of an ``n_layers``-cell network built from this genotype.
+
+        The genotype's ``reductions`` when set, else ``override`` (a network or config
+        setting), else DARTS' :func:`reduction_layers`.  When both the genotype and
+        ``override`` give positions they must agree: a setting never silently replaces
+        the positions the cells were searched at.
+
+        Raises:
+          GenotypeError: positions out of range for ``n_layers`` or duplicated, or an
+            ``override`` that differs from the genotype's ``reductions``.
+        """
+        n_layers = _as_int(n_layers, "n_layers")
+        if self.cells is not None and len(self.cells) != n_layers:
+            raise GenotypeError(
+                f"genotype has {len(self.cells)} per-layer cells but the network has "
+                f"{n_layers} layers"
+            )
+        if override is not None:
+            override = _as_reductions(override, n_layers, what="reduction layers setting")
+        if self.reductions is not None:
+            if override is not None and override != self.reductions:
+                raise GenotypeError(
+                    f"the reduction layers setting {list(override)} conflicts with the "
+                    f"genotype's reductions {list(self.reductions)}; leave the setting empty "
+                    "to use the genotype's"
+                )
+            return _as_reductions(self.reductions, n_layers)
+        return override if override is not None else reduction_layers(n_layers)
+
+    def cell_for_layer(
+        self, i: int, n_layers: int, reductions: Sequence[int] | None = None
+    ) -> CellGenotype:
         """The cell used by layer ``i`` of an ``n_layers``-cell network.
 
         With per-layer ``cells`` this is ``cells[i]`` (``n_layers`` must equal
-        ``len(cells)``); otherwise ``reduce`` at :func:`reduction_layers` and ``normal``
-        elsewhere.
+        ``len(cells)``); otherwise ``reduce`` at the reduction layers
+        (:meth:`reduction_cells` with ``override=reductions``) and ``normal`` elsewhere.
         """
         if not 0 <= i < n_layers:
             raise IndexError(f"layer {i} out of range for {n_layers} layers")
+        red = self.reduction_cells(n_layers, reductions)
         if self.cells is not None:
-            if len(self.cells) != n_layers:
-                raise GenotypeError(
-                    f"genotype has {len(self.cells)} per-layer cells but the network has "
-                    f"{n_layers} layers"
-                )
             return self.cells[i]
-        return self.reduce if i in reduction_layers(n_layers) else self.normal
+        return self.reduce if i in red else self.normal
 
     def __str__(self) -> str:
         """DARTS-style ``Genotype(normal=[...], normal_concat=[...], ...)`` when possible."""
@@ -654,6 +731,8 @@ def validate(
     ``known_ops``; each source satisfies ``0 <= src < node id``; concat indices are
     in ``[0, n_inputs + n_nodes)``, non-empty and distinct; and optionally the
     number of nodes and of inputs per node (``inputs_per_node=2`` for the DARTS form).
+    With ``reductions`` set, also the cells' roles (see :func:`_validate_roles`; the
+    positions themselves are checked when the genotype is made).
 
     Args:
       genotype: the genotype to check.
@@ -670,7 +749,47 @@ def validate(
     cells += [(f"cell {i}", c) for i, c in enumerate(genotype.cells or ())]
     for label, cell in cells:
         _validate_cell(cell, label, known_ops, n_nodes, inputs_per_node)
+    if genotype.reductions is not None:
+        _validate_roles(genotype)
     return genotype
+
+
+def _validate_roles(genotype: Genotype) -> None:
+    """Cells against the declared reduction positions, as far as cells carry a role.
+
+    A :class:`CellGenotype` has no reduce/normal flag, so the role shows only in two
+    places: a cell at a reduction position may not concatenate a cell input (its inputs
+    stay at full resolution while its nodes are halved), and the ``normal`` / ``reduce``
+    representatives of a per-layer genotype must be cells at positions of that role
+    (what :meth:`Genotype.from_cells` picks).
+    """
+    red = genotype.reductions or ()
+    if genotype.cells is None:
+        at_reduction = [("the reduction cell", genotype.reduce)] if red else []
+    else:
+        at_reduction = [(f"cell {i}", genotype.cells[i]) for i in red]
+    for label, cell in at_reduction:
+        inputs = [c for c in cell.concat if c < cell.n_inputs]
+        if inputs:
+            raise GenotypeError(
+                f"{label} sits at a reduction position (reductions {list(red)}) but "
+                f"concatenates its full-resolution input(s) {inputs} (concat {list(cell.concat)})"
+            )
+    if genotype.cells is None:
+        return
+    cells = genotype.cells
+    normal_pos = [i for i in range(len(cells)) if i not in red]
+    if red and genotype.reduce not in {cells[i] for i in red}:
+        raise GenotypeError(
+            f"the genotype's reduce cell is none of the cells at its reductions {list(red)}; "
+            "build per-layer genotypes with Genotype.from_cells(cells, reductions)"
+        )
+    if normal_pos and genotype.normal not in {cells[i] for i in normal_pos}:
+        raise GenotypeError(
+            f"the genotype's normal cell is none of the cells at its normal positions "
+            f"(reductions {list(red)}); build per-layer genotypes with "
+            "Genotype.from_cells(cells, reductions)"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -698,6 +817,8 @@ def to_json(genotype: Genotype) -> str:
         }
         if genotype.cells is not None:
             obj["cells"] = [_cell_to_obj(c) for c in genotype.cells]
+        if genotype.reductions is not None:
+            obj["reductions"] = list(genotype.reductions)
     lines = []
     for key, value in obj.items():
         if key == "cells":
@@ -746,8 +867,8 @@ def _from_obj(obj: Any) -> Genotype:
             cells = tuple(
                 _cell_from_obj(c, f"cells[{i}]") for i, c in enumerate(_as_seq(cells, "cells"))
             )
-        return Genotype(normal=n, reduce=r, cells=cells)
-    # plain DARTS form
+        return Genotype(normal=n, reduce=r, cells=cells, reductions=obj.get("reductions"))
+    # plain DARTS form (a "reductions" key is read here too, for hand-written files)
     fields = {}
     for key in ("normal", "normal_concat", "reduce", "reduce_concat"):
         value = _as_seq(_require(obj, key, "genotype JSON"), key)
@@ -755,7 +876,10 @@ def _from_obj(obj: Any) -> Genotype:
             fields[key] = [_as_int(c, f"{key} entry") for c in value]
         else:
             fields[key] = [_as_pair(p, f"{key}[{i}]") for i, p in enumerate(value)]
-    return Genotype.from_darts(**fields)
+    g = Genotype.from_darts(**fields)
+    if obj.get("reductions") is not None:
+        g = dataclasses.replace(g, reductions=obj["reductions"])
+    return g
 
 
 def from_json(text: str, known_ops: Collection[str] | None = KNOWN_OPS) -> Genotype:
@@ -1029,8 +1153,9 @@ def plot_genotype(genotype: Genotype, path_prefix: str | os.PathLike[str]) -> li
         ("normal", genotype.normal, "normal cell"),
         ("reduce", genotype.reduce, "reduction cell"),
     ]
+    red = genotype.reductions or ()
     for i, c in enumerate(genotype.cells or ()):
-        jobs.append((f"cell{i:02d}", c, f"cell {i}"))
+        jobs.append((f"cell{i:02d}", c, f"cell {i}" + (", reduction" if i in red else "")))
     written = []
     for suffix, cell, title in jobs:
         for ext in ("png", "svg"):

@@ -36,6 +36,7 @@ A train workdir holds::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -68,6 +69,7 @@ from jaxnas.runtime import (
     first_nonfinite,
     restore,
 )
+from jaxnas.spaces import nb201
 
 __all__ = [
     "default_config",
@@ -87,14 +89,20 @@ def default_config() -> ml_collections.ConfigDict:
     """Keys of a retraining config (``method = "train"``), with DARTS' CIFAR-10 values.
 
     ``model``: ``genotype`` (a shipped name such as ``"DARTS_V2"`` or a JSON file;
-    ``jaxnas train --genotype`` overrides it), ``init_channels`` (C), ``layers``,
+    ``jaxnas train --genotype`` overrides it; an NB201 arch string ``|op~0|+...`` or its
+    JSON builds NAS-Bench-201's network, with ``layers`` = cells per stage, see
+    ``configs/eval_nb201_cifar10.py``), ``init_channels`` (C), ``layers``,
+    ``reductions`` (0-based reduction cells; ``()``: the genotype's recorded positions,
+    else DARTS' ``layers // 3, 2 * layers // 3``; positions that contradict the
+    genotype's are an error),
     ``auxiliary`` + ``auxiliary_weight``, ``drop_path_prob`` (reached at the last
     epoch, linear ramp from 0), ``scan_cells`` (share compiled bodies of identical
     cells), ``depthwise`` (``"custom_vjp"``, ``"shifted"``, ``"lax"``), ``dtype``
     (``"float32"`` or ``"bfloat16"``: compute precision; weights stay float32).
 
     ``optim``: SGD ``lr``, ``schedule`` (``"cosine"``: per-epoch cosine to
-    ``lr_min``; ``"exponential"``: ``lr * decay_rate^epoch``), ``momentum``,
+    ``lr_min``; ``"exponential"``: ``lr * decay_rate^epoch``), ``momentum`` (``nesterov``:
+    Nesterov's variant, PyTorch's ``SGD(nesterov=True)``),
     ``weight_decay`` (coupled, on every weight as PyTorch's SGD), ``grad_clip``
     (global norm; 0: off), ``label_smoothing``.
 
@@ -113,6 +121,7 @@ def default_config() -> ml_collections.ConfigDict:
             genotype="DARTS_V2",
             init_channels=36,
             layers=20,
+            reductions=(),
             auxiliary=True,
             auxiliary_weight=0.4,
             drop_path_prob=0.2,
@@ -128,6 +137,7 @@ def default_config() -> ml_collections.ConfigDict:
             lr_min=0.0,
             decay_rate=0.97,
             momentum=0.9,
+            nesterov=False,
             weight_decay=3e-4,
             grad_clip=5.0,
             label_smoothing=0.0,
@@ -238,7 +248,10 @@ class Trainer:
         self.steps_per_epoch = int(steps_per_epoch)
         self.mesh = mesh if mesh is not None else parallel.data_mesh(config.train.num_devices)
         m, o, t = config.model, config.optim, config.train
-        check_genotype(genotype, int(m.layers))  # unknown ops etc.: one line, before compiling
+        # unknown ops, reductions contradicting the genotype's etc.: one line, before compiling
+        reductions = tuple(int(r) for r in m.reductions) or None
+        if not nb201.is_arch(genotype):  # an NB201 cell is checked when parsed
+            check_genotype(genotype, int(m.layers), reductions)
         self.epochs = int(t.epochs)
         self.accumulate = int(t.accumulate)
         if self.accumulate < 1:
@@ -256,6 +269,10 @@ class Trainer:
             spec.family if spec else ("imagenet" if min(self.input_shape[:2]) > 64 else "cifar")
         )
         cls = NetworkCIFAR if family == "cifar" else NetworkImageNet
+        if nb201.is_arch(genotype):  # NAS-Bench-201's network; model.layers = cells per stage
+            from jaxnas.models.nb201_net import network_for_training
+
+            cls = functools.partial(network_for_training, drop_path_prob=m.drop_path_prob)
         cfg = OpsConfig(depthwise=m.depthwise, dtype=jnp.dtype(m.dtype))
         self.model = cls(
             genotype,
@@ -265,13 +282,14 @@ class Trainer:
             auxiliary=bool(m.auxiliary),
             scan_cells=bool(m.scan_cells),
             cfg=cfg,
+            reductions=reductions,
         )
         self.lr = lr_schedule(o, self.epochs, self.steps_per_epoch)
         parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
         self.tx = optax.chain(
             *parts,
             optax.add_decayed_weights(o.weight_decay),
-            optax.sgd(self.lr, momentum=o.momentum or None),
+            optax.sgd(self.lr, momentum=o.momentum or None, nesterov=bool(o.nesterov)),
         )
         rep, data = parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)
         self._rep, self._data = rep, data
@@ -541,10 +559,14 @@ class _StopFlag:
 # ------------------------------------------------------------------------------ the loop
 
 
-def _resolve_genotype(config: ml_collections.ConfigDict, genotype: Any) -> Genotype:
-    if isinstance(genotype, Genotype):
+def _resolve_genotype(
+    config: ml_collections.ConfigDict, genotype: Any
+) -> Genotype | nb201.NB201Arch:
+    """A DARTS genotype (name or JSON) or an NB201 cell (arch string or its JSON)."""
+    if isinstance(genotype, Genotype) or nb201.is_arch(genotype):
         return genotype
-    return get_genotype(genotype if genotype is not None else config.model.genotype)
+    spec = genotype if genotype is not None else config.model.genotype
+    return nb201.maybe_load(spec) or get_genotype(spec)
 
 
 def _paths(root: str) -> dict[str, str]:
@@ -569,8 +591,17 @@ def _network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
     params = count_params(state.params)
-    macs = count_macs(trainer.model, shapes, trainer.input_shape)
+    model = trainer.model
+    if getattr(model, "scan_cells", False):
+        # an nn.scan body is traced once, so its layers would be counted once: count the
+        # same network with its cells unrolled (shapes only, nothing is compiled)
+        model = model.clone(scan_cells=False)
+        x = jax.ShapeDtypeStruct((1, *trainer.input_shape), jnp.float32)
+        shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    macs = count_macs(model, shapes, trainer.input_shape)
+    red = getattr(trainer.model, "reduction_cells", None)  # DARTS networks
     return {
+        **({"reductions": list(red())} if red is not None else {}),
         "params": params,
         "params_M": params / 1e6,
         "params_auxiliary": count_params(state.params, exclude=()) - params,
@@ -658,7 +689,7 @@ def train(
             )
         with FileLog(paths["log"]) if primary else contextlib.nullcontext():
             if latest is not None and os.path.exists(paths["genotype"]):
-                saved = get_genotype(paths["genotype"])
+                saved = _resolve_genotype(config, paths["genotype"])
                 if genotype is not None and _resolve_genotype(config, genotype) != saved:
                     raise RunError(
                         f"--genotype differs from the one this run trained ({paths['genotype']}); "
@@ -674,7 +705,8 @@ def train(
             if primary:
                 from jaxnas import genotype as genotype_lib
 
-                genotype_lib.save(genotype, paths["genotype"])
+                save = nb201.save if nb201.is_arch(genotype) else genotype_lib.save
+                save(genotype, paths["genotype"])
                 with open(paths["config"], "w", encoding="utf-8") as f:
                     f.write(config_to_json(config) + "\n")
 
@@ -1024,7 +1056,7 @@ def evaluate(
         raise RunError(f"{root} is a {config.method!r} workdir, not a retraining one")
     if overrides:
         config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
-    genotype = get_genotype(paths["genotype"])
+    genotype = _resolve_genotype(config, paths["genotype"])
     mesh = parallel.data_mesh(int(config.train.num_devices))
     _, test_ds = _load_data(config, mesh)
     batches, local = _test_batches(test_ds, config, mesh)

@@ -264,6 +264,38 @@ def test_save_selection_writes_heatmaps(method, states, data, tmp_path):
     np.testing.assert_array_equal(saved["choice"], sel.choice)
 
 
+def test_selected_genotype_records_reductions_and_retrains(method, states, data, tmp_path):
+    """The supernet reduces at cell 1 only (DARTS' rule for 2 layers would reduce at 0 and
+    1): the selected genotype records (1,), survives JSON, and ``jaxnas.train``'s Trainer
+    builds, initialises and evaluates the 2-cell network with its reduction there; a config
+    that places the reductions elsewhere is refused."""
+    from jaxnas.genotype import GenotypeError, get_genotype, reduction_layers, save
+    from jaxnas.train import Trainer
+
+    _, _, s2, _ = states
+    assert method.reductions == (1,) != reduction_layers(2)
+    g = method.select(s2, [data[2]], mode="one_pass").genotype
+    assert g.reductions == (1,) and method.genotype(s2).reductions == (1,)
+    save(g, tmp_path / "genotype.json")
+    g = get_genotype(str(tmp_path / "genotype.json"))
+    assert g.reductions == (1,) and len(g.cells) == 2
+    config = default_config("train")
+    config.data.dataset, config.data.batch_size = "fashion_mnist", B
+    config.model.init_channels, config.model.layers, config.model.auxiliary = 2, 2, False
+    config.train.epochs, config.train.num_devices = 1, 1
+    trainer = Trainer(config, g, num_classes=10, input_shape=(HW, HW, 1), steps_per_epoch=1)
+    assert trainer.model.reduction_cells() == (1,)
+    state = trainer.init(0)
+    # one reduction: the classifier reads 4 nodes x 2C channels (two would give 4 x 4C)
+    assert state.params["classifier"]["kernel"].shape == (4 * 2 * 2, 10)
+    x, y = data[0]
+    out = trainer.eval_step(state, (jnp.asarray(x), jnp.asarray(y), jnp.ones((B,), bool)))
+    assert np.isfinite(float(out["loss"])) and float(out["count"]) == B
+    config.model.reductions = (0, 1)
+    with pytest.raises(GenotypeError, match="conflicts with the genotype's reductions"):
+        Trainer(config, g, num_classes=10, input_shape=(HW, HW, 1), steps_per_epoch=1)
+
+
 # ------------------------------------------------------------------------ discrete networks
 
 
@@ -272,12 +304,20 @@ def test_fifteen_distinct_cells_build():
     coef = rng.random((15, 14, 8))
     cells = cells_from_choice(coef.argmax(-1), coef, tuple(default_primitives()))
     assert len(set(cells)) == 15
-    g = Genotype(normal=cells[0], reduce=cells[5], cells=cells)
+    g = Genotype.from_cells(cells, reductions=(4, 9))  # the paper's 5th and 10th cells
+    assert g.reduce == cells[4]
     net, shape = make_network(g, "fashion_mnist", init_channels=4, layers=15, auxiliary=False)
+    assert net.reduction_cells() == (4, 9)
     v = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
     assert sorted(k for k in v["params"] if k.startswith("cell_")) == [
         f"cell_{i:02d}" for i in range(15)
     ]
+    # cell 4 reduces (stride-2 edges from its inputs read 28x28 s1 of 4 * 4 channels),
+    # cell 5 reduces its s0 (FactorizedReduce), cell 10 its s0 after cell 9
+    assert v["params"]["cell_04"]["preprocess1"]["Dense_0"]["kernel"].shape == (16, 8)
+    for i in range(15):
+        fact = "conv_1" in v["params"][f"cell_{i:02d}"]["preprocess0"]
+        assert fact == (i in (5, 10)), i
     assert count_params(v["params"]) > 0
 
 
@@ -334,6 +374,7 @@ def test_search_one_epoch_and_select(tmp_path):
             "data.limit=256",
             "data.batch_size=16",
             "model.layers=2",
+            "model.reductions=(1,)",
             "model.init_channels=2",
             "run.eval_test=false",
             "run.tensorboard=false",
@@ -346,3 +387,8 @@ def test_search_one_epoch_and_select(tmp_path):
     assert selection.mode == "cell_by_cell"
     for path in files.values():
         assert path and open(path, "rb").read(1)
+    # both genotype files (the runner's and the selection's) carry the searched reductions
+    from jaxnas.genotype import load
+
+    assert load(files["genotype"]).reductions == (1,)
+    assert load(tmp_path / "genotype.json").reductions == (1,)

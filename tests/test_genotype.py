@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from jaxnas.genotype import (
     DARTS_V2,
     KNOWN_OPS,
     NAMED_GENOTYPES,
+    PRDARTS,
     CellGenotype,
     Genotype,
     GenotypeError,
@@ -251,6 +253,114 @@ def test_json_round_trip_general_form():
     assert back == g and back.cells[1].nodes[1] == ()
     single = Genotype(normal=odd, reduce=DARTS_V2.reduce)
     assert from_json(to_json(single)) == single
+
+
+def _five_cells() -> list[CellGenotype]:
+    """Five distinct cells (a DARTS-form cell each, so equality tells them apart)."""
+    return [DARTS_V1.normal, DARTS_V2.normal, DARTS_V1.reduce, DARTS_V2.reduce, PRDARTS.normal]
+
+
+def test_reductions_json_round_trip(tmp_path):
+    """Reduction positions survive JSON in the general form, per-layer and shared; a
+    genotype without them keeps the plain DARTS dict (test_json_round_trip_darts_v2)."""
+    per_layer = Genotype.from_cells(_five_cells(), reductions=(0, 2))
+    assert per_layer.reductions == (0, 2)
+    assert per_layer.reduce == DARTS_V1.normal and per_layer.normal == DARTS_V2.normal
+    obj = json.loads(to_json(per_layer))
+    assert obj["format"] == "jaxnas-genotype-v1" and obj["reductions"] == [0, 2]
+    assert len(obj["cells"]) == 5
+    save(per_layer, tmp_path / "g.json")
+    back = load(tmp_path / "g.json")
+    assert back == per_layer and back.reductions == (0, 2)
+    # shared normal/reduce cells with positions: no longer the DARTS dict
+    shared = dataclasses.replace(DARTS_V2, reductions=(4, 9))
+    assert not shared.is_darts_form() and "reductions" in repr(shared)
+    obj = json.loads(to_json(shared))
+    assert obj["reductions"] == [4, 9] and "cells" not in obj
+    assert from_json(to_json(shared)) == shared
+    # no reduction cell at all is a position list too, distinct from "not recorded"
+    flat = dataclasses.replace(DARTS_V2, reductions=())
+    assert from_json(to_json(flat)).reductions == ()
+    assert flat != DARTS_V2 and from_json(to_json(DARTS_V2)).reductions is None
+    # a hand-written plain DARTS dict may carry the positions
+    plain = dict(json.loads(to_json(DARTS_V2)), reductions=[9, 4])
+    assert from_json(json.dumps(plain)) == shared  # stored sorted
+
+
+def test_reduction_positions_decide_the_layer_cells():
+    shared = dataclasses.replace(DARTS_V2, reductions=(0, 3))
+    assert shared.reduction_cells(5) == (0, 3)
+    assert [shared.cell_for_layer(i, 5) is DARTS_V2.reduce for i in range(5)] == [
+        True, False, False, True, False
+    ]  # fmt: skip
+    # without recorded positions: a setting, else DARTS' layers // 3, 2 * layers // 3
+    assert DARTS_V2.reduction_cells(5) == (1, 3)
+    assert DARTS_V2.reduction_cells(5, (4, 0)) == (0, 4)
+    assert [DARTS_V2.cell_for_layer(i, 5, (4,)) is DARTS_V2.reduce for i in range(5)] == [
+        False, False, False, False, True
+    ]  # fmt: skip
+    # a setting equal to the genotype's positions is fine; another one is an error
+    assert shared.reduction_cells(5, (3, 0)) == (0, 3)
+    msg = _one_line_error(shared.reduction_cells, 5, (1, 3))
+    assert "conflicts with the genotype's reductions [0, 3]" in msg
+    msg = _one_line_error(shared.cell_for_layer, 2, 5, (1, 3))
+    assert "conflicts" in msg
+    # positions recorded without cells are checked against the network's depth
+    msg = _one_line_error(dataclasses.replace(DARTS_V2, reductions=(4, 9)).reduction_cells, 8)
+    assert "layer index 9 is out of range for 8 layers" in msg
+    assert "out of range for 5 layers" in _one_line_error(DARTS_V2.reduction_cells, 5, (5,))
+    per_layer = Genotype.from_cells(_five_cells(), reductions=(1, 4))
+    assert "5 per-layer cells but the network has 6" in _one_line_error(
+        per_layer.reduction_cells, 6
+    )
+    # from_cells without positions picks DARTS' representatives and records nothing
+    g = Genotype.from_cells(_five_cells())
+    assert g.reductions is None and g.reduce == _five_cells()[1]
+    none = Genotype.from_cells(_five_cells(), reductions=())
+    assert none.reduce == none.normal == DARTS_V1.normal and none.reduction_cells(5) == ()
+
+
+@pytest.mark.parametrize(
+    "reductions, match",
+    [
+        ((1, 5), "layer index 5 is out of range for a genotype of 5 per-layer cells"),
+        ((-1, 2), "layer index -1 is out of range"),
+        ((2, 2), "duplicate layer index"),
+        ((1.5,), "must be an integer"),
+        ((True,), "must be an integer"),
+        ("14", "must be a list"),
+    ],
+)
+def test_reductions_validation_errors(reductions, match):
+    msg = _one_line_error(Genotype.from_cells, _five_cells(), reductions=reductions)
+    assert match in msg
+    msg = _one_line_error(Genotype, DARTS_V2.normal, DARTS_V2.reduce, _five_cells(), reductions)
+    assert match in msg
+
+
+def test_reductions_role_conflicts():
+    """What the representation can tell about roles: a reduction cell that concatenates
+    its full-resolution inputs, and normal/reduce representatives at the wrong positions."""
+    cells = _five_cells()
+    cat_input = CellGenotype(DARTS_V2.normal.nodes, (1, 2, 3, 4, 5))
+    bad = Genotype.from_cells(cells[:2] + [cat_input] + cells[3:], reductions=(2, 4))
+    msg = _one_line_error(validate, bad)
+    assert "cell 2 sits at a reduction position (reductions [2, 4])" in msg
+    assert "input(s) [1]" in msg
+    validate(Genotype.from_cells(cells[:2] + [cat_input] + cells[3:], reductions=(1, 4)))
+    shared = Genotype(DARTS_V2.normal, cat_input, reductions=(1,))
+    assert "the reduction cell sits at a reduction position" in _one_line_error(validate, shared)
+    # representatives: reduce must be a cell at a reduction position, normal at a normal one
+    msg = _one_line_error(validate, Genotype(cells[0], cells[1], tuple(cells), reductions=(2, 3)))
+    assert "reduce cell is none of the cells at its reductions [2, 3]" in msg
+    msg = _one_line_error(validate, Genotype(cells[2], cells[2], tuple(cells), reductions=(2, 3)))
+    assert "normal cell is none of the cells at its normal positions" in msg
+    validate(Genotype(cells[4], cells[3], tuple(cells), reductions=(2, 3)))
+    # from_json validates: a role conflict in a file is a one-line error
+    text = to_json(Genotype(cells[0], cells[1], tuple(cells), reductions=(2, 3)))
+    assert "none of the cells at its reductions" in _one_line_error(from_json, text)
+    # without recorded positions nothing is checked here (the network decides)
+    validate(Genotype(cells[0], cells[1], tuple(cells)))
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """Discrete networks from genotypes (jaxnas.models): sizes, shapes, drop path, supernet."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -208,6 +210,136 @@ def test_scan_groups():
     a, b, c, r = _per_layer_genotype().cells[:4]  # 11 layers: reductions at 3 and 7
     g = Genotype.from_cells([a, a, a, r, b, b, c, r, a, a, a])
     assert [len(x) for x in scan_groups(g, 11, [8] * 11)] == [1] * 9 + [2]
+
+
+# ------------------------------------------------------------------ reduction positions
+
+
+def _five_distinct_cells() -> list[CellGenotype]:
+    from jaxnas.genotype import DARTS_V1, PRDARTS
+
+    return [DARTS_V1.normal, DARTS_V2.normal, DARTS_V1.reduce, DARTS_V2.reduce, PRDARTS.reduce]
+
+
+@pytest.mark.parametrize("red", [(1, 3), (0, 2), (2, 4)])
+def test_per_layer_genotype_reductions_where_recorded(red):
+    """5 layers, per-layer cells, reductions recorded in the genotype: the cells at ``red``
+    halve the resolution and double the channels, and the network's parameter count is the
+    sum of the stem, the classifier and the five cells built one by one with the roles the
+    positions give them ((1, 3) are also DARTS' positions for 5 layers; (0, 2) and (2, 4)
+    are not)."""
+    cells = _five_distinct_cells()
+    g = Genotype.from_cells(cells, reductions=red)
+    c0, hw = 4, 16
+    net = NetworkCIFAR(g, 10, init_channels=c0, layers=5, auxiliary=False)
+    assert net.reduction_cells() == red
+    v = _shapes(net, (hw, hw, 3))
+    x = jax.ShapeDtypeStruct((1, hw, hw, 3), jnp.float32)
+    _, inter = jax.eval_shape(
+        lambda v, x: net.apply(v, x, capture_intermediates=True, mutable=["intermediates"]), v, x
+    )
+    # hand bookkeeping of the DARTS network: stem 3C at full size, then per cell (s0, s1)
+    s0 = s1 = (hw, 3 * c0)
+    c, total = c0, count_params(v["params"])
+    by_hand = 3 * 3 * 3 * 3 * c0 + 2 * 3 * c0  # stem conv + BN
+    for i, cell_g in enumerate(cells):
+        reduction = i in red
+        c = 2 * c if reduction else c
+        cell = DiscreteCell(cell_g, c, reduction, i - 1 in red)
+        args = (jnp.zeros((1, s0[0], s0[0], s0[1])), jnp.zeros((1, s1[0], s1[0], s1[1])), False)
+        n_cell = count_params(
+            jax.eval_shape(lambda a=args, m=cell: m.init(jax.random.key(0), *a))["params"]
+        )
+        assert count_params(v["params"][f"cell_{i:02d}"]) == n_cell, i
+        by_hand += n_cell
+        out = (s1[0] // 2 if reduction else s1[0], 4 * c)
+        assert inter["intermediates"][f"cell_{i:02d}"]["__call__"][0].shape == (
+            1,
+            out[0],
+            out[0],
+            out[1],
+        )
+        s0, s1 = s1, out
+    by_hand += 4 * c * 10 + 10  # classifier
+    assert s1[0] == hw // 4 and total == by_hand
+    # teeth: the same cells at DARTS' positions are another network
+    if red != (1, 3):
+        other = NetworkCIFAR(Genotype.from_cells(cells), 10, init_channels=c0, layers=5,
+                             auxiliary=False)  # fmt: skip
+        assert other.reduction_cells() == (1, 3)
+        assert count_params(_shapes(other, (hw, hw, 3))["params"]) != total
+
+
+def test_reductions_setting_and_conflicts():
+    """A network setting places the reductions of a genotype that records none; it may not
+    contradict a genotype that does (one-line error, whichever way the network is built)."""
+    net = NetworkCIFAR(DARTS_V2, 10, init_channels=4, layers=5, auxiliary=False, reductions=(0, 3))
+    v = _shapes(net, (16, 16, 3))
+    # DARTS_V2's reduce cell (max pools, skip from node 2) sits at 0 and 3: its preprocess0
+    # reads the stem at 16x16, and cell 1 reduces s0 (FactorizedReduce) after it
+    assert "conv_1" in v["params"]["cell_01"]["preprocess0"]
+    assert "conv_1" in v["params"]["cell_04"]["preprocess0"]
+    assert "Dense_0" in v["params"]["cell_02"]["preprocess0"]
+    assert v["params"]["classifier"]["kernel"].shape == (4 * 16, 10)
+    g = Genotype.from_cells(_five_distinct_cells(), reductions=(0, 2))
+    for build in (
+        lambda: _shapes(
+            NetworkCIFAR(g, 10, init_channels=4, layers=5, reductions=(1, 3)), (16, 16, 3)
+        ),  # fmt: skip
+        lambda: make_network(g, "cifar10", init_channels=4, layers=5, reductions=(1, 3)),
+        lambda: check_genotype(g, 5, (1, 3)),
+        lambda: summary(g, "cifar10", init_channels=4, layers=5, reductions=(1, 3)),
+    ):
+        with pytest.raises(
+            ValueError, match=r"conflicts with the genotype's reductions \[0, 2\]"
+        ) as e:
+            build()
+        assert "\n" not in str(e.value)
+    net, _ = make_network(g, "cifar10", init_channels=4, layers=5, reductions=(2, 0))  # agrees
+    assert net.reduction_cells() == (0, 2)
+    s = summary(g, "cifar10", init_channels=4, layers=5)
+    assert s["reductions"] == [0, 2]
+    assert summary(DARTS_V2, "cifar10", init_channels=4, layers=5)["reductions"] == [1, 3]
+    with pytest.raises(GenotypeError, match="out of range for 5 layers"):
+        make_network(DARTS_V2, "cifar10", init_channels=4, layers=5, reductions=(5,))
+
+
+def test_auxiliary_head_reads_the_last_reduction_cell():
+    """DARTS' head reads layer 2 * layers // 3, its second reduction; with other positions it
+    reads the last reduction cell: (1, 4) of 5 layers puts it after cell 4 (4 * 4C channels),
+    where 2 * 5 // 3 = 3 would give 4 * 2C."""
+    net, shape = make_network(DARTS_V2, "cifar10", init_channels=4, layers=5, reductions=(1, 4))
+    recs = layer_macs(net, _shapes(net, shape), shape, train=True, mutable=["batch_stats"])
+    aux = {r.path.split("/")[-1]: r for r in recs if r.path.startswith("auxiliary_head")}
+    assert aux["conv1"].in_shape == (1, 2, 2, 4 * 4 * 4)
+    net, shape = make_network(DARTS_V2, "cifar10", init_channels=4, layers=5)  # DARTS: 1, 3
+    recs = layer_macs(net, _shapes(net, shape), shape, train=True, mutable=["batch_stats"])
+    aux = {r.path.split("/")[-1]: r for r in recs if r.path.startswith("auxiliary_head")}
+    assert aux["conv1"].in_shape == (1, 2, 2, 4 * 4 * 4)  # layer 3, after reduction 3
+
+
+def test_scan_groups_follow_the_reductions():
+    """Scan groups break at the recorded reductions (not DARTS'), and the scanned network
+    computes what the unrolled one does (inference, random weights)."""
+    # 10 layers, reductions (1, 4): a stable run starts 2 layers after a reduction
+    chans = [16] * 1 + [32] * 3 + [64] * 6
+    spans = [(r[0], r[-1]) for r in scan_groups(DARTS_V2, 10, chans, (1, 4))]
+    assert spans == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 9)]
+    g = dataclasses.replace(DARTS_V2, reductions=(1, 4))
+    assert [(r[0], r[-1]) for r in scan_groups(g, 10, chans)] == spans
+    # 6 layers, one reduction at 1: cells 3-5 form one group
+    g = dataclasses.replace(DARTS_V2, reductions=(1,))
+    net = NetworkCIFAR(g, 3, init_channels=2, layers=6, auxiliary=False)
+    scanned = net.clone(scan_cells=True)
+    vs_shapes = _shapes(scanned, (8, 8, 1))
+    assert {k for k in vs_shapes["params"] if k.startswith("cells_")} == {"cells_03_05"}
+    v = _random_variables(net, (8, 8, 1))
+    assert count_params(vs_shapes["params"]) == count_params(v["params"])
+    vs = _stack_cells(v, vs_shapes)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
+    y, _ = jax.jit(lambda v, x: net.apply(v, x, train=False))(v, x)
+    ys, _ = jax.jit(lambda v, x: scanned.apply(v, x, train=False))(vs, x)
+    np.testing.assert_allclose(np.asarray(ys), np.asarray(y), rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_op_is_a_one_line_value_error():

@@ -20,6 +20,15 @@ cell, ops reading a cell input have stride 2.  Nodes may have any number of
 inputs (DARTS: 2) and ``concat`` any subset of the nodes; each layer may use
 its own cell (``Genotype.cells``, see :meth:`jaxnas.genotype.Genotype.cell_for_layer`).
 
+Reduction positions
+-------------------
+The reduction cells (channels double, resolution halves) sit where the genotype
+says (``Genotype.reductions``, e.g. ASM-NAS' ``(4, 9)`` of 15 cells), else at the
+network's ``reductions`` setting, else at DARTS' ``layers // 3, 2 * layers // 3``
+(:meth:`jaxnas.genotype.Genotype.reduction_cells`).  A setting that differs from the
+genotype's positions is an error, never silently preferred.  The auxiliary head reads
+the output of the last reduction cell (DARTS' ``2 * layers // 3`` at DARTS' positions).
+
 Eval cells use ``affine=True`` BN and no BN after pooling ops (``OPS[name](C,
 stride, True)`` in the reference).  The options ``affine=False, pool_bn=True``
 build the ops exactly as the search network does; they exist to check that a
@@ -117,9 +126,11 @@ __all__ = [
 DropProb = float | jax.Array
 
 
-def aux_layer(layers: int) -> int:
-    """The layer after which the auxiliary head reads: ``2 * layers // 3``."""
-    return 2 * layers // 3
+def aux_layer(layers: int, reductions: Sequence[int] | None = None) -> int:
+    """The layer after which the auxiliary head reads: the last reduction cell, which is
+    DARTS' ``2 * layers // 3`` at DARTS' positions (``reductions=None``) and also the
+    fallback when there is no reduction cell."""
+    return max(reductions) if reductions else 2 * layers // 3
 
 
 def drop_path(x: jax.Array, drop_prob: DropProb, rng: jax.Array) -> jax.Array:
@@ -148,13 +159,17 @@ def _is_static_zero(p: DropProb | None) -> bool:
 # ------------------------------------------------------------------------------ validation
 
 
-def check_genotype(genotype: Genotype, layers: int) -> Genotype:
+def check_genotype(
+    genotype: Genotype, layers: int, reductions: Sequence[int] | None = None
+) -> Genotype:
     """Check that ``genotype`` can be built into a ``layers``-cell network; return it.
 
     Every op must be in the op registry :data:`jaxnas.ops.OPS`; every cell must have
     two inputs (``c_{k-2}, c_{k-1}``) and valid sources and concat ids; per-layer
-    genotypes must have exactly ``layers`` cells; a reduction cell may not concatenate
-    its (full-resolution) inputs.
+    genotypes must have exactly ``layers`` cells; the reduction positions
+    (``genotype.reductions``, else ``reductions``, else DARTS') must be in range and a
+    ``reductions`` setting may not contradict the genotype's; a reduction cell may not
+    concatenate its (full-resolution) inputs.
 
     Raises:
       GenotypeError: (a ``ValueError``) with a one-line message.
@@ -162,9 +177,9 @@ def check_genotype(genotype: Genotype, layers: int) -> Genotype:
     if not isinstance(genotype, Genotype):
         raise GenotypeError(f"expected a Genotype, got {type(genotype).__name__}")
     validate(genotype, known_ops=OPS)
-    red = reduction_layers(layers)
+    red = genotype.reduction_cells(layers, reductions)
     for i in range(layers):
-        cell = genotype.cell_for_layer(i, layers)
+        cell = genotype.cell_for_layer(i, layers, red)
         if cell.n_inputs != 2:
             raise GenotypeError(
                 f"layer {i}: DARTS networks need cells with 2 inputs, got n_inputs={cell.n_inputs}"
@@ -263,9 +278,15 @@ class _ScannedCell(nn.Module):
         return (s1, cell(s0, s1, self.train, drop_prob)), None
 
 
-def scan_groups(genotype: Genotype, layers: int, channels: Sequence[int]) -> list[range]:
+def scan_groups(
+    genotype: Genotype,
+    layers: int,
+    channels: Sequence[int],
+    reductions: Sequence[int] | None = None,
+) -> list[range]:
     """Split layers ``0 .. layers-1`` into groups; a group of several layers runs as one
-    ``nn.scan`` (one compiled cell body).  ``channels[i]``: output channels of cell ``i``.
+    ``nn.scan`` (one compiled cell body).  ``channels[i]``: output channels of cell ``i``;
+    reduction layers from :meth:`Genotype.reduction_cells` (``reductions``: the setting).
 
     Consecutive layers join a group when they are normal cells (not reductions, not
     right after one) with the same cell genotype, and the group's first cell already
@@ -274,8 +295,9 @@ def scan_groups(genotype: Genotype, layers: int, channels: Sequence[int]) -> lis
     shape.  A group ends at the auxiliary head's layer.  For DARTS_V2 with 20 layers:
     ``0, 1, 2-5, 6, 7, 8-12, 13, 14, 15-19``.
     """
-    red = set(reduction_layers(layers))
-    cells = [genotype.cell_for_layer(i, layers) for i in range(layers)]
+    red_t = genotype.reduction_cells(layers, reductions)
+    red, aux = set(red_t), aux_layer(layers, red_t)
+    cells = [genotype.cell_for_layer(i, layers, red_t) for i in range(layers)]
 
     def starts_stable(i: int) -> bool:
         return i >= 2 and not {i, i - 1} & red and channels[i - 2] == channels[i - 1] == channels[i]
@@ -284,21 +306,23 @@ def scan_groups(genotype: Genotype, layers: int, channels: Sequence[int]) -> lis
     i = 0
     while i < layers:
         j = i + 1
-        if starts_stable(i) and i != aux_layer(layers):
+        if starts_stable(i) and i != aux:
             while j < layers and j not in red and cells[j] == cells[i]:
                 j += 1
-                if j - 1 == aux_layer(layers):
+                if j - 1 == aux:
                     break
         groups.append(range(i, j))
         i = j
     return groups
 
 
-def _cell_channels(genotype: Genotype, layers: int, init_channels: int) -> list[int]:
-    c, red, out = init_channels, reduction_layers(layers), []
+def _cell_channels(
+    genotype: Genotype, layers: int, init_channels: int, red: Sequence[int]
+) -> list[int]:
+    c, out = init_channels, []
     for i in range(layers):
         c = c * 2 if i in red else c
-        out.append(len(genotype.cell_for_layer(i, layers).concat) * c)
+        out.append(len(genotype.cell_for_layer(i, layers, red).concat) * c)
     return out
 
 
@@ -317,21 +341,24 @@ def _cell_stack(
     cfg: OpsConfig,
     scan_cells: bool,
     on_aux: Any,
+    reductions: Sequence[int] | None = None,
 ) -> jax.Array:
     """The cells of ``NetworkCIFAR/ImageNet.forward``; called inside a compact method
     (the cells become submodules ``cell_00``, ... of the calling network, or with
     ``scan_cells`` scanned groups ``cells_02_05``, ... holding ``cell`` with stacked
-    variables, see :func:`scan_groups`).  ``on_aux(s1)`` is called with the output of
-    layer ``2 * layers // 3``."""
-    red = reduction_layers(layers)
+    variables, see :func:`scan_groups`).  Reduction layers: ``genotype.reductions``, else
+    ``reductions``, else DARTS'.  ``on_aux(s1)`` is called with the output of the last
+    reduction layer (:func:`aux_layer`)."""
+    red = genotype.reduction_cells(layers, reductions)
     chans = [init_channels * 2 ** sum(r <= i for r in red) for i in range(layers)]
     if scan_cells:
-        groups = scan_groups(genotype, layers, _cell_channels(genotype, layers, init_channels))
+        chan_out = _cell_channels(genotype, layers, init_channels, red)
+        groups = scan_groups(genotype, layers, chan_out, red)
     else:
         groups = [range(i, i + 1) for i in range(layers)]
     for group in groups:
         i = group[0]
-        cell_g = genotype.cell_for_layer(i, layers)
+        cell_g = genotype.cell_for_layer(i, layers, red)
         if len(group) == 1:
             reduction = i in red
             cell = DiscreteCell(
@@ -353,7 +380,7 @@ def _cell_stack(
                 (s0, s1), drop_prob
             )
             reduction_prev = False
-        if aux_layer(layers) in group:
+        if aux_layer(layers, red) in group:
             on_aux(s1)
     return s1
 
@@ -408,8 +435,10 @@ class NetworkCIFAR(nn.Module):
     """The DARTS CIFAR evaluation network (``model.NetworkCIFAR``).
 
     Stem: conv3x3 to ``3C`` + BN.  ``layers`` cells, channels doubling at the
-    reduction cells (:func:`reduction_layers`); auxiliary head on the output of layer
-    ``2 * layers // 3`` (training only); global average pool; linear classifier.
+    reduction cells (``genotype.reductions``, else ``reductions``, else DARTS'
+    :func:`reduction_layers`); auxiliary head on the output of the last reduction cell
+    (DARTS: layer ``2 * layers // 3``; training only); global average pool; linear
+    classifier.
 
     Attributes:
       genotype: shared normal/reduce cells, or one cell per layer (``genotype.cells``).
@@ -425,6 +454,8 @@ class NetworkCIFAR(nn.Module):
         as one ``nn.scan``: the same function with fewer compiled cell bodies (9 instead
         of 20 for DARTS_V2); their variables are stacked under ``cells_AA_BB/cell``.
       cfg: how ops are computed (depthwise implementation, dtype).
+      reductions: 0-based reduction layers for a genotype that records none (``None``:
+        DARTS' positions); must equal ``genotype.reductions`` when that is set.
 
     Call: ``(x (B, H, W, C_in), train=False, drop_prob=None) -> (logits (B, classes),
     logits_aux (B, classes) or None)``; ``logits_aux`` is ``None`` unless ``train`` and
@@ -444,12 +475,17 @@ class NetworkCIFAR(nn.Module):
     pool_bn: bool = False
     scan_cells: bool = False
     cfg: OpsConfig = OpsConfig()
+    reductions: tuple[int, ...] | None = None
+
+    def reduction_cells(self) -> tuple[int, ...]:
+        """0-based indices of the reduction cells this network builds."""
+        return self.genotype.reduction_cells(self.layers, self.reductions)
 
     @nn.compact
     def __call__(
         self, x: jax.Array, train: bool = False, drop_prob: DropProb | None = None
     ) -> tuple[jax.Array, jax.Array | None]:
-        check_genotype(self.genotype, self.layers)
+        check_genotype(self.genotype, self.layers, self.reductions)
         drop_prob = self.drop_path_prob if drop_prob is None else drop_prob
         c_stem = self.stem_multiplier * self.init_channels
         s = nn.Conv(
@@ -484,6 +520,7 @@ class NetworkCIFAR(nn.Module):
             cfg=self.cfg,
             scan_cells=self.scan_cells,
             on_aux=on_aux,
+            reductions=self.reductions,
         )
         logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
         return logits, (aux_out[0] if aux_out and train else None)
@@ -495,10 +532,10 @@ class NetworkImageNet(nn.Module):
     ``stem0``: conv3x3 stride 2 to ``C/2`` + BN + ReLU + conv3x3 stride 2 to ``C`` + BN;
     ``stem1``: ReLU + conv3x3 stride 2 + BN (224 -> 112 -> 56 -> 28).  The first cell
     reads ``s0 = stem0(x)`` at twice the resolution of ``s1 = stem1(s0)``
-    (``reduction_prev=True``).  Reductions at :func:`reduction_layers`; auxiliary head
-    (ImageNet variant: pool stride 2, no BN after the 2x2 conv) after layer
-    ``2 * layers // 3``; global average pool (= the reference's ``AvgPool2d(7)`` at
-    224x224); linear classifier.
+    (``reduction_prev=True``).  Reductions as :class:`NetworkCIFAR` (DARTS':
+    :func:`reduction_layers`); auxiliary head (ImageNet variant: pool stride 2, no BN
+    after the 2x2 conv) after the last reduction cell (DARTS: layer ``2 * layers // 3``);
+    global average pool (= the reference's ``AvgPool2d(7)`` at 224x224); linear classifier.
 
     Attributes and call as :class:`NetworkCIFAR` (paper: ``C=48``, 14 layers).
     """
@@ -513,12 +550,17 @@ class NetworkImageNet(nn.Module):
     pool_bn: bool = False
     scan_cells: bool = False
     cfg: OpsConfig = OpsConfig()
+    reductions: tuple[int, ...] | None = None
+
+    def reduction_cells(self) -> tuple[int, ...]:
+        """0-based indices of the reduction cells this network builds."""
+        return self.genotype.reduction_cells(self.layers, self.reductions)
 
     @nn.compact
     def __call__(
         self, x: jax.Array, train: bool = False, drop_prob: DropProb | None = None
     ) -> tuple[jax.Array, jax.Array | None]:
-        check_genotype(self.genotype, self.layers)
+        check_genotype(self.genotype, self.layers, self.reductions)
         drop_prob = self.drop_path_prob if drop_prob is None else drop_prob
         c, dt = self.init_channels, self.cfg.dtype
 
@@ -552,6 +594,7 @@ class NetworkImageNet(nn.Module):
             cfg=self.cfg,
             scan_cells=self.scan_cells,
             on_aux=on_aux,
+            reductions=self.reductions,
         )
         logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
         return logits, (aux_out[0] if aux_out and train else None)
@@ -599,12 +642,15 @@ def make_network(
     drop_path_prob: float = 0.0,
     scan_cells: bool = False,
     cfg: OpsConfig | None = None,
+    reductions: Sequence[int] | None = None,
 ) -> tuple[nn.Module, tuple[int, int, int]]:
     """The evaluation network of ``genotype`` for ``dataset`` and its input shape.
 
     Defaults (``None``) come from :data:`DATASET_SPECS`: the paper's C=36 / 20 layers
     for the CIFAR family (CIFAR-10/100 and Fashion-MNIST), C=48 / 14 layers for
-    ImageNet (mobile setting).
+    ImageNet (mobile setting).  Reduction cells: ``genotype.reductions`` when the
+    genotype records them, else ``reductions``, else DARTS' ``layers // 3, 2 * layers // 3``;
+    a ``reductions`` that differs from the genotype's is a GenotypeError.
 
     ``scan_cells`` as in :class:`NetworkCIFAR`; ``cfg`` (default ``OpsConfig()``) says how
     ops are computed (depthwise implementation,
@@ -625,7 +671,8 @@ def make_network(
     c = spec.init_channels if init_channels is None else init_channels
     n = spec.layers if layers is None else layers
     k = spec.num_classes if num_classes is None else num_classes
-    check_genotype(genotype, n)
+    red = None if reductions is None else tuple(int(r) for r in reductions)
+    check_genotype(genotype, n, red)
     cls = NetworkCIFAR if spec.family == "cifar" else NetworkImageNet
     net = cls(
         genotype,
@@ -636,6 +683,7 @@ def make_network(
         drop_path_prob=drop_path_prob,
         scan_cells=scan_cells,
         cfg=cfg or OpsConfig(),
+        reductions=red,
     )
     return net, spec.input_shape
 
@@ -694,6 +742,7 @@ def one_hot_arch(
     primitives: Sequence[str] = DARTS_PRIMITIVES,
     topology: CellTopology = DARTS_CELL,
     arch_sharing: str = "cell_type",
+    reductions: Sequence[int] | None = None,
 ) -> dict[str, jax.Array]:
     """The supernet ``"arch"`` collection that selects ``genotype`` (for :class:`OneHotMixer`).
 
@@ -706,7 +755,8 @@ def one_hot_arch(
             raise GenotypeError("a per-layer genotype needs arch_sharing='cell'")
         cells = {"normal": genotype.normal, "reduce": genotype.reduce}
     elif arch_sharing == "cell":
-        cells = {f"layer_{i:02d}": genotype.cell_for_layer(i, layers) for i in range(layers)}
+        red = genotype.reduction_cells(layers, reductions)
+        cells = {f"layer_{i:02d}": genotype.cell_for_layer(i, layers, red) for i in range(layers)}
     else:
         raise ValueError(f"arch_sharing must be 'cell_type' or 'cell', got {arch_sharing!r}")
     return {k: jnp.asarray(_cell_one_hot(c, primitives, topology)) for k, c in cells.items()}
@@ -718,6 +768,7 @@ def variables_from_supernet(
     layers: int,
     *,
     topology: CellTopology = DARTS_CELL,
+    reductions: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Map a ``SuperNet``'s ``params`` and ``batch_stats`` to a discrete network's.
 
@@ -729,9 +780,10 @@ def variables_from_supernet(
     index) or ``input_edges``/``inner_edges`` (reduction cell).  The result fits a
     discrete network built with ``affine=False, pool_bn=True`` (the supernet's op
     variants), ``layers`` cells and ``scan_cells=False``; the ``"arch"`` collection is
-    dropped.
+    dropped.  The reduction layers (``genotype.reductions``, else ``reductions``, else
+    DARTS') must be the supernet's.
     """
-    red = reduction_layers(layers)
+    red = genotype.reduction_cells(layers, reductions)
     out: dict[str, Any] = {}
     for col in ("params", "batch_stats"):
         src_tree = supernet_variables.get(col)
@@ -743,7 +795,7 @@ def variables_from_supernet(
                 dst_tree[key] = val
                 continue
             i = int(key.split("_")[1])
-            cell = genotype.cell_for_layer(i, layers)
+            cell = genotype.cell_for_layer(i, layers, red)
             new = {k: val[k] for k in ("preprocess0", "preprocess1") if k in val}
             for j, (op, src, dst) in enumerate(cell.edges):
                 e = _edge_index(topology, src, dst)

@@ -164,16 +164,19 @@ def summary(
     num_classes: int | None = None,
     auxiliary: bool = True,
     cfg: OpsConfig | None = None,
+    reductions: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Parameters and multiply-adds of the evaluation network of ``genotype``.
 
     Builds :func:`jaxnas.models.darts_net.make_network` (defaults from
     :data:`~jaxnas.models.darts_net.DATASET_SPECS`: C=36 / 20 layers for the CIFAR
     family, C=48 / 14 layers for ImageNet) and traces it with ``jax.eval_shape``.
+    Reduction cells: ``genotype.reductions``, else ``reductions``, else DARTS'.
 
     Returns:
       A JSON-ready dict: ``network``, ``dataset``, ``input_shape``, ``num_classes``,
-      ``init_channels``, ``layers``, ``params`` (without auxiliary head), ``params_M``,
+      ``init_channels``, ``layers``, ``reductions`` (0-based reduction cells),
+      ``params`` (without auxiliary head), ``params_M``,
       ``params_auxiliary`` (the head alone, 0 without it), ``macs`` (one image,
       inference), ``macs_M``.
     """
@@ -185,6 +188,7 @@ def summary(
         num_classes=num_classes,
         auxiliary=auxiliary,
         cfg=cfg,
+        reductions=reductions,
     )
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     variables = jax.eval_shape(lambda x: net.init(jax.random.key(0), x), x)
@@ -197,6 +201,7 @@ def summary(
         "num_classes": net.num_classes,
         "init_channels": net.init_channels,
         "layers": net.layers,
+        "reductions": list(net.reduction_cells()),
         "params": params,
         "params_M": params / 1e6,
         "params_auxiliary": count_params(variables["params"], exclude=()) - params,
@@ -212,6 +217,7 @@ def format_summary(s: dict[str, Any], name: str = "") -> str:
     lines = [
         f"network:       {s['network']}{label}: C={s['init_channels']}, {s['layers']} layers, "
         f"{s['num_classes']} classes, input {shape} ({s['dataset']})",
+        f"reductions:    cells {', '.join(map(str, s.get('reductions', [])))} (0-based)",
         f"parameters:    {s['params_M']:.2f}M ({s['params']:,}; without the auxiliary head"
         + (f", which adds {s['params_auxiliary']:,}" if s["params_auxiliary"] else "")
         + ")",

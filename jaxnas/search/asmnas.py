@@ -33,7 +33,10 @@ Algorithm 1 as ``train_step`` (lines 3-5) and :meth:`ASMNAS.select` (lines 6-13)
    removes the edge).  ``search.selection = "cell_by_cell"`` is Algorithm 1
    literally (cell l is read while the cells before it are already discretised);
    ``"one_pass"`` reads all cells from one pass over the undiscretised supernet
-   (the text's "structure ... remain[s] fixed").
+   (the text's "structure ... remain[s] fixed").  The genotype records the
+   supernet's reduction cells (``Genotype.reductions``; ``(4, 9)`` for the paper's
+   15 cells), so retraining (``jaxnas train --genotype``) builds the 15 cells with
+   their reductions where they were searched (Sec. 5.2: "the 5th and 10th cells").
 
 The ``"arch"`` collection holds no trained variables, only what selection
 writes and reads: per cell (``"layer_00"`` ...) an ``(n_edges, n_ops)``
@@ -91,8 +94,8 @@ DERIVES = ("all_edges", "darts_top2")
 def default_config() -> ml_collections.ConfigDict:
     """Method-specific keys of ASM-NAS with the paper's values (Sec. 5.1)."""
     c = ml_collections.ConfigDict()
-    # reductions: 0-based reduction cells; () = DARTS' layers // 3, 2 * layers // 3 (the
-    # positions the retraining network uses). The paper: the 5th and 10th of 15 cells.
+    # reductions: 0-based reduction cells; () = DARTS' layers // 3, 2 * layers // 3. The
+    # paper: the 5th and 10th of 15 cells. The selected genotype records them.
     # attention_hidden: widths of Theta_1..Theta_3 (Eq. 4.4; the paper gives none).
     # attention_batch_mean: average E over the batch too (ablation; Eq. 4.3 is per sample).
     c.model = ml_collections.ConfigDict(
@@ -529,9 +532,8 @@ class ASMNAS:
         return Selection(self._genotype(cells), choice, coef, votes, n, mode, aggregate)
 
     def _genotype(self, cells: Sequence[CellGenotype]) -> Genotype:
-        red = self.reductions
-        normal = next((c for i, c in enumerate(cells) if i not in red), cells[0])
-        return Genotype(normal=normal, reduce=cells[red[0]] if red else normal, cells=tuple(cells))
+        # the supernet's reduction cells travel with the cells searched at them
+        return Genotype.from_cells(cells, reductions=self.reductions)
 
     def _probe_selection(self, state: ASMState) -> Selection:
         key = (id(state.params), int(state.step))
@@ -612,8 +614,12 @@ def save_selection(
     selection: Selection, folder: str | os.PathLike, primitives: Sequence[str], reductions=()
 ) -> dict[str, str]:
     """Write ``attention.npz`` (coefficients, votes, choice), ``attention.png`` (heat maps),
-    ``genotype.json`` and ``selection.json`` under ``folder``."""
+    ``genotype.json`` and ``selection.json`` under ``folder``.  ``reductions`` (for the
+    panel titles): default the genotype's."""
     from jaxnas import genotype as genotype_lib
+
+    if not reductions:
+        reductions = selection.genotype.reductions or ()
 
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
