@@ -242,8 +242,15 @@ def regenerate(workdir: str | os.PathLike) -> dict[str, list[str] | str]:
         out["curves"] = plot_curves(records, os.path.join(workdir, "curves.png"))
     geno_path = os.path.join(workdir, "genotype.json")
     if os.path.exists(geno_path):
-        g = genotype_lib.load(geno_path, known_ops=None)
-        out["genotype"] = genotype_lib.plot_genotype(g, os.path.join(workdir, "genotype"))
+        from jaxnas.spaces import nb201
+
+        prefix = os.path.join(workdir, "genotype")
+        cell = nb201.maybe_load(geno_path)  # a NAS-Bench-201 search saves its arch string
+        if cell is not None:
+            out["genotype"] = cell.save_pictures(prefix)
+        else:
+            g = genotype_lib.load(geno_path, known_ops=None)
+            out["genotype"] = genotype_lib.plot_genotype(g, prefix)
     if not out:
         raise FileNotFoundError(
             f"{workdir} has no alphas/, metrics.jsonl or genotype.json: is it a search workdir?"

@@ -19,9 +19,12 @@ What a search workdir holds::
   alphas.png                architecture weights over the epochs (``jaxnas.plots``)
   curves.png                loss / accuracy / lr over the epochs
   genotype.json             the genotype derived after the last finished epoch
-  genotype_{normal,reduce}.{png,svg}   its picture (at the end of the search)
+  genotype_{normal,reduce}.{png,svg}   its picture (at the end of the search); a search
+                            on the NB201 space writes the cell's arch string to
+                            genotype.json and draws genotype_cell.{png,svg}
   checkpoints/{e}/          orbax checkpoints of the state after ``e`` epochs
-  summary.json              paths and final metrics (at the end of the search)
+  summary.json              paths and final metrics (at the end of the search), and
+                            ``benchmark`` (``method.benchmark_report``, e.g. NATS-Bench)
 
 Epoch ``e`` (0-based) reads ``loader.epoch(e)``, whose order and augmentation are a
 pure function of ``(seed, e)``; all other randomness lives in the state. So a run
@@ -542,10 +545,8 @@ def _run_epoch(
 
     # everything for this epoch is written before its checkpoint: a kill in between
     # leaves records that the resume drops (see _truncate_after)
-    from jaxnas import genotype as genotype_lib
-
     _save_arch(wd, epoch + 1, arch)
-    genotype_lib.save(genotype, wd.genotype)
+    _save_genotype(genotype, wd.genotype)
     append_jsonl(wd.metrics, record)
     if writer is not None:
         for k, v in record.items():
@@ -570,6 +571,18 @@ def _run_epoch(
     return state, record
 
 
+def _save_genotype(genotype: Any, path: str) -> None:
+    """A DARTS genotype via ``jaxnas.genotype.save``; an architecture of another space
+    (an NB201 cell) in its own format, through its ``save_json(path)``."""
+    from jaxnas import genotype as genotype_lib
+
+    save_json = getattr(genotype, "save_json", None)
+    if save_json is not None:
+        save_json(path)
+    else:
+        genotype_lib.save(genotype, path)
+
+
 def _finish(
     config: ml_collections.ConfigDict,
     wd: Workdir,
@@ -581,12 +594,26 @@ def _finish(
 ) -> dict[str, Any]:
     from jaxnas import genotype as genotype_lib
 
-    genotype_lib.save(genotype, wd.genotype)
+    _save_genotype(genotype, wd.genotype)
     pictures: list[str] = []
     try:
-        pictures = genotype_lib.plot_genotype(genotype, wd.genotype_prefix)
+        draw = getattr(genotype, "save_pictures", None)  # another space's own (NB201 cell)
+        if draw is not None:
+            pictures = draw(wd.genotype_prefix)
+        else:
+            pictures = genotype_lib.plot_genotype(genotype, wd.genotype_prefix)
     except Exception as e:  # noqa: BLE001
         logger.warning("could not draw the genotype: %s", e)
+    benchmark = None  # e.g. NATS-Bench's accuracy of an NB201 cell (search.nats_bench)
+    report_fn = getattr(method, "benchmark_report", None)
+    if report_fn is not None:
+        try:
+            benchmark = report_fn(genotype)
+        except Exception as e:  # noqa: BLE001 - the search itself is done and saved
+            logger.warning("benchmark lookup failed: %s", e)
+            benchmark = {"error": " ".join(str(e).split())}
+        if benchmark:
+            logger.info("benchmark: %s", json.dumps(benchmark, sort_keys=True))
     records = plots.read_metrics(wd.metrics)
     curves = None
     if records:
@@ -605,6 +632,7 @@ def _finish(
         "genotype": str(genotype),
         "genotype_json": wd.genotype,
         "genotype_pictures": pictures,
+        "benchmark": benchmark,
         "alphas_plot": wd.alphas_plot if os.path.exists(wd.alphas_plot) else None,
         "curves_plot": curves,
         "metrics": wd.metrics,

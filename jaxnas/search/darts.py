@@ -20,6 +20,14 @@ Compile time: with ``search.fuse_phases`` the loss gradients of a step (two for
 first order, three plus a Hessian-vector product for second order) come from
 one compiled body scanned over phases (``DARTS._fused_phases``); the result is
 the same step (a float64 test checks it to rounding).
+
+Search spaces (``model.space``): ``"darts"``, the DARTS cell above, or ``"nb201"``,
+the NAS-Bench-201 / NATS-Bench topology space (``jaxnas.spaces.nb201``: one 6-edge,
+5-op cell shared by the whole network, ``model.layers`` cells per stage); there the
+cell is derived by NAS-Bench-201's DARTS rule (per edge the argmax over all ops,
+``none`` included) and ``search.nats_bench`` names the benchmark that reports its
+accuracy at the end of the search (``benchmark_report``).  ``_build_model`` is the
+hook subclasses share (RARTS uses it).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import optax
 from jaxnas.genotype import Genotype, derive
 from jaxnas.ops import OpsConfig, resolve_primitives
 from jaxnas.search.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
+from jaxnas.spaces import nb201
 from jaxnas.supernet import SoftmaxMixer, SuperNet
 
 
@@ -44,7 +53,9 @@ def default_config() -> ml_collections.ConfigDict:
     """Method-specific config keys of DARTS with the paper's values (CIFAR-10 search)."""
     c = ml_collections.ConfigDict()
     # depthwise: "auto" picks the fastest implementation the chosen gradient allows;
-    # remat: recompute each edge's intermediates in the backward pass (less memory).
+    # remat: recompute each edge's intermediates in the backward pass (less memory);
+    # space: "darts" (the DARTS cell) | "nb201" (NAS-Bench-201's cell: set primitives="nb201";
+    # layers is then N, the cells per stage, and stem_multiplier is unused).
     c.model = ml_collections.ConfigDict(
         dict(
             init_channels=16,
@@ -53,6 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
             primitives="darts",
             depthwise="auto",
             remat=False,
+            space="darts",
         )
     )
     c.optim = ml_collections.ConfigDict(
@@ -60,6 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
             w_lr=0.025,
             w_lr_min=0.001,
             w_momentum=0.9,
+            w_nesterov=False,  # NAS-Bench-201's DARTS runs use Nesterov momentum
             w_weight_decay=3e-4,
             grad_clip=5.0,
             a_lr=3e-4,
@@ -74,8 +87,17 @@ def default_config() -> ml_collections.ConfigDict:
     # fuse_phases: "auto" | "yes" | "no" -- compute all loss gradients of a step with
     # one compiled body (see DARTS._fused_phases); "auto" fuses where it costs no
     # step time: exact second order.
+    # nats_bench: NATS-Bench topology benchmark (model.space="nb201"): "" or its path; the
+    # search then reports the benchmark's accuracy of the found cell.
     c.search = ml_collections.ConfigDict(
-        dict(epochs=50, order="first", hypergradient="exact", fd_epsilon=0.01, fuse_phases="auto")
+        dict(
+            epochs=50,
+            order="first",
+            hypergradient="exact",
+            fd_epsilon=0.01,
+            fuse_phases="auto",
+            nats_bench="",
+        )
     )
     return c
 
@@ -152,7 +174,7 @@ class DARTS:
         if s.order not in ("first", "second"):
             raise ValueError(f"search.order must be 'first' or 'second', got {s.order!r}")
         self.config = config
-        self.primitives = resolve_primitives(m.primitives)
+        self._setup_space()  # self.space, self.primitives
         self.input_shape = tuple(input_shape)
         self.order, self.mode = s.order, s.hypergradient
         self.exact_hvp = s.order == "second" and s.hypergradient == "exact"
@@ -160,16 +182,7 @@ class DARTS:
         depthwise = m.depthwise
         if depthwise == "auto":
             depthwise = "custom_vjp"
-        model_kw = dict(
-            num_classes=num_classes,
-            init_channels=m.init_channels,
-            layers=m.layers,
-            stem_multiplier=m.stem_multiplier,
-            primitives=self.primitives,
-            mixer=self.make_mixer(),
-            remat=m.remat,
-        )
-        self.model = SuperNet(**model_kw, cfg=OpsConfig(depthwise=depthwise))
+        self.model = self._build_model(num_classes, OpsConfig(depthwise=depthwise))
         # forward mode cannot pass a custom_vjp: the exact HVP uses plain autodiff
         self.hvp_model = (
             self.model.clone(cfg=OpsConfig(depthwise="shifted"))
@@ -180,7 +193,9 @@ class DARTS:
         self.w_tx = optax.chain(
             optax.clip_by_global_norm(o.grad_clip),
             optax.add_decayed_weights(o.w_weight_decay),
-            optax.sgd(self.lr_schedule, momentum=o.w_momentum),
+            optax.sgd(
+                self.lr_schedule, momentum=o.w_momentum, nesterov=bool(o.get("w_nesterov", False))
+            ),
         )
         self.a_tx = optax.chain(
             optax.add_decayed_weights(o.a_weight_decay),
@@ -189,6 +204,69 @@ class DARTS:
         self._init = jax.jit(functools.partial(self.model.init, train=True))
         self.train_step = jax.jit(self._train_step)
         self.eval_step = jax.jit(self._eval_step)
+
+    # ---- the search space (model.space) ------------------------------------------
+
+    #: the values of ``model.space`` this method can search; a subclass whose derivation
+    #: or regularizers assume the DARTS cell should narrow it to ``("darts",)``.
+    spaces: tuple[str, ...] = ("darts", "nb201")
+    space: str = "darts"  # set by _setup_space; subclasses that skip it search the DARTS cell
+
+    def _setup_space(self) -> None:
+        """``self.space`` and ``self.primitives`` from ``model.space``, ``model.primitives``;
+        checks ``search.nats_bench`` (the package and the path) before any search runs."""
+        m, s = self.config.model, self.config.search
+        self.space = m.get("space", "darts")
+        if self.space not in self.spaces:
+            raise ValueError(
+                f"model.space must be one of {self.spaces} for {self.name}, got {self.space!r}"
+            )
+        if self.space == "nb201":
+            self.primitives = nb201.resolve_primitives(m.primitives)
+            self.edge_labels = tuple(f"{i}->{j}" for i, j in nb201.NB201_CELL.edges)
+        else:
+            self.primitives = resolve_primitives(m.primitives)
+        if s.get("nats_bench", ""):
+            if self.space != "nb201":
+                raise ValueError("search.nats_bench needs model.space='nb201'")
+            nb201.require_nats_bench()
+            nb201.check_benchmark_path(s.nats_bench)
+
+    def _build_model(self, num_classes: int, cfg: OpsConfig):
+        """The supernet of ``model.space`` with ``make_mixer()``'s edges: DARTS'
+        ``SuperNet`` or NAS-Bench-201's ``NB201SuperNet`` (``model.layers`` cells per stage).
+        """
+        m = self.config.model
+        if self.space == "nb201":
+            from jaxnas.models.nb201_net import NB201SuperNet
+
+            return NB201SuperNet(
+                num_classes=num_classes,
+                init_channels=m.init_channels,
+                cells_per_stage=m.layers,
+                primitives=self.primitives,
+                mixer=self.make_mixer(),
+                cfg=cfg,
+                remat=m.remat,
+            )
+        return SuperNet(
+            num_classes=num_classes,
+            init_channels=m.init_channels,
+            layers=m.layers,
+            stem_multiplier=m.stem_multiplier,
+            primitives=self.primitives,
+            mixer=self.make_mixer(),
+            remat=m.remat,
+            cfg=cfg,
+        )
+
+    def benchmark_report(self, genotype: Any) -> dict[str, Any] | None:
+        """NATS-Bench's record of an NB201 cell (``nb201.lookup``) when ``search.nats_bench``
+        names the benchmark; None otherwise.  The runner calls it at the end of a search."""
+        path = self.config.search.get("nats_bench", "")
+        if self.space != "nb201" or not path:
+            return None
+        return nb201.lookup(genotype, path)
 
     # ---- what subclasses change -------------------------------------------------
 
@@ -441,11 +519,17 @@ class DARTS:
     # ---- reading the architecture -------------------------------------------------
 
     def arch_weights(self, state: SearchState) -> dict[str, np.ndarray]:
-        """``softmax(alpha)`` per cell type, ``{"normal": (14, n_ops), "reduce": ...}``."""
+        """``softmax(alpha)`` per cell type, ``{"normal": (14, n_ops), "reduce": ...}``
+        (NB201 space: ``{"cell": (6, n_ops)}``)."""
         mixer = self.model.mixer
         return {k: np.asarray(mixer.edge_weights(v, None)) for k, v in state.arch.items()}
 
-    def genotype(self, state: SearchState) -> Genotype:
-        """The DARTS rule: per node the 2 strongest edges, per edge its strongest non-zero op."""
+    def genotype(self, state: SearchState) -> Genotype | nb201.NB201Arch:
+        """The DARTS rule: per node the 2 strongest edges, per edge its strongest non-zero op.
+
+        On the NB201 space, NAS-Bench-201's DARTS rule: every edge keeps its strongest
+        op, ``none`` included (``nb201.derive``)."""
         w = self.arch_weights(state)
+        if self.space == "nb201":
+            return nb201.derive(w["cell"], self.primitives)
         return derive(w["normal"], w["reduce"], self.primitives)

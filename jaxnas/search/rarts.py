@@ -33,6 +33,10 @@ the genotype follows the DARTS rule (``jaxnas.genotype.derive``, thesis Sec. 3.1
 ``eval_step`` evaluates the primary copy ``u`` with its own BN statistics: ``u`` is the
 copy of the unweighted loss ``L_p``, the one that plays the role of the model being
 selected (DARTS' upper level), and the last weights the Gauss-Seidel sweep updates.
+
+``model.space = "nb201"`` searches the NAS-Bench-201 / NATS-Bench cell instead (thesis
+Sec. 3.5, Table 3.3; DARTS' space hook, ``configs/rarts_nb201_cifar10.py``): the cell
+is then derived by NAS-Bench-201's rule and ``search.nats_bench`` reads its accuracy.
 """
 
 from __future__ import annotations
@@ -48,11 +52,10 @@ import numpy as np
 import optax
 
 from jaxnas import latency as latency_lib
-from jaxnas.ops import OpsConfig, resolve_primitives
+from jaxnas.ops import OpsConfig
 from jaxnas.search import darts
 from jaxnas.search.darts import DARTS, cross_entropy, epoch_cosine_schedule
 from jaxnas.search.rarts_update import RARTSState, rarts_step
-from jaxnas.supernet import SuperNet
 
 __all__ = ["RARTS", "RARTSSearchState", "default_config"]
 
@@ -92,8 +95,17 @@ def default_config() -> ml_collections.ConfigDict:
     # lam, beta: Lagrangian weights (Eq. 2.8); gamma: latency weight (Eq. 2.11);
     # latency_table: JSON from `jaxnas latency` ("" = no penalty);
     # w_init: "copy" (w^0 = u^0) | "independent" (its own random init).
+    # nats_bench: as DARTS' (model.space="nb201": report the benchmark's accuracy of the cell).
     c.search = ml_collections.ConfigDict(
-        dict(epochs=50, lam=1.0, beta=1.0, gamma=0.002, latency_table="", w_init="copy")
+        dict(
+            epochs=50,
+            lam=1.0,
+            beta=1.0,
+            gamma=0.002,
+            latency_table="",
+            w_init="copy",
+            nats_bench="",
+        )
     )
     return c
 
@@ -152,19 +164,10 @@ class RARTS(DARTS):
         if s.w_init not in ("copy", "independent"):
             raise ValueError(f"search.w_init must be 'copy' or 'independent', got {s.w_init!r}")
         self.config = config
-        self.primitives = resolve_primitives(m.primitives)
+        self._setup_space()  # self.space, self.primitives (DARTS' model.space hook)
         self.input_shape = tuple(input_shape)
         depthwise = "custom_vjp" if m.depthwise == "auto" else m.depthwise
-        self.model = SuperNet(
-            num_classes=num_classes,
-            init_channels=m.init_channels,
-            layers=m.layers,
-            stem_multiplier=m.stem_multiplier,
-            primitives=self.primitives,
-            mixer=self.make_mixer(),
-            remat=m.remat,
-            cfg=OpsConfig(depthwise=depthwise),
-        )
+        self.model = self._build_model(num_classes, OpsConfig(depthwise=depthwise))
         sgd = functools.partial(
             _sgd, clip=o.grad_clip, epochs=s.epochs, steps_per_epoch=steps_per_epoch
         )
@@ -176,6 +179,8 @@ class RARTS(DARTS):
         )
         self.latency_table = None
         self.latency = None  # {"normal": (14, n_ops), "reduce": ...} ms, summed over cells
+        if s.latency_table and self.space != "darts":
+            raise ValueError("search.latency_table is measured on the DARTS space only")
         if s.latency_table:
             table = latency_lib.load_table(s.latency_table)
             latency_lib.check_table(

@@ -327,6 +327,7 @@ class SparseNAS(DARTS):
     """
 
     name = "sparsenas"
+    spaces = ("darts",)  # node groups and the mixed-path derivation assume the DARTS cell
 
     def __init__(
         self,
