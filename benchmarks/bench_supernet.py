@@ -3,6 +3,8 @@
 DARTS first / second order and, as variant ``asmnas``, the single-level ASM-NAS
 step (Hao & Zhu 2021, Table 5) on the same supernet (same cells, reductions and
 channels; one architecture and 14 attention modules per cell instead of alpha).
+Variants ``prdarts`` / ``prdarts_code``: a PR-DARTS step (weight step + beta step, only
+the two sampled ops of each edge computed; Zhou et al. 2020) on the DARTS supernet.
 
 Each (size, order) runs in its own subprocess so that peak memory (max RSS) is
 that configuration's alone.  Writes JSON; not a test.
@@ -45,6 +47,8 @@ ORDERS = {
     "second_remat": ("second", "exact", True, "yes"),
     "asmnas": None,  # ASM-NAS single-level step (jaxnas.search.asmnas)
     "rarts": None,  # RARTS: two weight copies, Gauss-Seidel w, u, alpha (jaxnas.search.rarts)
+    "prdarts": None,  # PR-DARTS: W + beta step, two sampled ops per edge computed (paper gates)
+    "prdarts_code": None,  # the same with the authors' code's top-2 straight-through gates
 }
 
 
@@ -62,6 +66,9 @@ def measure(size: str, order: str, steps: int) -> dict:
         cfg.model.reductions = ()  # DARTS' positions: the same supernet as the DARTS rows
     elif order == "rarts":
         cfg = default_config("rarts")  # thesis defaults, no latency table
+    elif order in ("prdarts", "prdarts_code"):
+        cfg = default_config("prdarts")  # the paper's settings; step 0, so tau = 10
+        cfg.search.gates = "code" if order == "prdarts_code" else "paper"
     else:
         cfg = default_config("darts")
         cfg.search.order, cfg.search.hypergradient, cfg.model.remat, cfg.search.fuse_phases = (
@@ -94,6 +101,7 @@ def measure(size: str, order: str, steps: int) -> dict:
         step_s_all=[round(v, 3) for v in times],
         peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         loss=float(m["loss"]),
+        **({"ops_per_edge": float(m["ops_per_edge"])} if "ops_per_edge" in m else {}),
         **{k: v for k, v in s.items() if k != "shape"},
         input_shape=list(s["shape"]),
     )

@@ -61,6 +61,8 @@ METHODS: dict[str, str] = {
     "rarts": "jaxnas.search.rarts",
     "asmnas": "jaxnas.search.asmnas",
     "sparsenas": "jaxnas.search.sparsenas",
+    "bayesnas": "jaxnas.search.bayesnas",
+    "prdarts": "jaxnas.search.prdarts",
 }
 
 

@@ -311,6 +311,34 @@ def ggn_diag_mc(
     return _probe_mean(one, params, key, num_samples, probe_batch)
 
 
+def probe_vjp_mean(
+    model_fn: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    key: jax.Array,
+    sampler: OutputSampler,
+    *,
+    num_samples: int = 1,
+    probe_batch: int | None = None,
+) -> PyTree:
+    """Mean over probes of the raw back-propagated probe ``J^T v`` (not squared).
+
+    The building block for models whose backward pass is itself a curvature
+    recursion: a ``jax.custom_vjp`` that returns, for a gate ``w`` on a tensor
+    ``b``, ``sum b^2 g^2`` instead of ``sum b g`` (``g`` the probe's cotangent
+    there) gives, averaged over probes, ``sum b^2 E[g^2] = sum b^2 diag(G_node)``,
+    BayesNAS' App. C.3 with the node's diagonal GGN (see
+    ``jaxnas.search.bayesnas``).  With an ordinary ``model_fn`` the mean of
+    ``J^T v`` is an unbiased estimate of 0.  Arguments as :func:`ggn_diag_mc`.
+    """
+    z, vjp_fn = jax.vjp(model_fn, params)
+
+    def one(k):
+        (u,) = vjp_fn(sampler(z, k))
+        return u
+
+    return _probe_mean(one, params, key, num_samples, probe_batch)
+
+
 def _reduction_scale(z: jax.Array, reduction: str, batch_axes: int) -> float:
     if reduction == "sum":
         return 1.0
@@ -641,6 +669,7 @@ __all__ = [
     "hutchinson_diag",
     "num_params",
     "output_hessian_blocks",
+    "probe_vjp_mean",
     "sampler_from_loss",
     "softmax_cross_entropy_hessian_diag",
     "squared_error_sampler",

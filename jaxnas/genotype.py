@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxnas.ops import DARTS_PRIMITIVES
+from jaxnas.ops import DARTS_PRIMITIVES, OPS
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 
 __all__ = [
@@ -88,9 +88,10 @@ __all__ = [
 #: Tag written in the general (non-DARTS) JSON form.
 JSON_FORMAT = "jaxnas-genotype-v1"
 
-#: Op names accepted by :func:`validate` by default: the DARTS search space plus
-#: the extra ops of the DARTS evaluation code (``operations.OPS``) and common variants.
-KNOWN_OPS: frozenset[str] = frozenset(DARTS_PRIMITIVES) | frozenset(
+#: Op names accepted by :func:`validate` by default: every op of the registry
+#: (:data:`jaxnas.ops.OPS`, which other search spaces extend, e.g. BayesNAS' BN-ReLU-conv
+#: ops) plus the extra ops of the DARTS evaluation code (``operations.OPS``).
+KNOWN_OPS: frozenset[str] = frozenset(OPS) | frozenset(
     {
         "none",
         "max_pool_3x3",

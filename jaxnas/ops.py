@@ -397,6 +397,8 @@ OPS: dict[str, OpFactory] = {
     "sep_conv_7x7": lambda C, s, affine, search, cfg: SepConv(7, s, affine, cfg),
     "dil_conv_3x3": lambda C, s, affine, search, cfg: DilConv(3, s, 2, affine, cfg),
     "dil_conv_5x5": lambda C, s, affine, search, cfg: DilConv(5, s, 2, affine, cfg),
+    # plain ReLU-conv-BN (DARTS' evaluation ops; PR-DARTS' Fig. 2 "convolution (3x3)")
+    "conv_3x3": lambda C, s, affine, search, cfg: ReLUConvBN(C, 3, s, 1, affine, cfg),
 }
 
 #: Named candidate-op lists; search spaces of later methods add theirs.
@@ -427,3 +429,133 @@ def resolve_primitives(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ..
         if p not in OPS:
             raise ValueError(f"unknown op {p!r}; known ops: {', '.join(sorted(OPS))}")
     return prims
+
+
+# --------------------------------------------------------------------------
+# BN-ReLU-Conv ops (BayesNAS, Zhou et al., ICML 2019, App. D.1)
+#
+# "Convolutions are applied in the order of BN-ReLU-Conv and the depthwise
+# separable convolution is always applied twice."  Separate names, so that a
+# genotype says which ordering it was searched with and the discrete network
+# builds the same op (``affine=True`` there, as every registered op).  The pools
+# and ``skip_connect`` are DARTS' (no convolution to reorder).  Two variants
+# follow the authors' public code instead of the paper's text:
+#
+# ==================  =========================================================
+# bn_sep_conv_kxk     (BN, ReLU, depthwise kxk, pointwise 1x1) twice; the first
+#                     depthwise conv is strided (paper and code agree)
+# bn_dil_conv_kxk     BN, ReLU, depthwise kxk with dilation 2, pointwise 1x1
+#                     (the paper's "dilated conv", DARTS' op reordered)
+# bn_full_dil_conv_   BN, ReLU, *full* kxk conv with dilation 2, 1x1 conv (the
+#   kxk               authors' code)
+# bn_skip_connect     identity; strided: BN, 1x1 conv with stride 2 (the
+#                     authors' code; DARTS uses FactorizedReduce)
+# ==================  =========================================================
+
+
+class BNSepConv(nn.Module):
+    """(BN, ReLU, depthwise kxk, pointwise) twice; the first depthwise conv is strided."""
+
+    kernel_size: int
+    stride: int = 1
+    affine: bool = True
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c, k = x.shape[-1], self.kernel_size
+        for stride in (self.stride, 1):
+            x = self.cfg.act(batch_norm(train, self.affine)(x))
+            x = DepthwiseConv(k, stride, 1, k // 2, self.cfg)(x)
+            x = _dense(c, self.cfg)(x)
+        return x
+
+
+class BNDilConv(nn.Module):
+    """BN, ReLU, dilated kxk conv (depthwise, or ``full``), then a 1x1 conv; padding
+    ``d (k // 2)`` keeps the size."""
+
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 2
+    full: bool = False
+    affine: bool = True
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c, k, d = x.shape[-1], self.kernel_size, self.dilation
+        p = d * (k // 2)
+        x = self.cfg.act(batch_norm(train, self.affine)(x))
+        if self.full:
+            x = nn.Conv(
+                c,
+                (k, k),
+                strides=self.stride,
+                padding=((p, p), (p, p)),
+                kernel_dilation=d,
+                use_bias=False,
+                dtype=self.cfg.dtype,
+            )(x)
+        else:
+            x = DepthwiseConv(k, self.stride, d, p, self.cfg)(x)
+        return _dense(c, self.cfg)(x)
+
+
+class BNConvReduce(nn.Module):
+    """Strided ``bn_skip_connect``: BN, then a 1x1 conv with stride 2 (no ReLU)."""
+
+    affine: bool = True
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = batch_norm(train, self.affine)(x)
+        return _dense(x.shape[-1], self.cfg)(x[:, ::2, ::2])
+
+
+OPS.update(
+    {
+        "bn_sep_conv_3x3": lambda C, s, affine, search, cfg: BNSepConv(3, s, affine, cfg),
+        "bn_sep_conv_5x5": lambda C, s, affine, search, cfg: BNSepConv(5, s, affine, cfg),
+        "bn_dil_conv_3x3": lambda C, s, affine, search, cfg: BNDilConv(3, s, 2, False, affine, cfg),
+        "bn_dil_conv_5x5": lambda C, s, affine, search, cfg: BNDilConv(5, s, 2, False, affine, cfg),
+        "bn_full_dil_conv_3x3": lambda C, s, affine, search, cfg: BNDilConv(
+            3, s, 2, True, affine, cfg
+        ),
+        "bn_full_dil_conv_5x5": lambda C, s, affine, search, cfg: BNDilConv(
+            5, s, 2, True, affine, cfg
+        ),
+        "bn_skip_connect": lambda C, s, affine, search, cfg: (
+            Identity() if s == 1 else BNConvReduce(affine, cfg)
+        ),
+    }
+)
+
+PRIMITIVE_SETS.update(
+    {
+        # BayesNAS: column 0 ("none") is the edge's zero-op gate, then the 7 ops of
+        # App. D.1 in DARTS' order with BN-ReLU-Conv convolutions (the paper) ...
+        "bayesnas": (
+            "none",
+            "max_pool_3x3",
+            "avg_pool_3x3",
+            "skip_connect",
+            "bn_sep_conv_3x3",
+            "bn_sep_conv_5x5",
+            "bn_dil_conv_3x3",
+            "bn_dil_conv_5x5",
+        ),
+        # ... or with the authors' code's dilated convs and strided skip.
+        "bayesnas_code": (
+            "none",
+            "max_pool_3x3",
+            "avg_pool_3x3",
+            "bn_skip_connect",
+            "bn_sep_conv_3x3",
+            "bn_sep_conv_5x5",
+            "bn_full_dil_conv_3x3",
+            "bn_full_dil_conv_5x5",
+        ),
+    }
+)

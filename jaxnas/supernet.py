@@ -65,6 +65,19 @@ class Mixer(Protocol):
     the edge, so its parameters are per-edge network weights (``"params"``,
     stacked along the edges' scan axis like the ops' own) and it may ``sow``
     diagnostics into ``"intermediates"`` (stacked the same way).
+
+    Optional hook for mixers that use only a few ops per edge (PR-DARTS: two
+    sampled ops): ``active(w)`` maps the edge's weights ``(n_ops,)`` to a boolean
+    ``(n_ops,)`` array (traced) of the ops to compute; the edge runs every other
+    op's branch of a ``lax.cond`` that returns zeros instead, so neither its
+    forward nor its backward pass is computed and its BN statistics are not
+    updated.  Valid only where such an op's weight is exactly 0 *with a zero
+    gradient* (a masked weight), so that skipping changes no value and no
+    gradient.  Every op's parameters are still created at init.
+
+    Optional hook for a gate on the edge's *input* (BayesNAS' zero-op node
+    ``i'``, Sec. 4.2): ``edge_input(x, w)`` maps the edge input ``x`` and the
+    edge's weights ``(n_ops,)`` to the tensor every op of the edge reads.
     """
 
     stochastic: bool
@@ -109,8 +122,38 @@ class SoftmaxMixer:
         return weighted_sum(outs, w)
 
 
+def _run_if(
+    pred: jax.Array,
+    op: nn.Module,
+    name: str,
+    x: jax.Array,
+    train: bool,
+    parent: nn.Module,
+    stride: int,
+) -> jax.Array:
+    """``op(x)`` if ``pred`` else zeros of the op's output shape (``x[:, ::s, ::s]``).
+
+    A lifted ``lax.cond``: on one device only the taken branch runs, in the
+    forward and in the backward pass (the untaken op's gradients are zeros).
+    The op is bound under ``name`` in ``parent``, the same path as when it runs
+    unconditionally, so the parameters are those created at init.
+    """
+
+    def run(mdl: nn.Module, x: jax.Array) -> jax.Array:
+        return op.clone(parent=mdl, name=name)(x, train)
+
+    def skip(mdl: nn.Module, x: jax.Array) -> jax.Array:
+        del mdl
+        return jnp.zeros_like(x[:, ::stride, ::stride])
+
+    return nn.cond(pred, run, skip, parent, x)
+
+
 class MixedEdge(nn.Module):
-    """All candidate ops on one edge, combined by the mixer (``MixedOp``)."""
+    """All candidate ops on one edge, combined by the mixer (``MixedOp``).
+
+    With a mixer that has the ``active`` hook (see :class:`Mixer`) only the ops
+    it marks are computed; the others' outputs are zeros."""
 
     primitives: tuple[str, ...]
     stride: int
@@ -121,14 +164,23 @@ class MixedEdge(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
         c = x.shape[-1]
+        edge_input = getattr(self.mixer, "edge_input", None)  # see ``Mixer``
+        if edge_input is not None:
+            x = edge_input(x, w)
+        active = getattr(self.mixer, "active", None)  # see ``Mixer``: compute only these ops
+        # at init every op runs, so that all parameters exist whatever is active later
+        on = None if active is None or self.is_initializing() else active(w)
         outs = []
-        for name in self.primitives:
+        for o, name in enumerate(self.primitives):
             if name == "none":
                 outs.append(None)  # the zero op: contributes w * 0 to a weighted sum
                 continue
             op = make_op(name, c, self.stride, affine=False, search=True, cfg=self.cfg)
-            # bind the op under its primitive name: params read like the op list
-            outs.append(op.clone(parent=self, name=name)(x, self.train))
+            if on is None:
+                # bind the op under its primitive name: params read like the op list
+                outs.append(op.clone(parent=self, name=name)(x, self.train))
+            else:
+                outs.append(_run_if(on[o], op, name, x, self.train, self, self.stride))
         combiner = getattr(self.mixer, "combiner", None)
         if combiner is not None:  # a mixer with weights of its own (see ``Mixer``)
             return combiner(name="mixer")(outs, w)

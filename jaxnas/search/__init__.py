@@ -10,7 +10,9 @@ import ml_collections
 
 from jaxnas.search.asmnas import ASMNAS
 from jaxnas.search.base import SearchMethod
+from jaxnas.search.bayesnas import BayesNAS
 from jaxnas.search.darts import DARTS
+from jaxnas.search.prdarts import PRDARTS
 from jaxnas.search.rarts import RARTS
 from jaxnas.search.sparsenas import SparseNAS
 
@@ -19,6 +21,8 @@ METHODS: dict[str, type] = {
     "rarts": RARTS,
     "asmnas": ASMNAS,
     "sparsenas": SparseNAS,
+    "bayesnas": BayesNAS,
+    "prdarts": PRDARTS,
 }
 
 

@@ -317,3 +317,219 @@ def gd_losses(
         params, x, y = setup(seed, cfg, n)
         out.append(np.asarray(_gd_run(params, alphas, x, y, cfg=cfg, eta=float(eta), steps=steps)))
     return np.stack(out)
+
+
+# --------------------------------------------------------------------------------------
+# Theorem 4: the deep cell A against the two-branch shallow cell B (Sec. 4.2, Fig. 3)
+# --------------------------------------------------------------------------------------
+#
+# Deep cell A (Fig. 3a) is the cell of Eqs. 3-5 above (:func:`forward`): nodes 0..h-1,
+# node 0 = conv(W^(0); X), every node l >= 1 fed by all earlier nodes (Eq. 7 with fixed
+# gates g, here the rows of ``alpha``).  Shallow cell B (Fig. 3b) puts nodes
+# 0..h/2-1 in one branch and nodes h/2..h-1 in another, "each with input X": node h/2
+# is conv(W'; X) with its own stem weights W' (``params["stem2"]``), and only edges
+# inside a branch exist.  Both use the read-out of Eq. 5 over all h nodes.  Theorem 4:
+# with every gate of B equal to the same gate of A, GD decreases B's training loss at
+# a rate lambda_B >= lambda_A + (a positive term) > lambda_A (Theorem 1's lambda for A).
+
+
+def _half(h: int) -> int:
+    if h < 4 or h % 2:
+        raise ValueError(f"Theorem 4's two branches need an even h >= 4, got {h}")
+    return h // 2
+
+
+def shallow_edge_mask(h: int) -> np.ndarray:
+    """``(n_edges,)`` bool: the edges of :func:`analysis_edges` that cell B keeps (both
+    ends in the same branch, ``s, l < h/2`` or ``s, l >= h/2``)."""
+    half = _half(h)
+    return np.array([(s < half) == (d < half) for s, d in analysis_edges(h)])
+
+
+def thm4_setup(
+    seed: int, cfg: AnalysisConfig, n: int = 32
+) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+    """:func:`setup` plus B's second stem ``"stem2"`` ``(m, k_c m_in)``, drawn from
+    ``np.random.default_rng([seed, 1])`` so that every weight the two cells share (and
+    the data) is exactly :func:`setup`'s."""
+    params, x, y = setup(seed, cfg, n)
+    w = np.random.default_rng([seed, 1]).standard_normal(params["stem"].shape)
+    return {**params, "stem2": jnp.asarray(w, jnp.float32)}, x, y
+
+
+def forward_shallow(
+    params: dict[str, jax.Array], alpha: jax.Array, x: jax.Array, cfg: AnalysisConfig
+) -> jax.Array:
+    """Predictions ``(n,)`` of cell B for samples ``x`` ``(n, m_in, p)``.
+
+    ``alpha`` and ``params["convs"]`` are A's ``(n_edges, ...)`` arrays; the rows of
+    edges between the branches are not used (so their gradients are zero).
+    """
+    half = _half(cfg.h)
+    gain = np.sqrt(cfg.m_in * cfg.p) if cfg.input_gain is None else cfg.input_gain
+    act = jnp.tanh if cfg.activation == "tanh" else jax.nn.softplus
+    scale = 1.0 / np.sqrt(cfg.k_c * cfg.m)
+    nodes, phis = [], []
+    for d in range(cfg.h):
+        if d in (0, half):  # the first node of a branch: a conv of the input X (Eq. 3)
+            node = _conv(params["stem" if d == 0 else "stem2"], x * gain, cfg)
+        else:
+            first = 0 if d < half else half  # sources in d's own branch
+            rows = slice(d * (d - 1) // 2 + first, d * (d + 1) // 2)
+            a = alpha[rows]
+            conv = act(
+                jnp.einsum("sok,snkp->snop", params["convs"][rows], jnp.stack(phis[first:d]))
+                * scale
+            )
+            node = jnp.einsum("s,snop->nop", a[:, SKIP], jnp.stack(nodes[first:d])) + jnp.einsum(
+                "s,snop->nop", a[:, CONV], conv
+            )
+        nodes.append(node)
+        phis.append(_phi(node, cfg.k_c))
+    feats = jnp.stack(nodes, axis=1)  # (n, h, m, p)
+    return jnp.einsum("nhmp,hmp->n", feats, params["readout"]) / np.sqrt(cfg.m * cfg.p)
+
+
+THM4_CELLS: tuple[str, ...] = ("deep", "shallow")
+
+
+def thm4_forward(
+    params: dict[str, jax.Array],
+    alpha: jax.Array,
+    x: jax.Array,
+    cfg: AnalysisConfig,
+    cell: str,
+) -> jax.Array:
+    """Cell A (``"deep"``, :func:`forward`; ignores ``"stem2"``) or B (``"shallow"``)."""
+    if cell == "deep":
+        return forward({k: v for k, v in params.items() if k != "stem2"}, alpha, x, cfg)
+    if cell == "shallow":
+        return forward_shallow(params, alpha, x, cfg)
+    raise ValueError(f"cell must be one of {THM4_CELLS}, got {cell!r}")
+
+
+def thm4_loss(
+    params: dict[str, jax.Array],
+    alpha: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    cfg: AnalysisConfig,
+    cell: str,
+) -> jax.Array:
+    """Eq. 5 for cell ``cell``: ``1/(2n) sum_i (u_i - y_i)^2``."""
+    return 0.5 * jnp.mean((thm4_forward(params, alpha, x, cfg, cell) - y) ** 2)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "eta", "steps", "cell"))
+def _thm4_gd_run(params, alphas, x, y, *, cfg, eta, steps, cell):
+    grad = jax.value_and_grad(thm4_loss)
+
+    def one_run(alpha):
+        def body(p, _):
+            value, g = grad(p, alpha, x, y, cfg, cell)
+            return jax.tree.map(lambda a, b: a - eta * b, p, g), value
+
+        final, values = jax.lax.scan(body, params, None, length=steps)
+        return jnp.concatenate([values, thm4_loss(final, alpha, x, y, cfg, cell)[None]])
+
+    return jax.vmap(one_run)(alphas)
+
+
+def thm4_gd_losses(
+    alphas: jax.Array | Sequence[np.ndarray],
+    seeds: Sequence[int],
+    cfg: AnalysisConfig,
+    cell: str,
+    *,
+    n: int = 32,
+    eta: float = 0.5,
+    steps: int = 200,
+) -> np.ndarray:
+    """Full-batch GD (Eq. 6) on cell ``cell`` from :func:`thm4_setup`'s init, per seed.
+
+    Both cells start from the same shared weights and data for a seed, and each gate
+    configuration (row of ``alphas``) is used by both, as Theorem 4 assumes.
+
+    Returns:
+      Training losses ``(n_seeds, n_configs, steps + 1)``.
+    """
+    if cell not in THM4_CELLS:
+        raise ValueError(f"cell must be one of {THM4_CELLS}, got {cell!r}")
+    _half(cfg.h)
+    alphas = jnp.asarray(np.asarray(alphas), dtype=jnp.float32)
+    out = []
+    for seed in seeds:
+        params, x, y = thm4_setup(seed, cfg, n)
+        out.append(
+            np.asarray(
+                _thm4_gd_run(params, alphas, x, y, cfg=cfg, eta=float(eta), steps=steps, cell=cell)
+            )
+        )
+    return np.stack(out)
+
+
+def thm4_ntk_gram(
+    params: dict[str, jax.Array],
+    alpha: jax.Array,
+    x: jax.Array,
+    cfg: AnalysisConfig,
+    cell: str,
+) -> jax.Array:
+    """The empirical NTK Gram ``(n, n)`` of cell ``cell`` (as :func:`ntk_gram`)."""
+    jac = jax.jacrev(thm4_forward)(params, jnp.asarray(alpha, jnp.float32), x, cfg, cell)
+    flat = [j.reshape(x.shape[0], -1) for j in jax.tree.leaves(jac)]
+    return sum(f @ f.T for f in flat)
+
+
+def thm4_rates(alpha: jax.Array, h: int) -> tuple[jax.Array, jax.Array]:
+    """Theorem 4's ``(lambda_A, lower bound of lambda_B)`` without ``3 c_sigma lambda_min(K)/4``.
+
+    ``lambda_A`` is :func:`thm1_rate` (printed product).  The bound is
+    ``lambda_A + sum_{s=h/2}^{h-2} (g^(h-1)_{s,3})^2 prod_{t=h/2}^{s-1} (g^(s)_{t,2})^2``;
+    the printed sum runs to ``s = h-1``, a self-edge ``h-1 -> h-1`` that does not
+    exist, so that term is left out.
+    """
+    half = _half(h)
+    alpha = jnp.asarray(alpha)
+    idx = {e: i for i, e in enumerate(analysis_edges(h))}
+    lam_a = thm1_rate(alpha, h)
+    extra = jnp.zeros((), alpha.dtype)
+    for s in range(half, h - 1):
+        term = alpha[idx[(s, h - 1)], CONV] ** 2
+        for t in range(half, s):
+            term = term * alpha[idx[(t, s)], SKIP] ** 2
+        extra = extra + term
+    return lam_a, lam_a + extra
+
+
+def thm4_sizes(cfg: AnalysisConfig) -> dict[str, dict[str, int]]:
+    """Per cell: ``params`` (weights the loss depends on), ``edges`` (node-to-node convs)
+    and ``depth`` (convs on the longest path from ``X`` to a node, stems included).
+
+    A: one stem, all ``h(h-1)/2`` edges, depth ``h``.  B: two stems, ``2 * (h/2)(h/2-1)/2``
+    edges, depth ``h/2``.  Both have the read-out ``h m p``.
+    """
+    half = _half(cfg.h)
+    stem = cfg.m * cfg.k_c * cfg.m_in
+    conv = cfg.m * cfg.k_c * cfg.m
+    readout = cfg.h * cfg.m * cfg.p
+    edges_a = len(analysis_edges(cfg.h))
+    edges_b = int(shallow_edge_mask(cfg.h).sum())
+    return dict(
+        deep=dict(params=stem + edges_a * conv + readout, edges=edges_a, depth=cfg.h),
+        shallow=dict(params=2 * stem + edges_b * conv + readout, edges=edges_b, depth=half),
+    )
+
+
+__all__ += [
+    "THM4_CELLS",
+    "forward_shallow",
+    "shallow_edge_mask",
+    "thm4_forward",
+    "thm4_gd_losses",
+    "thm4_loss",
+    "thm4_ntk_gram",
+    "thm4_rates",
+    "thm4_setup",
+    "thm4_sizes",
+]

@@ -1,0 +1,460 @@
+"""PR-DARTS: path-regularized DARTS with group-structured binary gates.
+
+Source: Zhou, Xiong, Socher, Hoi, "Theory-Inspired Path-Regularized Differential
+Network Architecture Search", NeurIPS 2020 (``shared/seeds/004_11a42a3af26776c1.txt``;
+digest ``shared/spec/004_pr_darts.md``).  Its appendices (the algorithm box and
+the optimiser settings) are missing; what they leave open follows the authors'
+code (marked [code]).
+
+The supernet (Eq. 7): no softmax; every (edge, op) pair has its own gate
+``g ~ Bernoulli(sigmoid(beta))``, relaxed to a hard-concrete sample
+(``jaxnas.gates``), and each intermediate node is
+
+    X^(l) = sum_{s<l} sum_t g^(l)_{s,t} O_t(X^(s))                                (7)
+
+"Randomly select only two operations on each edge to update" (L188): per step and
+per cell type two ops per edge are selected (``jaxnas.gates.sample_two_ops``) and
+**only those are computed**: the mixer (:class:`GateMixer`) marks the ops with a
+non-zero weight as active and the supernet skips the others with ``lax.cond``
+(``jaxnas.supernet.Mixer``, ``active`` hook).  ``search.gates`` picks the form:
+
+* ``"paper"``: a uniformly random pair per edge, weighted by its continuous gate
+  ``g in [0, 1]`` (Eq. 7; a selected gate that is exactly 0 is not computed either);
+* ``"code"``: [code] ``get_gumbel_prob``: the top two of the gates after dropping
+  each with probability 0.4, straight-through (forward weight exactly 1, gradient
+  ``dg/dbeta``).
+
+One iteration of ``train_step(state, train_batch, valid_batch)`` (first order, the
+order of [code]: weights first; tau is the epoch's temperature):
+
+1. W step on the train batch: gates ``G ~ q(stop_grad(beta), tau)``,
+   ``W <- SGD(W, grad_W CE(net(W, G; x_t), y_t))``: lr 0.025 cosine per epoch to
+   0.001, momentum 0.9 Nesterov, weight decay 5e-4, gradient-norm clip 5 [code];
+2. beta step on the valid batch, a fresh gate sample ``G(beta)`` reparameterised:
+
+       beta <- Adam(beta, grad_beta [ CE(net(W, G(beta); x_v), y_v)
+                                      + lam1 L_skip + lam2 L_nonskip - lam3 L_path ])
+
+   (the objective after Eq. 8, Sec. 4.1-4.2; ``jaxnas.search.prdarts_reg``), Adam
+   3e-4, betas (0.5, 0.999), coupled L2 1e-3 [code].
+
+tau is annealed linearly per epoch, 10 -> 0.1 (L188; per epoch as [code]).  It is a
+traced argument of the compiled step (``step_with``; ``train_step`` computes it from
+the step counter inside the program), so annealing never recompiles.  All gate
+randomness comes from the key in the state, so a run is a pure function of its seed.
+
+The ``"arch"`` collection of the supernet holds beta (``{"normal": (14, 8),
+"reduce": (14, 8)}``, initialised ``1e-3 N(0, 1)`` [code]).  The search step feeds
+the sampled gate *values* to the supernet in beta's place (the mixer's
+``edge_weights`` is the identity), so ``jax.grad`` w.r.t. beta goes through the
+sampling explicitly.  Architecture weights for plots are the activation
+probabilities ``P(g != 0) = sigmoid(beta - tau ln(-a/b))`` (Theorem 3); the
+genotype keeps the top two (predecessor, op) pairs per node by that probability
+(L188; ``search.derive = "darts"``: two distinct predecessors, as DARTS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxnas import gates
+from jaxnas.genotype import Genotype
+from jaxnas.ops import OpsConfig, resolve_primitives
+from jaxnas.search.darts import DARTS, SearchState, cross_entropy, epoch_cosine_schedule
+from jaxnas.search.prdarts_reg import (
+    DERIVE_RULES,
+    LAMBDA_NONSKIP,
+    LAMBDA_PATH,
+    LAMBDA_SKIP,
+    VARIANTS,
+    op_groups,
+    prdarts_derive,
+    prdarts_regularizer,
+    tau_schedule,
+)
+from jaxnas.supernet import weighted_sum
+
+__all__ = ["GATE_MODES", "GateMixer", "PRDARTS", "default_config"]
+
+GATE_MODES = ("paper", "code")
+EVAL_GATES = ("top", "sample")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Method-specific config keys of PR-DARTS with the paper's CIFAR-10 values.
+
+    The paper gives 8 cells, C = 16, 200 epochs, batch 128, tau 10 -> 0.1, a = -0.1,
+    b = 1.1, lambda = (0.01, 0.005, 0.005), SGD for W and Adam for beta (L188); the
+    optimiser settings are [code]'s (the paper's appendix with them is missing).
+    """
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(
+        dict(
+            init_channels=16,
+            layers=8,
+            stem_multiplier=3,
+            primitives="darts",
+            depthwise="auto",
+            remat=False,
+        )
+    )
+    # a_init_scale: beta = a_init_scale * N(0, 1) ([code]: 1e-3).
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            w_lr=0.025,
+            w_lr_min=0.001,
+            w_momentum=0.9,
+            w_nesterov=True,
+            w_weight_decay=5e-4,
+            grad_clip=5.0,
+            a_lr=3e-4,
+            a_beta1=0.5,
+            a_beta2=0.999,
+            a_weight_decay=1e-3,
+            a_init_scale=1e-3,
+        )
+    )
+    # tau_max -> tau_min linearly per epoch (L188; [code]'s default tau_max is 1).
+    # gates: "paper" (uniform pair, continuous gate) | "code" (top-2 after drops, straight
+    #   through); ops_per_edge: ops computed per edge and step (L188: 2); drop_prob: "code".
+    # reg_variant: "paper" | "code" (jaxnas.search.prdarts_reg); reg_threshold: hinge on the
+    #   group terms, < 0 = the variant's default (paper none, code 0.2); reg_combine: how
+    #   normal and reduce cells combine ("mean" [code] | "sum").
+    # derive: "paper" (top 2 pairs per node by P(g != 0)) | "darts" (2 distinct
+    #   predecessors) | "code" (per-edge softmax of beta).
+    # eval_gates: the supernet's gates in eval_step: "top" (per edge the ops_per_edge ops
+    #   of largest beta with their noise-free gate) | "sample" (a draw, as [code] logs).
+    c.search = ml_collections.ConfigDict(
+        dict(
+            epochs=200,
+            tau_max=10.0,
+            tau_min=0.1,
+            gates="paper",
+            ops_per_edge=2,
+            drop_prob=0.4,
+            reg_variant="paper",
+            lambda_skip=LAMBDA_SKIP,
+            lambda_nonskip=LAMBDA_NONSKIP,
+            lambda_path=LAMBDA_PATH,
+            reg_threshold=-1.0,
+            reg_combine="mean",
+            derive="paper",
+            eval_gates="top",
+        )
+    )
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class GateMixer:
+    """Eq. 7: an edge's output is ``sum_t w_t O_t(x)`` with the gate values ``w`` as
+    given (no softmax), and only the ops with ``w_t != 0`` are computed.
+
+    ``init_arch`` gives beta ``= init_scale N(0, 1)`` ([code]: 1e-3).  At apply time
+    the arch entries are the sampled gate weights (``jaxnas.gates.OpSample.weights``),
+    which ``edge_weights`` passes through.  Skipping zero weights is exact (the
+    ``active`` contract of ``jaxnas.supernet.Mixer``): an unselected op's weight is
+    ``mask * (...)`` with a constant mask, and a selected gate that is exactly 0 is
+    clipped, where ``dg/dbeta = 0`` (almost surely), so a zero weight has a zero
+    gradient.
+    """
+
+    init_scale: float = 1e-3
+    stochastic: bool = False
+
+    def init_arch(self, rng: jax.Array, shape: tuple[int, int]) -> jax.Array:
+        """beta ``= init_scale * N(0, 1)`` of ``shape``."""
+        return self.init_scale * jax.random.normal(rng, shape, jnp.float32)
+
+    def edge_weights(self, arch: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """The gate weights themselves, ``(n_edges, n_ops)``."""
+        del rng
+        return arch
+
+    def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
+        """``sum_t w_t O_t(x)`` (Eq. 7); skipped ops contribute exact zeros."""
+        return weighted_sum(outs, w)
+
+    def active(self, w: jax.Array) -> jax.Array:
+        """Ops to compute on an edge: those with a non-zero gate weight."""
+        return w != 0
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+class PRDARTS(DARTS):
+    """PR-DARTS search (implements ``jaxnas.search.base.SearchMethod``); see the module
+    docstring.
+
+    Reuses DARTS' state (:class:`jaxnas.search.darts.SearchState`, ``arch`` = beta,
+    ``rng`` = the gate key), ``init``, losses (``apply``, ``loss``) and supernet.
+    Entry points: ``train_step(state, train_batch, valid_batch)`` (jitted; tau and the
+    lambdas from the config and the step counter) and ``step_with(state, train_batch,
+    valid_batch, hyper)`` (jitted; ``hyper = {"tau", "lambda_skip", "lambda_nonskip",
+    "lambda_path"}`` traced scalars: one compiled program for every setting),
+    ``eval_step``, ``arch_weights``, ``genotype``; ``sample_gates``, ``eval_gates``,
+    ``tau_at``, ``hyper_at``.
+    """
+
+    name = "prdarts"
+    #: the regularizers and the derivation assume the DARTS cell (its chain 1 -> 2 -> ... -> 5)
+    spaces = ("darts",)
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        steps_per_epoch: int,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+    ):
+        m, o, s = config.model, config.optim, config.search
+        self.config = config
+        self.primitives = resolve_primitives(m.primitives)
+        self.input_shape = tuple(input_shape)
+        self.steps_per_epoch = int(steps_per_epoch)
+        n_ops = len(self.primitives)
+        _check(s.gates in GATE_MODES, f"search.gates must be one of {GATE_MODES}, got {s.gates!r}")
+        _check(
+            s.reg_variant in VARIANTS,
+            f"search.reg_variant must be one of {VARIANTS}, got {s.reg_variant!r}",
+        )
+        _check(
+            s.derive in DERIVE_RULES,
+            f"search.derive must be one of {DERIVE_RULES}, got {s.derive!r}",
+        )
+        _check(
+            s.eval_gates in EVAL_GATES,
+            f"search.eval_gates must be one of {EVAL_GATES}, got {s.eval_gates!r}",
+        )
+        _check(
+            s.reg_combine in ("mean", "sum"),
+            f"search.reg_combine must be 'mean' or 'sum', got {s.reg_combine!r}",
+        )
+        _check(
+            1 <= s.ops_per_edge <= n_ops,
+            f"search.ops_per_edge must be in [1, {n_ops}], got {s.ops_per_edge}",
+        )
+        _check(0.0 <= s.drop_prob < 1.0, f"search.drop_prob must be in [0, 1), got {s.drop_prob}")
+        _check(
+            0.0 < s.tau_min <= s.tau_max,
+            f"need 0 < search.tau_min <= search.tau_max, got {s.tau_min}, {s.tau_max}",
+        )
+        _check(s.epochs >= 1, f"search.epochs must be >= 1, got {s.epochs}")
+        _check(self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        for key in ("lambda_skip", "lambda_nonskip", "lambda_path"):
+            _check(s[key] >= 0, f"search.{key} must be >= 0, got {s[key]}")
+        op_groups(self.primitives, s.reg_variant)  # needs skip_connect and a conv op
+        self.threshold = None if s.reg_threshold < 0 else float(s.reg_threshold)
+
+        depthwise = "custom_vjp" if m.depthwise == "auto" else m.depthwise
+        self.model = self._build_model(num_classes, OpsConfig(depthwise=depthwise))
+        self.lr_schedule = epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, steps_per_epoch)
+        self.w_tx = optax.chain(
+            optax.clip_by_global_norm(o.grad_clip),
+            optax.add_decayed_weights(o.w_weight_decay),
+            optax.sgd(self.lr_schedule, momentum=o.w_momentum, nesterov=o.w_nesterov),
+        )
+        self.a_tx = optax.chain(
+            optax.add_decayed_weights(o.a_weight_decay),
+            optax.adam(o.a_lr, b1=o.a_beta1, b2=o.a_beta2),
+        )
+        self._init = jax.jit(functools.partial(self.model.init, train=True))
+        self.step_with = jax.jit(self._step)
+        self.train_step = jax.jit(self._train_step)
+        self.eval_step = jax.jit(self._eval_step)
+
+    # ---- the supernet's mixer ----------------------------------------------------------
+
+    def make_mixer(self) -> GateMixer:
+        """Eq. 7: gate-weighted sum, only non-zero gates computed."""
+        return GateMixer(init_scale=self.config.optim.a_init_scale)
+
+    # ---- temperature and regularizer weights -------------------------------------------
+
+    def tau_at(self, step: jax.Array | int) -> jax.Array:
+        """tau of the epoch that step ``step`` (0-based) belongs to (linear per epoch)."""
+        s = self.config.search
+        epoch = jnp.minimum(jnp.asarray(step) // self.steps_per_epoch, s.epochs - 1)
+        return jnp.asarray(tau_schedule(epoch, s.epochs, s.tau_max, s.tau_min), jnp.float32)
+
+    def hyper_at(self, step: jax.Array | int) -> dict[str, jax.Array]:
+        """``{"tau", "lambda_skip", "lambda_nonskip", "lambda_path"}`` for step ``step``."""
+        s = self.config.search
+        f32 = lambda v: jnp.asarray(v, jnp.float32)
+        return dict(
+            tau=self.tau_at(step),
+            lambda_skip=f32(s.lambda_skip),
+            lambda_nonskip=f32(s.lambda_nonskip),
+            lambda_path=f32(s.lambda_path),
+        )
+
+    def _state_tau(self, state: SearchState) -> jax.Array:
+        """tau of the last step taken (of step 0 before any)."""
+        return self.tau_at(jnp.maximum(state.step - 1, 0))
+
+    # ---- gates ---------------------------------------------------------------------------
+
+    def sample_gates(
+        self, key: jax.Array, beta: Mapping[str, jax.Array], tau: jax.Array | float
+    ) -> dict[str, gates.OpSample]:
+        """One :class:`jaxnas.gates.OpSample` per cell type (independent keys).
+
+        All cells of a type share the draw, as in [code] (one sample per forward pass
+        and cell type).
+        """
+        s = self.config.search
+        names = sorted(beta)
+        keys = jax.random.split(key, len(names))
+        return {
+            n: gates.sample_two_ops(
+                k, beta[n], tau, mode=s.gates, k=s.ops_per_edge, drop_prob=s.drop_prob
+            )
+            for n, k in zip(names, keys)
+        }
+
+    def eval_gates(
+        self, beta: Mapping[str, jax.Array], tau: jax.Array | float, key: jax.Array
+    ) -> dict[str, jax.Array]:
+        """Gate weights for evaluating the supernet (the paper does not say which).
+
+        ``"top"``: per edge the ``ops_per_edge`` ops of largest beta, weighted by their
+        noise-free gate (``gates.deterministic_gate``; ``"code"`` gates: weight 1);
+        ``"sample"``: a training-time draw with ``key``.
+        """
+        s = self.config.search
+        if s.eval_gates == "sample":
+            return {n: o.weights for n, o in self.sample_gates(key, beta, tau).items()}
+        out = {}
+        for n, b in beta.items():
+            _, top = jax.lax.top_k(b, s.ops_per_edge)
+            mask = jax.nn.one_hot(top, b.shape[-1], dtype=b.dtype).sum(-2)
+            g = gates.deterministic_gate(b, tau) if s.gates == "paper" else jnp.ones_like(b)
+            out[n] = mask * g
+        return out
+
+    # ---- the step ---------------------------------------------------------------------------
+
+    def _train_step(self, state: SearchState, train_batch, valid_batch):
+        return self._step(state, train_batch, valid_batch, self.hyper_at(state.step))
+
+    def _step(self, state: SearchState, train_batch, valid_batch, hyper):
+        """One PR-DARTS iteration (W step, then beta step) with traced ``hyper``."""
+        s = self.config.search
+        tau = hyper["tau"]
+        key = jax.random.wrap_key_data(state.rng)
+        k_next, k_w, k_b, k_model = jax.random.split(key, 4)
+        rng_model = jax.random.key_data(k_model)  # the supernet's "mixer" stream (unused)
+        f32 = lambda x: jnp.asarray(x, jnp.float32)
+
+        # 1. W step on the train half; gates from beta held fixed
+        sample_w = self.sample_gates(k_w, jax.lax.stop_gradient(state.arch), tau)
+        g_weights = {n: o.weights for n, o in sample_w.items()}
+        grad_fn = jax.value_and_grad(
+            lambda w: self.loss(w, g_weights, state.batch_stats, train_batch, rng=rng_model),
+            has_aux=True,
+        )
+        (loss, (stats, acc)), g_w = grad_fn(state.params)
+        upd, w_opt = self.w_tx.update(g_w, state.w_opt, state.params)
+        params = optax.apply_updates(state.params, upd)
+
+        # 2. beta step on the valid half: CE through a fresh reparameterised draw + Eq. 8 terms
+        def objective(beta):
+            sample = self.sample_gates(k_b, beta, tau)
+            weights = {n: o.weights for n, o in sample.items()}
+            ce, (_, acc_v) = self.loss(params, weights, stats, valid_batch, rng=rng_model)
+            reg = prdarts_regularizer(
+                beta,
+                tau,
+                variant=s.reg_variant,
+                mask={n: o.mask for n, o in sample.items()},
+                lambdas=(hyper["lambda_skip"], hyper["lambda_nonskip"], hyper["lambda_path"]),
+                threshold=self.threshold,
+                combine=s.reg_combine,
+                primitives=self.primitives,
+                topology=self.model.topology,
+            )
+            return ce + reg.total, (ce, acc_v, reg)
+
+        (_, (ce_v, acc_v, reg)), g_beta = jax.value_and_grad(objective, has_aux=True)(state.arch)
+        upd, a_opt = self.a_tx.update(g_beta, state.a_opt, state.arch)
+        arch = optax.apply_updates(state.arch, upd)
+
+        new = state.replace(
+            step=state.step + 1,
+            params=params,
+            arch=arch,
+            batch_stats=stats,
+            w_opt=w_opt,
+            a_opt=a_opt,
+            rng=jax.random.key_data(k_next),
+        )
+        metrics = dict(
+            loss=f32(loss),
+            accuracy=f32(acc),
+            valid_loss=f32(ce_v),
+            valid_accuracy=f32(acc_v),
+            reg=f32(reg.total),
+            reg_skip=f32(reg.skip),
+            reg_nonskip=f32(reg.nonskip + reg.pool),
+            reg_path=f32(reg.path),
+            tau=f32(tau),
+            ops_per_edge=self._ops_computed(g_weights),
+            grad_norm=f32(optax.tree.norm(g_w)),
+            arch_grad_norm=f32(optax.tree.norm(g_beta)),
+            lr=f32(self.lr_schedule(state.step)),
+        )
+        return new, metrics
+
+    def _ops_computed(self, weights: Mapping[str, jax.Array]) -> jax.Array:
+        """Mean number of ops per edge that the supernet computed (non-zero, not ``none``)."""
+        cols = np.array([i for i, p in enumerate(self.primitives) if p != "none"], np.int32)
+        counts = [jnp.sum(w[:, cols] != 0, axis=-1).mean() for w in weights.values()]
+        return jnp.asarray(sum(counts) / len(counts), jnp.float32)
+
+    def _eval_step(self, state: SearchState, batch):
+        """The supernet in inference mode with :meth:`eval_gates`."""
+        key = jax.random.wrap_key_data(state.rng)
+        weights = self.eval_gates(state.arch, self._state_tau(state), key)
+        logits, _ = self.apply(
+            self.model,
+            state.params,
+            weights,
+            state.batch_stats,
+            batch[0],
+            train=False,
+            rng=state.rng,
+        )
+        loss, acc = cross_entropy(logits, batch[1])
+        return dict(loss=loss, accuracy=acc)
+
+    # ---- reading the architecture ---------------------------------------------------------
+
+    def arch_weights(self, state: SearchState) -> dict[str, np.ndarray]:
+        """Activation probabilities ``P(g != 0) = sigmoid(beta - tau ln(-a/b))`` (Theorem 3)
+        at the temperature of the last step, ``{"normal": (14, n_ops), "reduce": ...}``."""
+        tau = self._state_tau(state)
+        return {k: np.asarray(gates.p_nonzero(v, tau)) for k, v in state.arch.items()}
+
+    def genotype(self, state: SearchState) -> Genotype:
+        """``search.derive``'s rule on beta (``none`` never selected; the ranking by
+        ``P(g != 0)`` is the ranking by beta, so tau does not matter)."""
+        beta = {k: np.asarray(v) for k, v in state.arch.items()}
+        return prdarts_derive(
+            beta["normal"],
+            beta["reduce"],
+            rule=self.config.search.derive,
+            primitives=self.primitives,
+            topology=self.model.topology,
+        )
