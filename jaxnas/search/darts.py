@@ -503,11 +503,16 @@ class DARTS:
         )
         return c["params"], c["arch"], c["stats"], c["w_opt"], c["a_opt"], metrics
 
+    def eval_arch(self, state: SearchState) -> Any:
+        """What the supernet reads in place of ``arch`` in :meth:`eval_step` (DARTS:
+        alpha itself; PR-DARTS: deterministic gates)."""
+        return state.arch
+
     def _eval_step(self, state: SearchState, batch):
         logits, _ = self.apply(
             self.model,
             state.params,
-            state.arch,
+            self.eval_arch(state),
             state.batch_stats,
             batch[0],
             train=False,

@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,7 @@ import optax
 from jaxnas import gates
 from jaxnas.genotype import Genotype
 from jaxnas.ops import OpsConfig, resolve_primitives
-from jaxnas.search.darts import DARTS, SearchState, cross_entropy, epoch_cosine_schedule
+from jaxnas.search.darts import DARTS, SearchState, epoch_cosine_schedule
 from jaxnas.search.prdarts_reg import (
     DERIVE_RULES,
     LAMBDA_NONSKIP,
@@ -423,21 +424,10 @@ class PRDARTS(DARTS):
         counts = [jnp.sum(w[:, cols] != 0, axis=-1).mean() for w in weights.values()]
         return jnp.asarray(sum(counts) / len(counts), jnp.float32)
 
-    def _eval_step(self, state: SearchState, batch):
-        """The supernet in inference mode with :meth:`eval_gates`."""
+    def eval_arch(self, state: SearchState) -> Any:
+        """The supernet is evaluated with :meth:`eval_gates` in place of beta."""
         key = jax.random.wrap_key_data(state.rng)
-        weights = self.eval_gates(state.arch, self._state_tau(state), key)
-        logits, _ = self.apply(
-            self.model,
-            state.params,
-            weights,
-            state.batch_stats,
-            batch[0],
-            train=False,
-            rng=state.rng,
-        )
-        loss, acc = cross_entropy(logits, batch[1])
-        return dict(loss=loss, accuracy=acc)
+        return self.eval_gates(state.arch, self._state_tau(state), key)
 
     # ---- reading the architecture ---------------------------------------------------------
 
