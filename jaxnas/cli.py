@@ -17,6 +17,7 @@ Subcommands register themselves in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -351,6 +352,49 @@ def _add_summary(sub) -> None:
     p.set_defaults(func=_cmd_summary)
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from jaxnas.compress import COMPRESSORS, compress
+    from jaxnas.config import load_config
+    from jaxnas.runtime import RunError
+
+    config = load_config(args.config, args.set or ())
+    if config.method not in COMPRESSORS:
+        raise RunError(
+            f"{args.config} is a {config.method!r} config; `jaxnas compress` takes a "
+            f"compress config (method one of {', '.join(sorted(COMPRESSORS))})"
+        )
+    if args.method and args.method != config.method:
+        # --method picks a sibling method of the same config family (e.g. a width config
+        # run as netslim or random); anything else is a mistake.
+        if COMPRESSORS.get(args.method) != COMPRESSORS[config.method]:
+            raise RunError(
+                f"--method {args.method} does not apply to {args.config} "
+                f"(a {config.method!r} config)"
+            )
+        config = load_config(args.config, [f"method={args.method}", *(args.set or ())])
+    progress = not args.no_progress and sys.stderr.isatty()
+    summary = compress(config, args.workdir, resume=args.resume, progress=progress)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _add_compress(sub) -> None:
+    p = sub.add_parser(
+        "compress",
+        help="prune a network to a physically smaller one (width search, BayesNAS groups)",
+        description="Search channel / dimension scores or group priors on an ordinary "
+        "network, cut it down to the kept channels and fine-tune it.",
+    )
+    p.add_argument("--config", required=True, help="compress config file")
+    p.add_argument(
+        "--method",
+        default=None,
+        help="rarts-width | netslim | random | sidt | bayes-group (default: the config's)",
+    )
+    _add_run_args(p, example="search.epochs=3")
+    p.set_defaults(func=_cmd_compress)
+
+
 def _add_latency(sub) -> None:
     def run(args: argparse.Namespace) -> int:
         from jaxnas.latency import run_cli
@@ -382,6 +426,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "train": _add_train,
     "eval": _add_eval,
     "latency": _add_latency,
+    "compress": _add_compress,
 }
 
 

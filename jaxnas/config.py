@@ -53,8 +53,8 @@ __all__ = [
 ]
 
 #: Config kinds by ``method`` -> module with ``default_config()``: the search methods
-#: (``jaxnas search``; their modules also define the method class) and ``"train"``,
-#: a retraining config (``jaxnas train``).
+#: (``jaxnas search``; their modules also define the method class), ``"train"``,
+#: a retraining config (``jaxnas train``), and the compress methods (``jaxnas compress``).
 METHODS: dict[str, str] = {
     "darts": "jaxnas.search.darts",
     "train": "jaxnas.train",
@@ -63,6 +63,12 @@ METHODS: dict[str, str] = {
     "sparsenas": "jaxnas.search.sparsenas",
     "bayesnas": "jaxnas.search.bayesnas",
     "prdarts": "jaxnas.search.prdarts",
+    # compress methods (``jaxnas compress``, :data:`jaxnas.compress.COMPRESSORS`)
+    "rarts-width": "jaxnas.width.compress",
+    "netslim": "jaxnas.width.compress",
+    "random": "jaxnas.width.compress",
+    "sidt": "jaxnas.width.compress",
+    "bayes-group": "jaxnas.bayes_compress",
 }
 
 
