@@ -92,9 +92,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from jaxnas.runtime import RunError
 
     config = load_config(args.config, args.set or ())
-    if config.method == "train":
+    if config.method in ("train", "train_rnn"):
         raise RunError(f"{args.config} is a retraining config: use `jaxnas train`")
     progress = not args.no_progress and sys.stderr.isatty()
+    if config.method == "sparsenas_rnn":  # text data: its own loop
+        from jaxnas.search.sparsenas_rnn import search
     summary = search(config, args.workdir, resume=args.resume, progress=progress)
     _print_outputs(summary)
     return 0
@@ -175,6 +177,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxnas.train import Interrupted, train
 
     config = load_config(args.config, args.set or ())
+    if config.method == "train_rnn":  # a recurrent cell on PTB-format text
+        from jaxnas.train_rnn import train as train_rnn
+
+        progress = not args.no_progress and sys.stderr.isatty()
+        s = train_rnn(
+            config, args.workdir, genotype=args.genotype, resume=args.resume, progress=progress
+        )
+        best = s["best"]
+        print(
+            f"network:   {s['params_M']:.3f}M parameters\n"
+            f"best:      valid perplexity {best['valid_ppl']:.2f} at epoch {best['epoch']}, "
+            f"test perplexity {s['test_ppl'] or float('nan'):.2f}\nmetrics:   {s['metrics']}"
+        )
+        return 0
     if config.method != "train":
         raise RunError(
             f"{args.config} is a {config.method!r} search config; `jaxnas train` takes a "
@@ -371,7 +387,14 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                 f"--method {args.method} does not apply to {args.config} "
                 f"(a {config.method!r} config)"
             )
-        config = load_config(args.config, [f"method={args.method}", *(args.set or ())])
+        # same family, same keys: keep every section (an override of ``method`` would
+        # re-base the config on the method's defaults and drop the file's settings)
+        from jaxnas.config import validate
+
+        data = config.to_dict()
+        data["method"] = args.method
+        config = validate(data, source=args.config)
+        config.lock()
     progress = not args.no_progress and sys.stderr.isatty()
     summary = compress(config, args.workdir, resume=args.resume, progress=progress)
     print(json.dumps(summary, indent=1, default=str))

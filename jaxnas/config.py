@@ -63,6 +63,8 @@ METHODS: dict[str, str] = {
     "sparsenas": "jaxnas.search.sparsenas",
     "bayesnas": "jaxnas.search.bayesnas",
     "prdarts": "jaxnas.search.prdarts",
+    "sparsenas_rnn": "jaxnas.search.sparsenas_rnn",  # own loop (text data): its search()
+    "train_rnn": "jaxnas.train_rnn",  # AWD-style retraining of a recurrent cell
     # compress methods (``jaxnas compress``, :data:`jaxnas.compress.COMPRESSORS`)
     "rarts-width": "jaxnas.width.compress",
     "netslim": "jaxnas.width.compress",

@@ -1,0 +1,604 @@
+"""SparseNAS on DARTS' recurrent space: the PTB cell search (Wu et al., AAAI 2021, Sec. 4, RNN).
+
+The paper: "same cell setup and search space as DARTS", 50 epochs, batch 256,
+**AdamHAPG** with lr 1e-4 and betas (0.5, 0.999) (HAPG diverged on the RNN,
+paper's ablation).  Everything else is DARTS' ``rnn/train_search.py``: SGD lr
+20 (scaled per step by ``seq_len / bptt``), gradient clip 0.25, weight decay
+5e-7, embedding = hidden = 300, dropouts (output 0.75, hidden 0.25, x 0.75,
+input 0.2, embedding 0), temporal activation regularisation 1e-3, BPTT 35
+(0.95) or 17 (0.05), hidden states carried across windows and reset each epoch,
+the architecture batch taken from the validation split at the same position.
+
+One iteration of :meth:`SparseNASRNN.train_step` (Algorithm 1):
+
+1. ``A`` by AdamHAPG (or HAPG) on the validation hypergradient
+   ``g = grad_A l_val(w*(A), A)`` (Eq. 11): first order ``grad_A l_val(w, A)`` or
+   exact through one unrolled weight step (Eq. 12 without approximation):
+   ``jax.grad`` of ``A -> l_val(w - xi (clip(grad_w l_train(w, A)) + wd w), A)``,
+   ``xi`` the step's learning rate (DARTS ``rnn/architect.py``, which clips the
+   virtual step's gradient at 0.25 too -- why this does not reuse
+   :func:`jaxnas.search.hypergrad.hypergradient`, which has no clip).  The
+   SGL penalty (Eq. 2) enters only through the prox (Eqs. 5, 9, 10), with one
+   group per node (its ``4 i`` incoming weights); lambda is pathwise
+   (:func:`~jaxnas.search.sparsenas.pathwise_lambda`);
+2. ``w`` by SGD on the training window with the updated ``A``.
+
+The network uses the extrapolated ``A_t`` (Eq. 8); the sparse prox output
+``theta`` is what :meth:`SparseNASRNN.genotype`, ``arch_weights`` and the
+validation perplexity read (as in the CNN search, :mod:`jaxnas.search.sparsenas`).
+
+:func:`search` is the loop (the image runner :mod:`jaxnas.run` assumes labelled
+image batches and stateless steps): a workdir like the runner's (``config.json``,
+``log.txt``, ``metrics.jsonl``, ``alphas/``, ``alphas.png``, ``genotype.json``,
+``checkpoints/``, ``summary.json``), a progress bar, per-epoch orbax checkpoints
+and a resume that ends with the same genotype.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxnas import optim, plots
+from jaxnas.config import config_to_json, validate
+from jaxnas.data_text import TextStream, load_corpus
+from jaxnas.rnn.genotype import RNN_OPS, RNNGenotype, derive_rnn, edge_index, node_groups
+from jaxnas.rnn.model import Dropouts, init_supernet_params, lm_forward, lm_loss, supernet_cell
+from jaxnas.runtime import (
+    FileLog,
+    Meter,
+    RunError,
+    all_finite,
+    append_jsonl,
+    check_compatible,
+    checkpoint_manager,
+    diff_configs,
+    first_nonfinite,
+    restore,
+)
+from jaxnas.search.darts import epoch_cosine_schedule
+from jaxnas.search.sparsenas import _momentum, pathwise_lambda
+
+__all__ = ["RNNSearchState", "SparseNASRNN", "default_config", "search"]
+
+logger = logging.getLogger("jaxnas")
+
+OPTIMIZERS = ("adam_hapg", "hapg")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The keys of ``method = "sparsenas_rnn"`` with the PTB search values (module docstring).
+
+    model: ``size`` (embedding = hidden), ``steps`` (intermediate nodes), ``batchnorm``
+      (DARTS' search-cell BN), ``scan_nodes`` (one compiled node body: ~5x faster
+      compile on CPU, ~2x the cell's multiply-adds; :func:`jaxnas.rnn.model.supernet_states`),
+      ``arch_init`` (``"uniform"``: ``A = 1/4``; ``"ones"``),
+      ``arch_init_noise`` (relative), the dropouts (DARTS' names) and ``tar_beta``.
+    optim: weight SGD ``w_lr``, ``w_weight_decay``, ``grad_clip``; AdamHAPG ``a_lr``,
+      ``a_beta1``, ``a_beta2``, ``a_eps``; HAPG ``hapg_lr`` (cosine per epoch to
+      ``hapg_lr_min``); ``a_momentum`` (``"apg"`` or a constant); ``a_weight_decay``.
+    search: ``epochs``, ``order`` (``"first"`` | ``"second"``: exact through one step),
+      ``optimizer``, ``alpha``, ``lam_start``, ``lam_step``, ``prune_threshold``.
+    text: ``bptt``, ``window`` (``"two_point"``: DARTS' search windows; ``"normal"``;
+      ``"fixed"``), ``max_seq_len_delta``, ``eval_batch_size`` (validation perplexity).
+    The shared ``data`` keys used: ``dataset`` (``"ptb"``), ``data_dir``, ``batch_size``.
+    """
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(
+        dict(
+            size=300,
+            steps=8,
+            batchnorm=True,
+            scan_nodes=True,
+            arch_init="uniform",
+            arch_init_noise=0.0,
+            dropout=0.75,
+            dropouth=0.25,
+            dropoutx=0.75,
+            dropouti=0.2,
+            dropoute=0.0,
+            tar_beta=1e-3,
+        )
+    )
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            w_lr=20.0,
+            w_weight_decay=5e-7,
+            grad_clip=0.25,
+            a_lr=1e-4,
+            a_beta1=0.5,
+            a_beta2=0.999,
+            a_eps=1e-8,
+            hapg_lr=0.025,
+            hapg_lr_min=0.001,
+            a_momentum="apg",
+            a_weight_decay=0.0,
+        )
+    )
+    c.search = ml_collections.ConfigDict(
+        dict(
+            epochs=50,
+            order="second",
+            optimizer="adam_hapg",
+            alpha=0.5,
+            lam_start=0.0,
+            lam_step=0.01,
+            prune_threshold=0.0,
+        )
+    )
+    c.text = ml_collections.ConfigDict(
+        dict(bptt=35, window="two_point", max_seq_len_delta=20, eval_batch_size=10)
+    )
+    return c
+
+
+class RNNSearchState(flax.struct.PyTreeNode):
+    step: jax.Array  # int32: iterations done
+    params: Any  # embedding, bias, w0, ws (steps, H, 2H)
+    arch: Any  # {"recurrent": A (36, 4)}: the extrapolated A_t of Eq. 8
+    w_opt: Any
+    a_opt: Any  # holds theta (the sparse prox output)
+    h_train: jax.Array  # (B, H) carried across training windows
+    h_valid: jax.Array  # (B, H) carried across architecture windows
+    rng: jax.Array  # uint32 key data
+
+
+def _clip(tree: Any, max_norm: float) -> Any:
+    return optax.clip_by_global_norm(max_norm).update(tree, optax.EmptyState())[0]
+
+
+class SparseNASRNN:
+    """SparseNAS' RNN search (module docstring); ``train_step``/``eval_step`` are jitted."""
+
+    name = "sparsenas_rnn"
+    primitives = RNN_OPS
+
+    def __init__(self, config: ml_collections.ConfigDict, *, vocab_size: int, steps_per_epoch: int):
+        m, o, s = config.model, config.optim, config.search
+        if s.optimizer not in OPTIMIZERS:
+            raise ValueError(f"search.optimizer must be one of {OPTIMIZERS}, got {s.optimizer!r}")
+        if s.order not in ("first", "second"):
+            raise ValueError(f"search.order must be 'first' or 'second', got {s.order!r}")
+        if m.arch_init not in ("uniform", "ones"):
+            raise ValueError(f"model.arch_init must be 'uniform' or 'ones', got {m.arch_init!r}")
+        if m.steps < 1 or m.size < 1:
+            raise ValueError(f"model.steps and model.size must be >= 1, got {m.steps}, {m.size}")
+        self.config, self.vocab_size, self.steps = config, vocab_size, int(m.steps)
+        self.dropouts = Dropouts(
+            output=m.dropout,
+            hidden=m.dropouth,
+            x=m.dropoutx,
+            input=m.dropouti,
+            embedding=m.dropoute,
+        )
+        self.groups = {"recurrent": node_groups(len(RNN_OPS), self.steps)}  # Eq. 2: sizes 4 i
+        self.edge_labels = [f"s{j}->s{i}" for i in range(1, self.steps + 1) for j in range(i)]
+        self.lam_schedule = pathwise_lambda(s.lam_step, steps_per_epoch, s.lam_start)
+        momentum = _momentum(o.a_momentum)
+        if s.optimizer == "hapg":  # Eqs. 6-8 (the paper found it diverges on the RNN)
+            self.a_lr_schedule = epoch_cosine_schedule(
+                o.hapg_lr, o.hapg_lr_min, s.epochs, steps_per_epoch
+            )
+            a_opt = optim.hapg(
+                self.a_lr_schedule, self.lam_schedule, s.alpha, self.groups, momentum=momentum
+            )
+        else:
+            self.a_lr_schedule = optax.constant_schedule(o.a_lr)
+            a_opt = optim.adam_hapg(
+                self.a_lr_schedule,
+                self.lam_schedule,
+                s.alpha,
+                self.groups,
+                b1=o.a_beta1,
+                b2=o.a_beta2,
+                eps=o.a_eps,
+                momentum=momentum,
+            )
+        chain = [optax.add_decayed_weights(o.a_weight_decay)] if o.a_weight_decay else []
+        self.a_tx = optax.chain(*chain, a_opt)
+        # DARTS: clip the gradient, then torch SGD adds wd * w; the lr is applied per step
+        self.w_tx = optax.chain(
+            optax.clip_by_global_norm(o.grad_clip),
+            optax.add_decayed_weights(o.w_weight_decay),
+            optax.scale(-1.0),
+        )
+        self.train_step = jax.jit(self._train_step)
+        self.eval_step = jax.jit(self._eval_step)
+
+    # ---- state --------------------------------------------------------------------------
+
+    def init(self, rng: jax.Array, batch_size: int) -> RNNSearchState:
+        """Weights as DARTS, ``A_0 = theta_0 = 1/4`` (or 1) times ``1 + noise N(0, 1)``."""
+        m = self.config.model
+        rng = jnp.asarray(rng)
+        if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+            rng = jax.random.key_data(rng)
+        k_w, k_a, k_state = jax.random.split(jax.random.wrap_key_data(rng), 3)
+        params = init_supernet_params(k_w, self.vocab_size, m.size, self.steps)
+        shape = (edge_index(self.steps, 0) + self.steps, len(RNN_OPS))
+        scale = 1.0 / len(RNN_OPS) if m.arch_init == "uniform" else 1.0
+        noise = jax.random.normal(k_a, shape) if m.arch_init_noise else 0.0
+        arch = {"recurrent": scale * (1.0 + m.arch_init_noise * noise) * jnp.ones(shape)}
+        zeros = jnp.zeros((batch_size, m.size), jnp.float32)
+        return RNNSearchState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            arch=arch,
+            w_opt=self.w_tx.init(params),
+            a_opt=self.a_tx.init(arch),
+            h_train=zeros,
+            h_valid=zeros,
+            rng=jax.random.key_data(k_state),
+        )
+
+    def theta(self, state: RNNSearchState) -> dict[str, jax.Array]:
+        """The sparse iterate ``theta_t`` (the last prox output, Eqs. 5, 9, 10)."""
+        return optax.tree_utils.tree_get(state.a_opt, "theta")
+
+    # ---- losses -------------------------------------------------------------------------
+
+    def loss(self, params, arch, window, hidden, rng, *, train=True, tar=False):
+        """Mean NLL of a window (+ TAR when ``tar``); aux ``(hidden, nll_sum, count)``."""
+        x, y, n = window
+        m = self.config.model
+
+        def cell(x_t, h, xm, hm):
+            return supernet_cell(
+                params,
+                arch["recurrent"],
+                x_t,
+                h,
+                xm,
+                hm,
+                batchnorm=m.batchnorm,
+                scan_nodes=m.scan_nodes,
+            )
+
+        logits, h, raw = lm_forward(
+            params, cell, x, hidden, n, dropouts=self.dropouts, rng=rng, train=train
+        )
+        loss, (nll_sum, count) = lm_loss(logits, y, n, raw, m.tar_beta if tar else 0.0)
+        return loss, (h, nll_sum, count)
+
+    def arch_gradient(self, state, train_window, valid_window, xi, rng_t, rng_v):
+        """``(g, l_val, hidden_valid)``: Eq. 11 first order, or exact through one clipped SGD
+        step of ``w`` (Eq. 12; DARTS ``rnn/architect.py``)."""
+        o = self.config.optim
+
+        if self.config.search.order == "first":
+
+            def val(a):
+                return self.loss(state.params, a, valid_window, state.h_valid, rng_v)
+
+        else:
+
+            def val(a):
+                def train_loss(w):
+                    return self.loss(w, a, train_window, state.h_train, rng_t)[0]
+
+                gw = _clip(jax.grad(train_loss)(state.params), o.grad_clip)
+                w1 = jax.tree.map(
+                    lambda p, g: p - xi * (g + o.w_weight_decay * p), state.params, gw
+                )
+                return self.loss(w1, a, valid_window, state.h_valid, rng_v)
+
+        (lv, (hv, _, _)), g = jax.value_and_grad(val, has_aux=True)(state.arch)
+        return g, lv, hv
+
+    def _train_step(self, state: RNNSearchState, train_window, valid_window):
+        key = jax.random.wrap_key_data(state.rng)
+        rng_next, rng_t, rng_v, rng_w = jax.random.split(key, 4)
+        o = self.config.optim
+        lr = o.w_lr * train_window[2] / self.config.text.bptt  # DARTS: lr * seq_len / bptt
+        # 1. architecture: AdamHAPG / HAPG on the hypergradient (Eqs. 5-12)
+        g, l_val, h_valid = self.arch_gradient(state, train_window, valid_window, lr, rng_t, rng_v)
+        upd, a_opt = self.a_tx.update(g, state.a_opt, state.arch)
+        arch = optax.apply_updates(state.arch, upd)
+        # 2. weights: SGD on the training window with the new A
+        (_, (h_train, nll_sum, count)), gw = jax.value_and_grad(
+            lambda w: self.loss(w, arch, train_window, state.h_train, rng_w, tar=True),
+            has_aux=True,
+        )(state.params)
+        upd, w_opt = self.w_tx.update(gw, state.w_opt, state.params)
+        params = jax.tree.map(lambda p, u: p + lr * u, state.params, upd)
+        theta = optax.tree_utils.tree_get(a_opt, "theta")["recurrent"]
+        dead = sum(
+            jnp.all(theta[edge_index(i, 0) : edge_index(i, 0) + i] == 0).astype(jnp.int32)
+            for i in range(1, self.steps + 1)
+        )
+        new = state.replace(
+            step=state.step + 1,
+            params=params,
+            arch=arch,
+            w_opt=w_opt,
+            a_opt=a_opt,
+            h_train=h_train,
+            h_valid=h_valid,
+            rng=jax.random.key_data(rng_next),
+        )
+        metrics = {
+            "loss": nll_sum / count,
+            "valid_loss": l_val,
+            "grad_norm": optax.tree.norm(gw),
+            "lr": lr,
+            "lam": self.lam_schedule(state.step),
+            "theta_zero_frac": jnp.mean(theta == 0),
+            "zero_groups": dead,
+        }
+        return new, metrics
+
+    def _eval_step(self, state: RNNSearchState, window, hidden):
+        """``(nll_sum, count, hidden)`` of the sparse supernet (``theta``), no dropout; the
+        search cell's BN normalises with the batch's statistics here too (no running
+        averages: DARTS keeps them, but they only matter for this logged perplexity)."""
+        _, (h, nll_sum, count) = self.loss(
+            state.params, self.theta(state), window, hidden, None, train=False
+        )
+        return nll_sum, count, h
+
+    # ---- reading the architecture -------------------------------------------------------
+
+    def arch_weights(self, state: RNNSearchState) -> dict[str, np.ndarray]:
+        """``{"recurrent": theta (36, 4)}``."""
+        return {k: np.asarray(v) for k, v in self.theta(state).items()}
+
+    def genotype(self, state: RNNSearchState) -> RNNGenotype:
+        """The mixed-path cell of ``theta`` (:func:`~jaxnas.rnn.genotype.derive_rnn`)."""
+        return derive_rnn(
+            self.arch_weights(state)["recurrent"],
+            RNN_OPS,
+            threshold=self.config.search.prune_threshold,
+        )
+
+
+# ------------------------------------------------------------------------------- the loop
+
+
+def evaluate_perplexity(method: Any, state: Any, stream: TextStream, batch_size: int) -> float:
+    """``exp(total NLL / tokens)`` over ``stream`` with the hidden state carried across windows."""
+    hidden = jnp.zeros((batch_size, method.config.model.size), jnp.float32)
+    total, count = 0.0, 0.0
+    for window in stream.epoch(0):
+        s, c, hidden = method.eval_step(state, window, hidden)
+        total, count = total + float(s), count + float(c)
+    return float(np.exp(total / count))
+
+
+def _streams(config: ml_collections.ConfigDict, corpus=None):
+    d, t = config.data, config.text
+    if d.dataset != "ptb":
+        raise RunError(f"{config.method} reads PTB-format text: set data.dataset='ptb'")
+    corpus = corpus or load_corpus(os.path.expanduser(d.data_dir or "~/data/ptb"))
+    try:
+        kw = dict(bptt=t.bptt, seed=config.seed, max_delta=t.max_seq_len_delta)
+        train = TextStream(corpus.train, d.batch_size, mode=t.window, **kw)
+        # architecture windows: the validation split at the training window's position
+        arch = TextStream(corpus.valid, d.batch_size, mode="fixed", **kw)
+        valid = TextStream(corpus.valid, t.eval_batch_size, mode="fixed", **kw)
+    except ValueError as e:
+        raise RunError(f"data: {e}") from e
+    return corpus, train, arch, valid
+
+
+def _arch_window(stream: TextStream, start: int, max_len: int):
+    """DARTS: ``get_batch(search_data, i % (len - 1))``, length ``min(bptt, len - 1 - i)``."""
+    n = stream.data.shape[1]
+    i = start % (n - 1)
+    seq_len = min(stream.bptt, n - 1 - i)
+    x = np.zeros((stream.batch_size, max_len), np.int32)
+    y = np.zeros_like(x)
+    x[:, :seq_len] = stream.data[:, i : i + seq_len]
+    y[:, :seq_len] = stream.data[:, i + 1 : i + 1 + seq_len]
+    return x, y, np.int32(seq_len)
+
+
+def search(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    corpus: Any = None,
+) -> dict[str, Any]:
+    """Run the SparseNAS RNN search and write everything to ``workdir``.
+
+    Args:
+      config: a ``sparsenas_rnn`` config.
+      workdir: output folder (the runner's layout, :class:`jaxnas.run.Workdir`).
+      resume: continue from the latest checkpoint.
+      progress: tqdm bar over each epoch's windows.
+      corpus: a :class:`jaxnas.data_text.Corpus` to use instead of ``data.data_dir``.
+
+    Returns:
+      The summary (also ``summary.json``): ``final`` (last epoch record),
+      ``genotype`` (string), ``genotype_json``, ``metrics``, ``checkpoints``, ``wall_time``.
+    """
+    import orbax.checkpoint as ocp
+    from tqdm.auto import tqdm
+
+    from jaxnas.run import Workdir, _fresh_outputs, _save_arch, _truncate_after, _write_config
+
+    t_start = time.time()
+    config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+    config.lock()
+    wd = Workdir(os.fspath(workdir))
+    os.makedirs(wd.root, exist_ok=True)
+    epochs = int(config.search.epochs)
+    mngr = checkpoint_manager(wd.checkpoints, config.run.checkpoint_keep)
+    try:
+        latest = mngr.latest_step()
+        if latest is not None and not resume:
+            raise RunError(
+                f"{wd.root} already has checkpoints (last: epoch {latest}); pass --resume to "
+                "continue that search, or use a fresh --workdir"
+            )
+        with FileLog(wd.log):
+            if latest is None:
+                _fresh_outputs(wd)
+                _write_config(wd, config)
+            elif os.path.exists(wd.config):
+                with open(wd.config, encoding="utf-8") as f:
+                    changed = diff_configs(json.load(f), json.loads(config_to_json(config)))
+                if changed:
+                    logger.warning("resuming with a changed config: %s", "; ".join(changed))
+            corpus, train, arch_stream, valid = _streams(config, corpus)
+            steps_per_epoch = len(train)
+            try:
+                method = SparseNASRNN(
+                    config, vocab_size=corpus.vocab_size, steps_per_epoch=steps_per_epoch
+                )
+            except ValueError as e:
+                raise RunError(f"cannot set up method {config.method!r}: {e}") from e
+            logger.info(
+                "%s search: vocabulary %d, %d train tokens, ~%d windows/epoch x %d epochs, "
+                "workdir %s",
+                method.name,
+                corpus.vocab_size,
+                len(corpus.train),
+                steps_per_epoch,
+                epochs,
+                wd.root,
+            )
+            state = method.init(jax.random.PRNGKey(config.seed), config.data.batch_size)
+            os.makedirs(wd.alphas, exist_ok=True)
+            with open(os.path.join(wd.alphas, "meta.json"), "w", encoding="utf-8") as f:
+                json.dump({"method": method.name, "primitives": list(RNN_OPS)}, f)
+            start = 0
+            if latest is not None:
+                check_compatible(mngr, latest, state, wd.checkpoints)
+                state = restore(mngr, latest, state, wd.checkpoints)
+                start = latest
+                _truncate_after(wd, latest)
+                _write_config(wd, config)
+                logger.info("resumed from %s/%d", wd.checkpoints, latest)
+            else:
+                _save_arch(wd, 0, method.arch_weights(state))
+
+            step = start * steps_per_epoch
+            for epoch in range(start, epochs):
+                t0 = time.time()
+                zeros = jnp.zeros_like(state.h_train)
+                state = state.replace(h_train=zeros, h_valid=zeros)  # DARTS: per-epoch reset
+                meter = Meter()
+                windows = train.windows(epoch)
+                bar = tqdm(
+                    total=len(windows),
+                    desc=f"epoch {epoch + 1}/{epochs}",
+                    disable=not progress,
+                    leave=False,
+                    unit="step",
+                )
+                for k, window in enumerate(train.epoch(epoch)):
+                    vw = _arch_window(arch_stream, windows[k][0], train.max_len)
+                    t_step = time.time()
+                    state, metrics = method.train_step(state, window, vw)
+                    meter.add(metrics)
+                    if k == 0 and epoch == start:
+                        jax.block_until_ready(metrics)
+                        logger.info("first step (compiles) took %.1fs", time.time() - t_step)
+                    step += 1
+                    log_every = int(config.run.log_every_steps)
+                    if log_every > 0 and step % log_every == 0:
+                        window_means = meter.flush()
+                        if (bad := first_nonfinite(window_means)) is not None:
+                            raise RunError(f"non-finite {bad} at step {step}; stopped")
+                        append_jsonl(
+                            wd.metrics, {"kind": "step", "epoch": epoch + 1, "step": step,
+                                         **window_means}
+                        )  # fmt: skip
+                    bar.update(1)
+                bar.close()
+                means = meter.epoch_means()
+                if (bad := first_nonfinite(means)) is not None or not bool(all_finite(state)):
+                    kept = mngr.latest_step()
+                    raise RunError(
+                        f"non-finite {bad or 'state'} in epoch {epoch + 1}; stopped (last good "
+                        f"checkpoint: {kept if kept is not None else 'none'} in {wd.checkpoints})"
+                    )
+                ppl = evaluate_perplexity(method, state, valid, config.text.eval_batch_size)
+                genotype = method.genotype(state)
+                record = {
+                    "kind": "epoch",
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "train/loss": means["loss"],
+                    "train/ppl": float(np.exp(means["loss"])),
+                    "arch/valid_loss": means["valid_loss"],
+                    "valid/loss": float(np.log(ppl)),
+                    "valid/ppl": ppl,
+                    "lr": means["lr"],
+                    "lam": means["lam"],
+                    "theta_zero_frac": means["theta_zero_frac"],
+                    "zero_groups": means["zero_groups"],
+                    "grad_norm": means["grad_norm"],
+                    "n_nodes": len([n for n in genotype.nodes if n]),
+                    "time": time.time() - t0,
+                }
+                _save_arch(wd, epoch + 1, method.arch_weights(state))
+                genotype.save_json(wd.genotype)
+                append_jsonl(wd.metrics, record)
+                try:
+                    plots.plot_arch_weights(
+                        plots.load_arch_history(wd.alphas),
+                        RNN_OPS,
+                        wd.alphas_plot,
+                        title=f"{method.name}: theta",
+                        edge_labels=method.edge_labels,
+                    )
+                except Exception as e:  # noqa: BLE001 - a picture never stops a search
+                    logger.warning("could not draw %s: %s", wd.alphas_plot, e)
+                mngr.save(epoch + 1, args=ocp.args.StandardSave(state))
+                mngr.wait_until_finished()
+                logger.info(
+                    "epoch %d/%d  train ppl %.2f  valid ppl %.2f  lam %.3f  zero %.2f  "
+                    "dead nodes %d  (%.1fs)",
+                    epoch + 1,
+                    epochs,
+                    record["train/ppl"],
+                    ppl,
+                    record["lam"],
+                    record["theta_zero_frac"],
+                    record["zero_groups"],
+                    record["time"],
+                )
+                logger.info("genotype = %s", genotype)
+
+            genotype = method.genotype(state)
+            genotype.save_json(wd.genotype)
+            records = plots.read_metrics(wd.metrics)
+            summary = {
+                "workdir": wd.root,
+                "method": method.name,
+                "dataset": config.data.dataset,
+                "seed": config.seed,
+                "epochs": epochs,
+                "steps_per_epoch": steps_per_epoch,
+                "final": records[-1] if records else {},
+                "genotype": str(genotype),
+                "genotype_json": wd.genotype,
+                "genotype_pictures": [],
+                "alphas_plot": wd.alphas_plot if os.path.exists(wd.alphas_plot) else None,
+                "curves_plot": None,
+                "metrics": wd.metrics,
+                "checkpoints": wd.checkpoints,
+                "tensorboard": None,
+                "wall_time": time.time() - t_start,
+            }
+            with open(wd.summary, "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2, sort_keys=True)
+                f.write("\n")
+            logger.info("search done in %.1fs; genotype in %s", summary["wall_time"], wd.genotype)
+            return summary
+    finally:
+        mngr.wait_until_finished()
+        mngr.close()
