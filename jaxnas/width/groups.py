@@ -72,6 +72,10 @@ class ChannelGroup:
       consumers: kernel axes that read ``alpha * X`` (sliced by pruning; ``alpha``
         folds into them).
       select: ``True`` for a channel selection of a tensor kept whole elsewhere.
+      fold: the axes :func:`jaxnas.width.surgery.fold_scores` multiplies the score into
+        (default ``None``: the consumers).  A score that is followed by a nonlinearity
+        (SiDT's MLP score, before GELU) or by attention (SiDT's head-dimension score)
+        folds into its producers instead (:mod:`jaxnas.width.attention`).
     """
 
     name: str
@@ -79,6 +83,12 @@ class ChannelGroup:
     producers: tuple[Slice, ...]
     consumers: tuple[Slice, ...]
     select: bool = False
+    fold: tuple[Slice, ...] | None = None
+
+    @property
+    def fold_slices(self) -> tuple[Slice, ...]:
+        """The axes the score folds into: ``fold``, else the consumers."""
+        return self.consumers if self.fold is None else self.fold
 
     @property
     def score(self) -> Slice:

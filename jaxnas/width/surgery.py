@@ -291,7 +291,9 @@ def fold_scores(model: Prunable, variables: Mapping[str, Any]) -> tuple[Prunable
     Each score multiplies its channels after their last nonlinearity, and the channels
     reach their consumers only through linear maps (a conv, or a global average pool
     and a dense layer), so ``kernel[..., i, ...] *= alpha_i`` along the consumer's input
-    axis is exact.  Returns ``(model.clone(scored=False), variables without "arch")``.
+    axis is exact.  A group with ``fold`` set (a score before a nonlinearity, e.g.
+    SiDT's) folds into those axes instead (its producers' kernel and bias).
+    Returns ``(model.clone(scored=False), variables without "arch")``.
     """
     if "arch" not in variables:
         raise ValueError("fold_scores: variables have no 'arch' collection (unscored model?)")
@@ -299,7 +301,7 @@ def fold_scores(model: Prunable, variables: Mapping[str, Any]) -> tuple[Prunable
     check_groups(groups, variables)
     out = {k: v for k, v in variables.items() if k != "arch"}
     for g in groups:
-        for s in g.consumers:
+        for s in g.fold_slices:
             leaf = get_leaf(out, s.collection, s.path)
             shape = [1] * np.ndim(leaf)
             shape[s.axis] = g.size
@@ -320,13 +322,18 @@ def network_size(
 
     Parameters are the ``"params"`` leaves (not the scores, not BN statistics);
     multiply-adds are conv, depthwise conv and dense layers
-    (:func:`jaxnas.models.summary.count_macs`, traced with ``jax.eval_shape``).
+    (:func:`jaxnas.models.summary.count_macs`, traced with ``jax.eval_shape``).  A model
+    with a ``macs(input_shape)`` method gives its own closed form instead (the vision
+    transformers of :mod:`jaxnas.width.swin` / :mod:`jaxnas.width.vit`, whose attention
+    products ``Q K^T`` and ``a V`` are no layer a tracer sees).
     """
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), variables)
-    return {
-        "params": count_params(variables["params"]),
-        "macs": count_macs(model, shapes, tuple(input_shape)),
-    }
+    own = getattr(model, "macs", None)
+    if callable(own):
+        macs = int(own(tuple(input_shape)))
+    else:
+        shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), variables)
+        macs = count_macs(model, shapes, tuple(input_shape))
+    return {"params": count_params(variables["params"]), "macs": macs}
 
 
 def pruning_summary(

@@ -1,0 +1,762 @@
+"""``jaxnas compress`` for channel / dimension pruning: search, prune, fine-tune.
+
+Thesis Algorithm 3 (F. Xue, PhD thesis, UC Irvine 2022, Sec. 4.2) end to end, and the
+baselines in the same code:
+
+* ``rarts-width``: search the channel scores (:class:`jaxnas.width.search.WidthSearch`,
+  ``search.order`` = ``rarts`` | ``darts1`` | ``darts2``; split data, l1 on the
+  scores), prune by ``|alpha|``, fine-tune with distillation from the unpruned network;
+* ``netslim``: Network Slimming (Liu et al. 2017): train on the whole training set with
+  the l1 subgradient on the BN scales (no split, scores fixed at 1), prune by
+  ``|gamma_BN|``, fine-tune;
+* ``random``: train plainly on the whole training set, prune random channels at the
+  same ratio (thesis Table 4.2's baseline), fine-tune;
+* ``sidt``: thesis Sec. 4.3, the same loop on a vision transformer's groups (one
+  score per head dimension shared by Q, K, V, heads and windows, one per MLP hidden
+  unit): ``model.name`` = ``swin_t`` | ``vit_tiny`` (:mod:`jaxnas.width.swin`,
+  :mod:`jaxnas.width.vit`).
+
+Pruning (:func:`jaxnas.width.surgery.choose_channels`): ``prune.mode = "ratio"``
+(``prune.ratio`` of the channels, ``prune.scope`` global or per layer) or
+``"nonzero"`` (keep the non-zero scores: the learned ratio of thesis Table 4.2).  The
+network is then cut down (:func:`jaxnas.width.surgery.prune`: sliced kernels, not a
+mask) and fine-tuned (:class:`jaxnas.width.finetune.FineTuner`) with its scores held
+fixed; the teacher is the unpruned searched network.
+
+A compress workdir holds::
+
+  config.json            the full config
+  log.txt, metrics.jsonl log lines; records per epoch ("kind": "epoch") and every
+                         run.log_every_steps steps, each with "phase": search | finetune
+  checkpoints/search/{e}, checkpoints/finetune/{e}   orbax states after e epochs
+  scores.npz             the searched scores (NetSlim: BN scales; random: the draw)
+  pruned.json            the model config and the kept channel indices per group
+                         (:func:`load_pruned` rebuilds the pruned network)
+  kept_widths.png        kept / total channels per group
+  summary.json           params / MACs before and after, test errors of the unpruned,
+                         the pruned (before fine-tuning) and the fine-tuned network
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxnas.config import config_to_json, validate
+from jaxnas.runtime import (
+    FileLog,
+    Meter,
+    RunError,
+    all_finite,
+    append_jsonl,
+    check_compatible,
+    checkpoint_manager,
+    diff_configs,
+    first_nonfinite,
+    restore,
+)
+
+__all__ = [
+    "CNN_MODELS",
+    "TRANSFORMER_MODELS",
+    "build_model",
+    "compress",
+    "default_config",
+    "load_pruned",
+    "plot_kept_widths",
+    "save_pruned",
+]
+
+logger = logging.getLogger("jaxnas")
+
+CNN_MODELS = ("preresnet164", "preresnet", "mobilenetv2", "preactresnet")
+#: transformer model name -> (module, factory); imported lazily
+TRANSFORMER_MODELS = {
+    "swin_t": ("jaxnas.width.swin", "swin_t"),
+    "vit_tiny": ("jaxnas.width.vit", "vit_tiny"),
+}
+METHODS = ("rarts-width", "netslim", "random", "sidt")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Method-specific keys of the width methods, with PreResNet-164 / CIFAR-10 values.
+
+    ``model``: ``name`` (``preresnet164``, ``preresnet`` (``depth = 9n + 2``),
+    ``mobilenetv2`` (``width_mult``), ``preactresnet`` (``stages``, ``blocks``,
+    ``strides``, ``stem``; the CPU demo), ``swin_t``, ``vit_tiny``), ``num_classes``
+    (0: the dataset's), ``depthwise`` (MobileNetV2: ``"auto"`` = ``custom_vjp``, with a
+    ``shifted`` twin for DARTS-2's forward mode), ``kwargs`` (JSON object passed to the
+    transformer factories).
+
+    ``search``: ``epochs``, ``order`` (``rarts`` | ``darts1`` | ``darts2``; the
+    rarts-width / sidt search), ``lr``, ``lr_min``, ``schedule`` (``step``: NetSlim's
+    /10 at 50 % and 75 %; ``cosine``; ``constant``), ``momentum``, ``weight_decay``,
+    ``grad_clip`` (0: off), ``a_lr`` / ``a_momentum`` (the scores' SGD), ``gamma`` (the
+    l1 weight: thesis 1e-4; NetSlim's on the BN scales), ``l1`` (``prox`` |
+    ``subgradient``), ``lam`` / ``beta`` (RARTS, not given by the thesis: 1, 1),
+    ``w_init``.  Thesis values (L1208): lr 0.1, weight decay 1e-4, 160 epochs, gamma 1e-4.
+
+    ``prune``: ``mode`` (``ratio`` | ``nonzero``), ``ratio``, ``scope`` (``global`` |
+    ``layer``), ``min_keep``.
+
+    ``finetune``: ``epochs``, ``lr``, ``lr_min``, ``schedule``, ``momentum``,
+    ``weight_decay``, ``grad_clip``, ``label_smoothing``, ``kd_weight`` (0: plain CE),
+    ``temperature`` (thesis: 4).
+    """
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(
+        dict(
+            name="preresnet164",
+            num_classes=0,
+            depth=164,
+            width_mult=1.0,
+            stages=(16, 32, 64),
+            blocks=(1, 1, 1),
+            strides=(1, 2, 2),
+            stem=16,
+            depthwise="auto",
+            kwargs="{}",
+        )
+    )
+    c.search = ml_collections.ConfigDict(
+        dict(
+            epochs=160,
+            order="rarts",
+            lr=0.1,
+            lr_min=0.0,
+            schedule="step",
+            momentum=0.9,
+            weight_decay=1e-4,
+            grad_clip=0.0,
+            a_lr=0.1,
+            a_momentum=0.9,
+            gamma=1e-4,
+            l1="prox",
+            lam=1.0,
+            beta=1.0,
+            w_init="copy",
+        )
+    )
+    c.prune = ml_collections.ConfigDict(dict(mode="ratio", ratio=0.4, scope="global", min_keep=1))
+    c.finetune = ml_collections.ConfigDict(
+        dict(
+            epochs=160,
+            lr=0.1,
+            lr_min=0.0,
+            schedule="step",
+            momentum=0.9,
+            weight_decay=1e-4,
+            grad_clip=0.0,
+            label_smoothing=0.0,
+            kd_weight=1.0,
+            temperature=4.0,
+        )
+    )
+    return c
+
+
+# ------------------------------------------------------------------------------ models
+
+
+def _kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        kw = json.loads(model_cfg["kwargs"] or "{}")
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"model.kwargs must be a JSON object, got {model_cfg['kwargs']!r}: {e}"
+        ) from e
+    if not isinstance(kw, dict):
+        raise ValueError(f"model.kwargs must be a JSON object, got {model_cfg['kwargs']!r}")
+    return kw
+
+
+def build_model(
+    model_cfg: Mapping[str, Any], num_classes: int, *, forward_mode: bool = False
+) -> Any:
+    """The scored width model named by ``model_cfg["name"]`` (see :func:`default_config`).
+
+    ``forward_mode``: MobileNetV2 with the depthwise conv written without a custom VJP
+    (``OpsConfig(depthwise="shifted")``: same function, ``jax.jvp`` works), for DARTS-2.
+    """
+    from jaxnas.ops import OpsConfig
+    from jaxnas.width import MobileNetV2, PreActResNet, PreResNet
+
+    name = model_cfg["name"]
+    if name == "preresnet164":
+        return PreResNet(depth=164, num_classes=num_classes)
+    if name == "preresnet":
+        return PreResNet(depth=int(model_cfg["depth"]), num_classes=num_classes)
+    if name == "mobilenetv2":
+        dw = model_cfg["depthwise"]
+        dw = ("shifted" if forward_mode else "custom_vjp") if dw == "auto" else dw
+        if forward_mode and dw == "custom_vjp":
+            raise ValueError(
+                "DARTS-2 needs forward mode: set model.depthwise to 'shifted' or 'auto'"
+            )
+        return MobileNetV2(
+            num_classes=num_classes,
+            width_mult=float(model_cfg["width_mult"]),
+            cfg=OpsConfig(depthwise=dw),
+        )
+    if name == "preactresnet":
+        return PreActResNet(
+            num_classes=num_classes,
+            stages=tuple(model_cfg["stages"]),
+            blocks=tuple(model_cfg["blocks"]),
+            strides=tuple(model_cfg["strides"]),
+            stem=int(model_cfg["stem"]),
+        )
+    if name in TRANSFORMER_MODELS:
+        module, factory = TRANSFORMER_MODELS[name]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(
+                f"model {name!r} needs {module} (the SiDT transformer models), which is not "
+                f"available: {e}"
+            ) from e
+        return getattr(mod, factory)(num_classes=num_classes, **_kwargs(model_cfg))
+    known = CNN_MODELS + tuple(TRANSFORMER_MODELS)
+    raise ValueError(f"unknown width model {name!r}; known: {', '.join(known)}")
+
+
+def save_pruned(
+    path: str, model_cfg: Mapping[str, Any], num_classes: int, keep: Mapping[str, Any], **extra: Any
+) -> None:
+    """Write the pruned network as JSON: the model config and the kept indices per group."""
+    obj = {
+        "model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model_cfg).items()},
+        "num_classes": int(num_classes),
+        "keep": {k: [int(i) for i in np.asarray(v)] for k, v in keep.items()},
+        **extra,
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_pruned(path: str) -> tuple[Any, Any, dict[str, list[int]]]:
+    """``(full_model, pruned_model, keep)`` from a ``pruned.json`` (:func:`save_pruned`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+        model_cfg, num_classes, keep = obj["model"], int(obj["num_classes"]), obj["keep"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a pruned-network JSON ({type(e).__name__}: {e})") from e
+    full = build_model(model_cfg, num_classes)
+    return full, full.pruned(keep), {k: list(v) for k, v in keep.items()}
+
+
+def plot_kept_widths(widths: Mapping[str, Any], path: str, title: str = "") -> str:
+    """Bar chart of kept (dark) over total (light) channels per group, in group order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(widths)
+    kept = np.array([widths[n][0] for n in names])
+    total = np.array([widths[n][1] for n in names])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(names) + 3), 3.5))
+    x = np.arange(len(names))
+    ax.bar(x, total, color="#cfd8e3", label="total")
+    ax.bar(x, kept, color="#2b5d8a", label="kept")
+    ax.set_xlabel("channel group (layer order)")
+    ax.set_ylabel("channels")
+    if len(names) <= 40:
+        ax.set_xticks(x, names, rotation=90, fontsize=6)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or f"kept widths: {kept.sum()} of {total.sum()} channels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def _augment(d):
+    from jaxnas import data
+
+    return data.Augment(crop_padding=d.crop_padding, flip=d.flip, cutout=d.cutout)
+
+
+def _loaders(config, split: bool):
+    """``(weight loader, D_p loader or None, full-train loader, test dataset)``."""
+    from jaxnas import data
+
+    d = config.data
+    if d.dataset not in data.DATASETS:
+        raise RunError(
+            f"unknown dataset {d.dataset!r} in data.dataset; known: {', '.join(data.DATASETS)}"
+        )
+    if d.dataset == "imagenet2012":
+        raise RunError(
+            "jaxnas compress reads in-memory datasets only (cifar10, cifar100, fashion_mnist, "
+            "digits); the streaming ImageNet pipeline is not wired into it yet"
+        )
+    kw = dict(data_dir=d.data_dir or None)
+    pad = d.pad_to or None
+    try:
+        train = data.load(d.dataset, "train", limit=d.limit or None, **kw)
+        test = data.load(d.dataset, "test", **kw)
+        full = data.Loader(
+            train, None, d.batch_size, seed=config.seed, augment=_augment(d), pad_to=pad
+        )
+        if not split:
+            return full, None, full, test
+        a_idx, p_idx = data.bilevel_split(len(train), seed=config.seed, portion=d.portion)
+        seeds = [int(s) for s in np.random.SeedSequence(config.seed).generate_state(2)]
+        la, lp = (
+            data.Loader(train, idx, d.batch_size, seed=s, augment=_augment(d), pad_to=pad)
+            for idx, s in ((a_idx, seeds[0]), (p_idx, seeds[1]))
+        )
+    except ValueError as e:
+        raise RunError(f"data: {e}") from e
+    return la, lp, full, test
+
+
+def _evaluate(eval_step, state, batches: Iterable) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for s in jax.device_get([eval_step(state, b) for b in batches]):
+        for k, v in s.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    n = max(sums.get("count", 0.0), 1.0)
+    return {
+        "loss": sums.get("loss", 0.0) / n,
+        "accuracy": sums.get("top1", 0.0) / n,
+        "error": 1 - sums.get("top1", 0.0) / n,
+    }
+
+
+# ------------------------------------------------------------------------------ loop
+
+
+def _truncate(path: str, phase: str, epoch: int, later: bool) -> None:
+    """Drop this phase's records after ``epoch`` (and, with ``later``, every later
+    phase's: they were computed from a state that is about to change) on resume."""
+    if not os.path.exists(path):
+        return
+    order = {"search": 0, "finetune": 1}
+    keep = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            p = order.get(r.get("phase"), 0)
+            if p < order[phase] or (p == order[phase] and r.get("epoch", 0) <= epoch):
+                keep.append(line)
+            elif p > order[phase] and not later:
+                keep.append(line)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(keep)
+    os.replace(path + ".tmp", path)
+
+
+def _run_phase(
+    phase: str,
+    step_fn,
+    eval_step,
+    state: Any,
+    *,
+    batches,
+    steps_per_epoch: int,
+    epochs: int,
+    ckpt_dir: str,
+    config,
+    metrics_path: str,
+    test_batches,
+    resume: bool,
+    progress: bool,
+) -> Any:
+    """Epochs ``[start, epochs)`` of ``step_fn`` with records and a checkpoint per epoch."""
+    import orbax.checkpoint as ocp
+    from tqdm.auto import tqdm
+
+    mngr = checkpoint_manager(ckpt_dir, config.run.checkpoint_keep)
+    try:
+        start = mngr.latest_step()
+        if start is not None and not resume:
+            raise RunError(
+                f"{ckpt_dir} already has checkpoints; pass --resume or use a fresh --workdir"
+            )
+        if start is not None:
+            check_compatible(mngr, start, state, ckpt_dir)
+            state = restore(mngr, start, state, ckpt_dir)
+            logger.info("%s: resumed after epoch %d", phase, start)
+        else:
+            start = 0
+        _truncate(metrics_path, phase, start, later=start < epochs)
+        log_every = int(config.run.log_every_steps)
+        for epoch in range(start, epochs):
+            t0, meter = time.time(), Meter()
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"{phase} {epoch + 1}/{epochs}",
+                disable=not progress,
+                leave=False,
+                dynamic_ncols=True,
+                unit="step",
+            )
+            try:
+                for i, batch in enumerate(batches(epoch)):
+                    if i >= steps_per_epoch:
+                        break
+                    state, metrics = step_fn(state, *batch)
+                    meter.add(metrics)
+                    step = epoch * steps_per_epoch + i + 1
+                    if log_every > 0 and step % log_every == 0:
+                        window = meter.flush()
+                        if (bad := first_nonfinite(window)) is not None:
+                            raise RunError(
+                                f"{phase}: non-finite {bad} at step {step}; lower the learning rate"
+                            )
+                        append_jsonl(
+                            metrics_path,
+                            {
+                                "phase": phase,
+                                "kind": "step",
+                                "epoch": epoch + 1,
+                                "step": step,
+                                **window,
+                            },
+                        )
+                        bar.set_postfix(
+                            {
+                                k[:4]: f"{v:.3f}"
+                                for k, v in window.items()
+                                if k in ("loss", "accuracy")
+                            },
+                            refresh=False,
+                        )
+                    bar.update(1)
+            finally:
+                bar.close()
+            means = meter.epoch_means()
+            if (bad := first_nonfinite(means)) is not None or not bool(all_finite(state)):
+                raise RunError(
+                    f"{phase}: non-finite {bad or 'state'} in epoch {epoch + 1}; "
+                    "the last good checkpoint is kept"
+                )
+            record = {
+                "phase": phase,
+                "kind": "epoch",
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * steps_per_epoch,
+            }
+            record.update({f"train/{k}": v for k, v in means.items()})
+            if test_batches is not None and config.run.eval_test:
+                record.update(
+                    {f"test/{k}": v for k, v in _evaluate(eval_step, state, test_batches()).items()}
+                )
+            record["time"] = time.time() - t0
+            append_jsonl(metrics_path, record)
+            mngr.save(epoch + 1, args=ocp.args.StandardSave(state))
+            mngr.wait_until_finished()
+            parts = [
+                f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "time"
+            ]
+            logger.info(
+                "%s epoch %d/%d: %s (%.1fs)",
+                phase,
+                epoch + 1,
+                epochs,
+                " ".join(parts),
+                record["time"],
+            )
+        return state
+    finally:
+        mngr.wait_until_finished()
+        mngr.close()
+
+
+def _score_source(
+    method: str, search, state, groups, variables, seed: int
+) -> dict[str, np.ndarray]:
+    from jaxnas.width.surgery import bn_scale_scores, random_scores
+
+    if method == "netslim":
+        return bn_scale_scores(variables, groups)
+    if method == "random":
+        return random_scores(groups, seed)
+    return {k: np.asarray(v) for k, v in variables["arch"].items()}
+
+
+def compress(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Search (or train), prune and fine-tune; write the workdir (module doc).
+
+    Returns the summary (also ``summary.json``): ``method``, ``model``, ``params`` /
+    ``params_after``, ``macs`` / ``macs_after``, ``channels`` / ``channels_kept`` /
+    ``pruned_ratio``, ``error_unpruned`` (the searched / trained network with all its
+    channels), ``error_pruned`` (the sliced network before fine-tuning),
+    ``error_finetuned``, ``score_zero_fraction``, paths and ``wall_time``.
+
+    Raises:
+      RunError: bad settings, checkpoints present without ``resume``, NaN losses.
+    """
+    from jaxnas.width.finetune import FineTuner
+    from jaxnas.width.search import WidthSearch
+    from jaxnas.width.surgery import choose_channels, prune, pruning_summary
+
+    t_start = time.time()
+    config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+    config.lock()
+    method = config.method
+    if method not in METHODS:
+        raise RunError(f"jaxnas.width.compress runs {', '.join(METHODS)}, not {method!r}")
+    m, s, p, f = config.model, config.search, config.prune, config.finetune
+    if method == "sidt" and m.name not in TRANSFORMER_MODELS:
+        raise RunError(
+            "sidt searches transformer dimensions: model.name must be one of "
+            f"{sorted(TRANSFORMER_MODELS)}, got {m.name!r}"
+        )
+    if p.mode not in ("ratio", "nonzero"):
+        raise RunError(f"prune.mode must be 'ratio' or 'nonzero', got {p.mode!r}")
+    if p.mode == "nonzero" and method in ("netslim", "random"):
+        raise RunError(
+            f"{method} prunes to a ratio: set prune.mode='ratio' (nonzero needs exact-zero scores)"
+        )
+    searching = method in ("rarts-width", "sidt")
+    if searching and s.order not in ("rarts", "darts1", "darts2"):
+        raise RunError(f"search.order must be rarts, darts1 or darts2, got {s.order!r}")
+    order = s.order if searching else "joint"
+    target = "scores" if searching else ("bn" if method == "netslim" else "none")
+
+    wd = os.path.abspath(workdir)
+    os.makedirs(wd, exist_ok=True)
+    paths = {
+        k: os.path.join(wd, v)
+        for k, v in dict(
+            config="config.json",
+            metrics="metrics.jsonl",
+            log="log.txt",
+            scores="scores.npz",
+            pruned="pruned.json",
+            plot="kept_widths.png",
+            summary="summary.json",
+            search_ckpt=os.path.join("checkpoints", "search"),
+            finetune_ckpt=os.path.join("checkpoints", "finetune"),
+        ).items()
+    }
+    has_ckpt = any(
+        os.path.isdir(paths[k]) and os.listdir(paths[k]) for k in ("search_ckpt", "finetune_ckpt")
+    )
+    if has_ckpt and not resume:
+        raise RunError(
+            f"{wd} already has checkpoints; pass --resume to continue, or use a fresh --workdir"
+        )
+
+    with FileLog(paths["log"]):
+        if has_ckpt and os.path.exists(paths["config"]):
+            with open(paths["config"], encoding="utf-8") as fh:
+                changed = diff_configs(json.load(fh), json.loads(config_to_json(config)))
+            if changed:
+                logger.warning("resuming with a changed config: %s", "; ".join(changed))
+        elif not has_ckpt:
+            for k in ("metrics", "summary", "pruned", "plot", "scores"):
+                if os.path.exists(paths[k]):
+                    os.remove(paths[k])
+        with open(paths["config"], "w", encoding="utf-8") as fh:
+            fh.write(config_to_json(config) + "\n")
+
+        from jaxnas.train import eval_batches
+
+        la, lp, full, test = _loaders(config, split=order != "joint")
+        num_classes = int(m.num_classes or test.num_classes)
+        sample, _ = next(iter(la.epoch(0)))
+        input_shape = tuple(int(v) for v in sample.shape[1:])
+        try:
+            model = build_model(m, num_classes)
+            hvp = build_model(m, num_classes, forward_mode=True) if order == "darts2" else None
+            spe = len(la) if lp is None else min(len(la), len(lp))
+            search = WidthSearch(
+                model,
+                order=order,
+                target=target,
+                gamma=s.gamma,
+                l1=s.l1,
+                lr=s.lr,
+                lr_min=s.lr_min,
+                schedule=s.schedule,
+                momentum=s.momentum,
+                weight_decay=s.weight_decay,
+                grad_clip=s.grad_clip,
+                a_lr=s.a_lr,
+                a_momentum=s.a_momentum,
+                lam=s.lam,
+                beta=s.beta,
+                w_init=s.w_init,
+                epochs=max(s.epochs, 1),
+                steps_per_epoch=spe,
+                hvp_model=hvp,
+            )
+        except ValueError as e:
+            raise RunError(f"cannot set up {method}: {e}") from e
+        if spe == 0:
+            raise RunError("an epoch has no steps: lower data.batch_size or raise data.limit")
+        logger.info(
+            "%s (%s, order %s): %s on %s %s, %d classes, %d steps/epoch x %d epochs, workdir %s",
+            method,
+            target,
+            order,
+            m.name,
+            config.data.dataset,
+            "x".join(map(str, input_shape)),
+            num_classes,
+            spe,
+            s.epochs,
+            wd,
+        )
+        ebs = config.data.batch_size
+        test_batches = lambda: eval_batches(
+            test, ebs, pad_to=config.data.pad_to or None, limit=config.run.eval_limit
+        )
+        state = search.init(config.seed, sample)
+        if lp is None:
+            batches = lambda e: ((b,) for b in la.epoch(e))
+        else:  # (D_a batch, D_p batch)
+            batches = lambda e: zip(la.epoch(e), lp.epoch(e))
+        state = _run_phase(
+            "search",
+            search.train_step,
+            search.eval_step,
+            state,
+            batches=batches,
+            steps_per_epoch=spe,
+            epochs=s.epochs,
+            ckpt_dir=paths["search_ckpt"],
+            config=config,
+            metrics_path=paths["metrics"],
+            test_batches=test_batches,
+            resume=True,
+            progress=progress,
+        )
+        variables = search.variables(state)
+        groups = model.channel_groups()
+        before = _evaluate(search.eval_step, state, test_batches())
+
+        # ---- prune (thesis Algorithm 3, pruning stage) ----
+        scores = _score_source(method, search, state, groups, variables, config.seed)
+        np.savez(paths["scores"], **scores)
+        try:
+            keep = choose_channels(
+                scores,
+                groups,
+                ratio=None if p.mode == "nonzero" else p.ratio,
+                scope=p.scope,
+                min_keep=p.min_keep,
+            )
+        except ValueError as e:
+            raise RunError(f"prune: {e}") from e
+        small, small_vars = prune(model, variables, keep)
+        sizes = pruning_summary(model, variables, keep, input_shape)
+        save_pruned(
+            paths["pruned"],
+            m.to_dict(),
+            num_classes,
+            keep,
+            method=method,
+            input_shape=list(input_shape),
+            widths=sizes["widths"],
+        )
+        try:
+            plot_kept_widths(
+                sizes["widths"],
+                paths["plot"],
+                title=f"{method}: {sizes['channels_kept']} of {sizes['channels']} channels kept",
+            )
+        except Exception as e:  # noqa: BLE001 - a picture never stops a run
+            logger.warning("could not draw %s: %s", paths["plot"], e)
+        logger.info(
+            "pruned %d of %d channels (%.1f %%): params %d -> %d, MACs %d -> %d",
+            sizes["channels"] - sizes["channels_kept"],
+            sizes["channels"],
+            100 * sizes["pruned_ratio"],
+            sizes["params"],
+            sizes["params_after"],
+            sizes["macs"],
+            sizes["macs_after"],
+        )
+
+        # ---- fine-tune (warm start, KD from the unpruned network) ----
+        f_spe = len(full)
+        tuner = FineTuner(
+            small,
+            teacher=(model, variables),
+            kd_weight=f.kd_weight,
+            temperature=f.temperature,
+            lr=f.lr,
+            lr_min=f.lr_min,
+            schedule=f.schedule,
+            momentum=f.momentum,
+            weight_decay=f.weight_decay,
+            grad_clip=f.grad_clip,
+            label_smoothing=f.label_smoothing,
+            epochs=max(f.epochs, 1),
+            steps_per_epoch=f_spe,
+        )
+        ft_state = tuner.init(small_vars, seed=config.seed)
+        pruned_err = _evaluate(tuner.eval_step, ft_state, test_batches())
+        ft_state = _run_phase(
+            "finetune",
+            tuner.train_step,
+            tuner.eval_step,
+            ft_state,
+            batches=lambda e: ((b,) for b in full.epoch(1000 + e)),
+            steps_per_epoch=f_spe,
+            epochs=f.epochs,
+            ckpt_dir=paths["finetune_ckpt"],
+            config=config,
+            metrics_path=paths["metrics"],
+            test_batches=test_batches,
+            resume=True,
+            progress=progress,
+        )
+        after = _evaluate(tuner.eval_step, ft_state, test_batches()) if f.epochs else pruned_err
+        zero = float(
+            np.mean(np.concatenate([np.ravel(v) for v in variables["arch"].values()]) == 0)
+        )
+        summary = {
+            "method": method,
+            "order": order,
+            "model": m.name,
+            "dataset": config.data.dataset,
+            **{k: v for k, v in sizes.items() if k != "widths"},
+            "error_unpruned": before["error"],
+            "error_pruned": pruned_err["error"],
+            "error_finetuned": after["error"],
+            "score_zero_fraction": zero,
+            "workdir": wd,
+            "pruned_json": paths["pruned"],
+            "kept_widths_plot": paths["plot"],
+            "metrics": paths["metrics"],
+            "wall_time": time.time() - t_start,
+        }
+        with open(paths["summary"], "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=1, sort_keys=True)
+        logger.info(
+            "%s: error %.4f unpruned, %.4f pruned, %.4f fine-tuned; params %d -> %d",
+            method,
+            before["error"],
+            pruned_err["error"],
+            after["error"],
+            sizes["params"],
+            sizes["params_after"],
+        )
+        return summary
