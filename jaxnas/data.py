@@ -8,8 +8,9 @@ Sources:
 
 * ``fashion_mnist``: the IDX files of Debian's ``dataset-fashion-mnist`` package (real data, no
   network), or ``tensorflow_datasets`` when asked for (``source="tfds"``).
-* ``cifar10``, ``cifar100``, ``imagenet2012``: ``tfds.data_source`` (random access, needs the
-  dataset prepared in the ``array_record`` file format; nothing is ever downloaded here).
+* ``mnist``, ``cifar10``, ``cifar100``, ``imagenet2012``: ``tfds.data_source`` (random
+  access, needs the dataset prepared in the ``array_record`` file format; nothing is ever
+  downloaded here).
 * ``digits``: scikit-learn's 8x8 DIGITS set, split 80/20 with a fixed seed.
 
 Typical search use::
@@ -48,7 +49,14 @@ __all__ = [
     "to_device",
 ]
 
-DATASETS: tuple[str, ...] = ("fashion_mnist", "cifar10", "cifar100", "imagenet2012", "digits")
+DATASETS: tuple[str, ...] = (
+    "fashion_mnist",
+    "mnist",
+    "cifar10",
+    "cifar100",
+    "imagenet2012",
+    "digits",
+)
 
 #: Per-channel (mean, std) in [0, 1] pixel units, computed on each training set.
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -56,6 +64,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),  # torchvision's MNIST example
     "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # Our 80/20 "train" split of sklearn's DIGITS after scaling 0..16 -> 0..255 (uint8);
@@ -65,6 +74,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 _NUM_CLASSES: dict[str, int] = {
     "fashion_mnist": 10,
+    "mnist": 10,
     "cifar10": 10,
     "cifar100": 100,
     "imagenet2012": 1000,
@@ -574,6 +584,7 @@ SEARCH_AUGMENT: dict[str, Augment] = {
     "cifar10": Augment(crop_padding=4, flip=True),
     "cifar100": Augment(crop_padding=4, flip=True),
     "fashion_mnist": Augment(crop_padding=2, flip=True),
+    "mnist": Augment(),  # digits are not mirror-symmetric
     "imagenet2012": Augment(flip=True),
     "digits": Augment(),
 }

@@ -112,7 +112,7 @@ def test_missing_files_raise_one_line_how_to(tmp_path: Path, source: str) -> Non
 
 def test_unknown_name_split_and_source_raise_value_error() -> None:
     with pytest.raises(ValueError, match="cifar10"):
-        data.load("mnist")
+        data.load("svhn")
     with pytest.raises(ValueError):
         data.load("fashion_mnist", "validation")
     with pytest.raises(ValueError):
@@ -155,7 +155,7 @@ def test_tfds_cifar10_through_mock_data() -> None:
     assert small.images.shape == (5, 32, 32, 3)
 
 
-@pytest.mark.parametrize("name", ["cifar10", "imagenet2012"])
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "imagenet2012"])
 def test_tfds_not_prepared_raises_one_line_how_to(tmp_path: Path, name: str) -> None:
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(data.DatasetNotFoundError) as info:
