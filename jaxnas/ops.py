@@ -421,7 +421,11 @@ def make_op(
 
 
 def resolve_primitives(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """A named op list (``"darts"``) or an explicit sequence of op names, validated."""
+    """A named op list (``"darts"``), an explicit sequence of op names, or the names as
+    one comma-separated string (``"none,skip_connect,sep_conv_3x3"``: what a config's
+    string key can hold), validated."""
+    if isinstance(spec, str) and "," in spec:
+        spec = tuple(p.strip() for p in spec.split(",") if p.strip())
     prims = PRIMITIVE_SETS.get(spec) if isinstance(spec, str) else tuple(spec)
     if prims is None:
         raise ValueError(f"unknown primitive set {spec!r}; known: {', '.join(PRIMITIVE_SETS)}")

@@ -9,10 +9,16 @@ from jaxnas.config import default_config
 from jaxnas.search import build
 from jaxnas.search.darts import epoch_cosine_schedule
 
+#: Four of DARTS' eight ops (zero, identity / factorized reduce, pooling, a separable
+#: conv): every kind of mixed-op path, for the tests that compile several second-order
+#: or float64 programs (compile time grows with the ops per edge).
+FEW_OPS = "none,skip_connect,max_pool_3x3,sep_conv_3x3"
 
-def _config(**search):
+
+def _config(primitives="darts", **search):
     c = default_config("darts")
     c.model.init_channels, c.model.layers = 2, 3
+    c.model.primitives = primitives
     c.search.epochs = 2
     c.search.update(search)
     return c
@@ -87,7 +93,10 @@ def test_fused_phases_equal_separate_phases(batches, x64):
     states = []
     for fuse in ("yes", "no"):
         m = build(
-            _config(fuse_phases=fuse), steps_per_epoch=2, num_classes=10, input_shape=(28, 28, 1)
+            _config(FEW_OPS, fuse_phases=fuse),
+            steps_per_epoch=2,
+            num_classes=10,
+            input_shape=(28, 28, 1),
         )
         assert m.fuse_phases == (fuse == "yes")
         state = f64(m.init(jax.random.key(1), batches[0][0]))
@@ -99,7 +108,7 @@ def test_fused_phases_equal_separate_phases(batches, x64):
 
 
 @pytest.mark.slow
-def test_second_order_step(first_order, batches):
+def test_second_order_step(batches):
     """Exact second order, fused (forward-over-reverse HVP inside the phase scan),
     equals the separate-phase step with jax.grad straight through the unrolled
     step (reverse over reverse through the custom VJP); it differs from first order.
@@ -107,10 +116,13 @@ def test_second_order_step(first_order, batches):
     test_hypergrad.py: in float32 with ReLU its error is large.)"""
     arch = {}
     for mode, fuse, depthwise in (("exact", "yes", "auto"), ("unrolled", "no", "custom_vjp")):
-        cfg = _config(order="second", hypergradient=mode, fuse_phases=fuse)
+        cfg = _config(FEW_OPS, order="second", hypergradient=mode, fuse_phases=fuse)
         cfg.model.depthwise = depthwise
         m = build(cfg, steps_per_epoch=2, num_classes=10, input_shape=(28, 28, 1))
         arch[mode] = _run(m, batches, seed=0)[0].arch
+    first_order = build(
+        _config(FEW_OPS), steps_per_epoch=2, num_classes=10, input_shape=(28, 28, 1)
+    )
     arch["first"] = _run(first_order, batches, seed=0)[0].arch
     flat = lambda a: np.concatenate([np.ravel(a[k]) for k in sorted(a)])
     s0 = flat(first_order.init(jax.random.key(0), batches[0][0]).arch)

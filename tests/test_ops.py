@@ -96,3 +96,7 @@ def test_registry_errors_are_one_line():
         resolve_primitives(("none", "conv_13x13"))
     assert resolve_primitives("darts") == DARTS_PRIMITIVES
     assert set(DARTS_PRIMITIVES) <= set(OPS)
+    # a config's string key can list ops by name
+    assert resolve_primitives(" none, sep_conv_3x3 ") == ("none", "sep_conv_3x3")
+    with pytest.raises(ValueError, match="conv_13x13"):
+        resolve_primitives("none,conv_13x13")
