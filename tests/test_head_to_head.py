@@ -1,0 +1,150 @@
+"""The Fashion-MNIST head-to-head (``experiments/fmnist_head_to_head.py``)."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxnas.genotype import DARTS_V2, Genotype
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "head_to_head_fmnist.py")
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "fmnist_head_to_head", ROOT / "experiments" / "fmnist_head_to_head.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+h2h = _module()
+
+
+def test_aggregate_means_and_sample_std():
+    def rec(method, seed, err, params, search_s, skips):
+        return dict(method=method, seed=seed, test_error=err, params_M=params, macs_M=1.0,
+                    search_s=search_s, retrain_s=2.0, normal_skips=skips)  # fmt: skip
+
+    records = [
+        rec("a", 0, 10.0, 0.1, 5.0, 2),
+        rec("a", 1, 12.0, 0.3, 7.0, 0),
+        rec("a", 2, 14.0, 0.2, 9.0, 1),
+        rec("b", 0, 20.0, 1.0, 1.0, 4),
+    ]
+    rows = h2h.aggregate(records, ["b", "a", "missing"])
+    assert [r["method"] for r in rows] == ["b", "a"]
+    a = rows[1]
+    assert a["seeds"] == 3
+    assert a["test_error_mean"] == pytest.approx(12.0)
+    assert a["test_error_std"] == pytest.approx(2.0)  # sample std of 10, 12, 14
+    assert a["params_M"] == pytest.approx(0.2) and a["normal_skips"] == pytest.approx(1.0)
+    assert rows[0]["test_error_std"] == 0.0
+    table = h2h.markdown_table(rows)
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 2 and lines[3].startswith("| a | 12.00 ± 2.00 |")
+
+
+def test_normal_skips_counts_skip_connections_of_the_normal_cells():
+    assert h2h.normal_skips(DARTS_V2) == 2  # DARTS_V2's normal cell has two skips
+    # one cell per layer: the mean over the normal layers (reductions excluded)
+    g = Genotype.from_cells([DARTS_V2.normal, DARTS_V2.reduce, DARTS_V2.reduce], reductions=(1,))
+    n_reduce = sum(op == "skip_connect" for op, _ in DARTS_V2.reduce.pairs)
+    assert h2h.normal_skips(g) == pytest.approx((2 + n_reduce) / 2)
+
+
+def test_load_experiment_quick_and_overrides():
+    full = h2h.load_experiment(CONFIG, quick=False)
+    quick = h2h.load_experiment(CONFIG, quick=True, sets=["search.search.epochs=1"])
+    assert len(full["methods"]) == 8 and len(full["seeds"]) == 3
+    assert quick["seeds"] == (0,)
+    assert quick["search"]["search.epochs"] == "1"
+    assert quick["search"]["model.init_channels"] == full["search"]["model.init_channels"]
+    assert int(quick["retrain"]["data.limit"]) < int(full["retrain"]["data.limit"])
+    with pytest.raises(ValueError, match="search.KEY=VALUE"):
+        h2h.load_experiment(CONFIG, quick=True, sets=["epochs=1"])
+    one = h2h.load_experiment(CONFIG, quick=False, sets=["rarts.search.lam=0.5"])
+    assert one["methods"]["rarts"][1] == {"search.lam": "0.5"}
+    assert (
+        "search.lam" not in one["search"]
+        and one["methods"]["darts_1st"] == full["methods"]["darts_1st"]
+    )
+    with pytest.raises(ValueError, match="unknown methods"):
+        h2h.run(CONFIG, "/nonexistent/never", methods=["dartz"])
+
+
+def test_every_row_resolves_to_a_valid_search_config():
+    from jaxnas.config import load_config
+
+    exp = h2h.load_experiment(CONFIG, quick=False)
+    methods = set()
+    for name, (path, overrides) in exp["methods"].items():
+        c = load_config(
+            ROOT / path, h2h._override_strings({**exp["search"], **overrides, "seed": 1})
+        )
+        methods.add(c.method)
+        # the same budget and supernet size for every row
+        assert (c.data.limit, c.search.epochs, c.model.init_channels, c.model.layers) == (
+            3200,
+            5,
+            4,
+            5,
+        ), name
+    assert methods == {"darts", "rarts", "sparsenas", "bayesnas", "asmnas", "prdarts"}
+    load_config(ROOT / exp["retrain_config"], h2h._override_strings(exp["retrain"]))
+
+
+# Compile time dominates at this size and grows with the ops per edge: every row searches
+# a three-op space (plus each method's zero op), and the SparseNAS / BayesNAS rows start
+# with a sparsity strong enough that their one-epoch cells are not dense.
+_OPS = "skip_connect,max_pool_3x3,sep_conv_3x3"
+TINY = [
+    *[f"{m}.model.primitives=none,{_OPS}" for m in ("darts_1st", "darts_2nd", "rarts")],
+    *[f"{m}.model.primitives=none,{_OPS}" for m in ("asmnas", "prdarts")],
+    *[f"{m}.model.primitives={_OPS}" for m in ("sparsenas_hapg", "sparsenas_adamhapg")],
+    *[f"{m}.search.lam_start=0.3" for m in ("sparsenas_hapg", "sparsenas_adamhapg")],
+    "bayesnas.model.primitives=none,skip_connect,max_pool_3x3,bn_sep_conv_3x3",
+    "search.data.limit=128",
+    "search.data.batch_size=16",
+    "search.search.epochs=1",
+    "search.model.layers=3",
+    "search.model.init_channels=2",
+    "retrain.data.limit=128",
+    "retrain.data.batch_size=32",
+    "retrain.train.epochs=1",
+    "retrain.run.eval_limit=128",
+    "retrain.model.layers=3",
+    "retrain.model.init_channels=4",
+    "retrain.model.auxiliary=False",
+    "retrain.model.drop_path_prob=0.0",
+]
+
+
+@pytest.mark.slow
+def test_quick_head_to_head_end_to_end_and_resume(tmp_path):
+    out = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY)
+    names = [m for m, *_ in h2h.load_experiment(CONFIG, quick=True)["methods"].items()]
+    table = (tmp_path / "table.md").read_text()
+    rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    assert [r.split("|")[1].strip() for r in rows] == names  # one row per method, in order
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert {r["method"] for r in records} == set(names)
+    for r in records:
+        assert 0.0 <= r["test_error"] <= 100.0 and r["test_examples"] == 128
+        assert r["params_M"] > 0 and r["macs_M"] > 0 and r["search_s"] > 0
+        assert os.path.exists(tmp_path / r["genotype_json"])
+    assert os.path.exists(out["cells_png"]) and os.path.exists(out["alphas_png"])
+    # rerun: every (method, seed) is finished, so nothing is searched or trained again
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/seed0/result.json")}
+    again = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY)
+    assert [r["test_error"] for r in again["records"]] == [r["test_error"] for r in records]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # other settings in the same workdir are refused
+    with pytest.raises(ValueError, match="other settings"):
+        h2h.run(CONFIG, str(tmp_path), quick=True, sets=[*TINY, "search.search.epochs=2"])
+    assert np.isfinite([r["test_error"] for r in records]).all()
