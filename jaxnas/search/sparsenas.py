@@ -298,6 +298,39 @@ def derive_sparse(
 # -------------------------------------------------------------------------------- method
 
 
+def arch_optimizer(
+    config: ml_collections.ConfigDict, steps_per_epoch: int, groups: Any
+) -> tuple[optax.GradientTransformation, optax.Schedule, optax.Schedule]:
+    """The proximal optimiser of A (Algorithm 1): ``(transform, lr schedule, lambda schedule)``.
+
+    ``search.optimizer = "hapg"``: HAPG (Eqs. 6-8) with DARTS' cosine step per epoch from
+    ``optim.hapg_lr`` to ``optim.hapg_lr_min``; ``"adam_hapg"``: AdamHAPG with the constant
+    step ``optim.a_lr``.  Both with the pathwise lambda (:func:`pathwise_lambda`), the
+    sparse-group-lasso mix ``search.alpha``, the ``groups`` spec and the momentum
+    ``optim.a_momentum``.  Shared by the CNN search and the recurrent one
+    (:mod:`jaxnas.search.sparsenas_rnn`).
+    """
+    o, s = config.optim, config.search
+    lam_schedule = pathwise_lambda(s.lam_step, steps_per_epoch, s.lam_start)
+    momentum = _momentum(o.a_momentum)
+    if s.optimizer == "hapg":
+        lr_schedule = epoch_cosine_schedule(o.hapg_lr, o.hapg_lr_min, s.epochs, steps_per_epoch)
+        tx = optim.hapg(lr_schedule, lam_schedule, s.alpha, groups, momentum=momentum)
+    else:
+        lr_schedule = optax.constant_schedule(o.a_lr)
+        tx = optim.adam_hapg(
+            lr_schedule,
+            lam_schedule,
+            s.alpha,
+            groups,
+            b1=o.a_beta1,
+            b2=o.a_beta2,
+            eps=o.a_eps,
+            momentum=momentum,
+        )
+    return tx, lr_schedule, lam_schedule
+
+
 def _momentum(setting: str) -> float | None:
     """``optim.a_momentum``: ``"apg"`` -> None (Eq. 8's ``(t-2)/(t+1)``), else a constant."""
     if setting == "apg":
@@ -351,27 +384,9 @@ class SparseNAS(DARTS):
         self.steps_per_epoch = steps_per_epoch
         self.masks = cell_masks(self.primitives, m.primitives)
         self.groups = node_groups(self.masks, self.model.topology)
-        self.lam_schedule = pathwise_lambda(s.lam_step, steps_per_epoch, s.lam_start)
-        momentum = _momentum(o.a_momentum)
-        if s.optimizer == "hapg":  # Eqs. 6-8, cosine step per epoch
-            self.a_lr_schedule = epoch_cosine_schedule(
-                o.hapg_lr, o.hapg_lr_min, s.epochs, steps_per_epoch
-            )
-            a_opt = optim.hapg(
-                self.a_lr_schedule, self.lam_schedule, s.alpha, self.groups, momentum=momentum
-            )
-        else:  # AdamHAPG, constant step
-            self.a_lr_schedule = optax.constant_schedule(o.a_lr)
-            a_opt = optim.adam_hapg(
-                self.a_lr_schedule,
-                self.lam_schedule,
-                s.alpha,
-                self.groups,
-                b1=o.a_beta1,
-                b2=o.a_beta2,
-                eps=o.a_eps,
-                momentum=momentum,
-            )
+        a_opt, self.a_lr_schedule, self.lam_schedule = arch_optimizer(
+            config, steps_per_epoch, self.groups
+        )
         chain = []
         if not all(mk.all() for mk in self.masks.values()):
             chain.append(_mask_gradient(self.masks))

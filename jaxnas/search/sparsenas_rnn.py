@@ -49,7 +49,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas import optim, plots
+from jaxnas import plots
 from jaxnas.config import config_to_json, validate
 from jaxnas.data_text import TextStream, load_corpus
 from jaxnas.rnn.genotype import RNN_OPS, RNNGenotype, derive_rnn, edge_index, node_groups
@@ -66,8 +66,7 @@ from jaxnas.runtime import (
     first_nonfinite,
     restore,
 )
-from jaxnas.search.darts import epoch_cosine_schedule
-from jaxnas.search.sparsenas import _momentum, pathwise_lambda
+from jaxnas.search.sparsenas import arch_optimizer
 
 __all__ = ["RNNSearchState", "SparseNASRNN", "default_config", "search"]
 
@@ -183,27 +182,10 @@ class SparseNASRNN:
         )
         self.groups = {"recurrent": node_groups(len(RNN_OPS), self.steps)}  # Eq. 2: sizes 4 i
         self.edge_labels = [f"s{j}->s{i}" for i in range(1, self.steps + 1) for j in range(i)]
-        self.lam_schedule = pathwise_lambda(s.lam_step, steps_per_epoch, s.lam_start)
-        momentum = _momentum(o.a_momentum)
-        if s.optimizer == "hapg":  # Eqs. 6-8 (the paper found it diverges on the RNN)
-            self.a_lr_schedule = epoch_cosine_schedule(
-                o.hapg_lr, o.hapg_lr_min, s.epochs, steps_per_epoch
-            )
-            a_opt = optim.hapg(
-                self.a_lr_schedule, self.lam_schedule, s.alpha, self.groups, momentum=momentum
-            )
-        else:
-            self.a_lr_schedule = optax.constant_schedule(o.a_lr)
-            a_opt = optim.adam_hapg(
-                self.a_lr_schedule,
-                self.lam_schedule,
-                s.alpha,
-                self.groups,
-                b1=o.a_beta1,
-                b2=o.a_beta2,
-                eps=o.a_eps,
-                momentum=momentum,
-            )
+        # Eqs. 6-8 / AdamHAPG (the paper found HAPG diverges on the RNN)
+        a_opt, self.a_lr_schedule, self.lam_schedule = arch_optimizer(
+            config, steps_per_epoch, self.groups
+        )
         chain = [optax.add_decayed_weights(o.a_weight_decay)] if o.a_weight_decay else []
         self.a_tx = optax.chain(*chain, a_opt)
         # DARTS: clip the gradient, then torch SGD adds wd * w; the lr is applied per step
