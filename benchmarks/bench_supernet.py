@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_rows, run_child, write_results  # noqa: E402
+from common import load_rows, run_child, time_step, write_results  # noqa: E402
 
 SIZES = {
     # the paper's search network: C=16, 8 cells, batch 64, CIFAR-sized input
@@ -52,13 +50,28 @@ ORDERS = {
 }
 
 
-def measure(size: str, order: str, steps: int) -> dict:
-    """Run in a child process: init, compile and time ``steps`` DARTS steps."""
+def search_row(cfg, shape: tuple[int, int, int], batch: int, steps: int) -> dict:
+    """In a child process: build the search method of ``cfg`` for ``shape`` images,
+    init, compile and time ``steps`` search steps (``common.time_step``) on one fixed
+    random batch of ``batch`` images, used as both the train and the validation batch."""
     import jax
     import numpy as np
 
-    from jaxnas.config import default_config
     from jaxnas.search import build
+
+    method = build(cfg, steps_per_epoch=100, num_classes=10, input_shape=shape)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, *shape)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
+    b = (jax.device_put(x), jax.device_put(y))
+    return time_step(
+        lambda: method.init(jax.random.key(0), x), method.train_step, lambda s: (s, b, b), steps
+    )
+
+
+def measure(size: str, order: str, steps: int) -> dict:
+    """Run in a child process: init, compile and time ``steps`` steps of one variant."""
+    from jaxnas.config import default_config
 
     s = SIZES[size]
     if order == "asmnas":
@@ -75,33 +88,14 @@ def measure(size: str, order: str, steps: int) -> dict:
             ORDERS[order]
         )
     cfg.model.init_channels, cfg.model.layers = s["init_channels"], s["layers"]
-    method = build(cfg, steps_per_epoch=100, num_classes=10, input_shape=s["shape"])
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(s["batch"], *s["shape"])).astype(np.float32)
-    y = rng.integers(0, 10, s["batch"]).astype(np.int32)
-    batch = (jax.device_put(x), jax.device_put(y))
-    t = time.perf_counter()
-    state = jax.block_until_ready(method.init(jax.random.key(0), x))
-    init_s = time.perf_counter() - t
-    t = time.perf_counter()
-    compiled = method.train_step.lower(state, batch, batch).compile()
-    compile_s = time.perf_counter() - t
-    state, _ = jax.block_until_ready(compiled(state, batch, batch))  # warm-up
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        state, m = jax.block_until_ready(compiled(state, batch, batch))
-        times.append(time.perf_counter() - t)
+    r = search_row(cfg, s["shape"], s["batch"], steps)
+    m = r.pop("metrics")
     return dict(
         size=size,
         order=order,
-        init_s=round(init_s, 2),
-        compile_s=round(compile_s, 2),
-        step_s=round(float(np.median(times)), 3),
-        step_s_all=[round(v, 3) for v in times],
-        peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        loss=float(m["loss"]),
-        **({"ops_per_edge": float(m["ops_per_edge"])} if "ops_per_edge" in m else {}),
+        **r,
+        loss=m["loss"],
+        **({"ops_per_edge": m["ops_per_edge"]} if "ops_per_edge" in m else {}),
         **{k: v for k, v in s.items() if k != "shape"},
         input_shape=list(s["shape"]),
     )

@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_rows, run_child, write_results  # noqa: E402
+from common import load_rows, run_child, time_step, write_results  # noqa: E402
 
 NETS = {
     "cifar": dict(dataset="cifar10", init_channels=36, layers=20, batch=96, shape=(32, 32, 3)),
@@ -33,16 +31,16 @@ NETS = {
 }
 
 
-def measure(net: str, steps: int, dtype: str) -> dict:
-    """In the child: build the Trainer, compile, time ``steps`` train steps."""
-    import jax
+def measure(net: str, steps: int, dtype: str, batch: int = 0) -> dict:
+    """In the child: build the Trainer, compile, time ``steps`` train steps
+    (``common.time_step``); ``batch``: the global batch (0: the network's own)."""
     import numpy as np
 
     from jaxnas.config import default_config
     from jaxnas.genotype import DARTS_V2
     from jaxnas.train import Trainer
 
-    s = NETS[net]
+    s = dict(NETS[net], **({"batch": batch} if batch else {}))
     cfg = default_config("train")
     cfg.data.dataset = s["dataset"]
     cfg.data.batch_size = s["batch"]
@@ -56,20 +54,8 @@ def measure(net: str, steps: int, dtype: str) -> dict:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(s["batch"], *s["shape"])).astype(np.float32)
     y = rng.integers(0, classes, s["batch"]).astype(np.int32)
-    batch = t.shard((x, y))
-    t0 = time.perf_counter()
-    state = jax.block_until_ready(t.init(0))
-    init_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    compiled = t.train_step.lower(state, batch).compile()
-    compile_s = time.perf_counter() - t0
-    state, _ = jax.block_until_ready(compiled(state, batch))  # warm-up
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, m = jax.block_until_ready(compiled(state, batch))
-        times.append(time.perf_counter() - t0)
-    step_s = float(np.median(times))
+    b = t.shard((x, y))
+    r = time_step(lambda: t.init(0), t.train_step, lambda state: (state, b), steps)
     return dict(
         net=net,
         devices=t.mesh.size,
@@ -77,14 +63,11 @@ def measure(net: str, steps: int, dtype: str) -> dict:
         batch=s["batch"],
         init_channels=s["init_channels"],
         layers=s["layers"],
+        auxiliary=bool(cfg.model.auxiliary),
         input_shape=list(s["shape"]),
-        init_s=round(init_s, 2),
-        compile_s=round(compile_s, 2),
-        step_s=round(step_s, 4),
-        step_s_all=[round(v, 4) for v in times],
-        images_per_s=round(s["batch"] / step_s, 1),
-        peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        loss=float(m["loss"]),
+        **{k: v for k, v in r.items() if k != "metrics"},
+        images_per_s=round(s["batch"] / r["step_s"], 1),
+        loss=r["metrics"]["loss"],
     )
 
 
@@ -95,11 +78,12 @@ def main() -> None:
     p.add_argument("--devices", default="1,2", help="host device counts to compare (CPU)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--batch", type=int, default=0, help="global batch (0: each network's own)")
     p.add_argument("--append", action="store_true", help="add rows to an existing --out file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(measure(a.child, a.steps, a.dtype)))
+        print(json.dumps(measure(a.child, a.steps, a.dtype, a.batch)))
         return
     rows = load_rows(a.out, a.append)
     for net in a.nets.split(","):
@@ -108,6 +92,7 @@ def main() -> None:
             flags = env.get("XLA_FLAGS", "")
             env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={d}".strip()
             args = ["--child", net, "--steps", str(a.steps), "--dtype", a.dtype]
+            args += ["--batch", str(a.batch)]
             row = run_child(__file__, args, env)
             rows.append(dict(net=net, devices=d, **row) if "error" in row else row)
             print(json.dumps(rows[-1]), flush=True)

@@ -1,4 +1,4 @@
-"""What every benchmark script shares: child processes, the machine's description, JSON.
+"""What every benchmark script shares: child processes, timing, the machine's description, JSON.
 
 Each measured configuration runs in its own child process, so that its peak memory
 (max RSS) is its own and its compile cache starts cold.
@@ -9,32 +9,229 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: environment variables that decide how many threads the CPU backend (and BLAS) use
+#: names the file a child reports its partial measurements to (set by ``run_child``)
+PARTIAL_VAR = "JAXNAS_BENCH_PARTIAL"
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+)
 
 
-def run_child(script: str, args: list[str], env: dict | None = None) -> dict:
-    """Run ``python script args`` and parse the JSON object on its last stdout line;
-    on failure a row ``{"error": ...}`` with the last stderr line."""
-    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env)
-    if out.returncode:
-        lines = out.stderr.strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit {out.returncode} (out of memory?)"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _rss_gb(pid: int) -> float:
+    """Resident memory of process ``pid`` in GiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_child(
+    script: str,
+    args: list[str],
+    env: dict | None = None,
+    *,
+    max_rss_gb: float | None = None,
+    timeout_s: float | None = None,
+) -> dict:
+    """Run ``python script args`` and parse the JSON object on its last stdout line.
+
+    On failure the row is ``{"error": ...}``: the last stderr line, or why the child was
+    stopped.  ``max_rss_gb``: the child is killed as soon as its resident memory exceeds
+    this (polled twice a second), so that one configuration too big for a shared machine
+    costs only its own row; ``timeout_s``: the same for wall time.  A failed row also
+    carries ``partial``: what the child's ``time_step`` had measured before it stopped
+    (e.g. ``init_s`` and ``compile_s`` of a row killed during its steps), and
+    ``observed_peak_gb``, the largest resident memory the watchdog saw.
+    """
+    env = dict(os.environ if env is None else env)
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("w+", suffix=".json") as partial,
+    ):
+        env[PARTIAL_VAR] = partial.name
+        # files, not pipes: a chatty child cannot fill a pipe and stall while we poll
+        proc = subprocess.Popen([sys.executable, script, *args], stdout=out, stderr=err, env=env)
+        t0, why, seen = time.monotonic(), None, 0.0
+        while proc.poll() is None:
+            seen = max(seen, _rss_gb(proc.pid))
+            if max_rss_gb and seen > max_rss_gb:
+                why = f"killed: resident memory passed the {max_rss_gb:g} GB limit"
+            elif timeout_s and time.monotonic() - t0 > timeout_s:
+                why = f"killed: ran past the {timeout_s:g} s limit"
+            if why:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.5)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+        try:
+            with open(partial.name) as f:
+                done = json.load(f)
+        except (OSError, ValueError):
+            done = {}
+    if not why and proc.returncode:
+        lines = stderr.strip().splitlines()
+        if proc.returncode < 0:
+            why = f"killed by signal {-proc.returncode} (out of memory?)"
+        else:
+            why = lines[-1] if lines else f"exit {proc.returncode} (out of memory?)"
+    if why:
+        row = {"error": why, "observed_peak_gb": round(seen, 2)}
+        return dict(row, partial=done) if done else row
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _report(progress: dict) -> None:
+    """Write what a child measured so far where ``run_child`` looks for it."""
+    path = os.environ.get(PARTIAL_VAR)
+    if path:
+        with open(path, "w") as f:
+            json.dump(progress, f)
+
+
+def peak_rss_gb() -> float:
+    """This process's maximum resident memory so far, in GiB (Linux: ru_maxrss is KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def time_step(
+    init: Callable[[], Any],
+    step: Any,
+    args: Callable[[Any], Sequence[Any]],
+    steps: int,
+) -> dict:
+    """Time a jitted step the same way for every benchmark.
+
+    ``init()`` makes the state (timed as ``init_s``, blocked until ready); ``step`` is a
+    ``jax.jit`` function and ``args(state)`` its arguments (the state first).  The step
+    is lowered and compiled ahead of time (``compile_s``), run once as warm-up, then
+    ``steps`` times: ``step_s`` is the median, ``step_s_all`` every time.  ``compile_cpu_s``
+    and ``step_cpu_s`` are the same in process CPU time (all threads): on a machine shared
+    with other jobs the wall times grow with the load, the CPU times much less.  Returns also
+    ``peak_rss_gb`` (the process's maximum RSS, compilation included) and ``metrics``,
+    the last step's metrics as floats.
+    """
+    import jax
+    import numpy as np
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    t = time.perf_counter()
+    state = jax.block_until_ready(init())
+    init_s = time.perf_counter() - t
+    _report(dict(init_s=round(init_s, 2)))
+    t, c = time.perf_counter(), time.process_time()
+    compiled = step.lower(*args(state)).compile()
+    compile_s, compile_cpu_s = time.perf_counter() - t, time.process_time() - c
+    _report(dict(init_s=round(init_s, 2), compile_s=round(compile_s, 2), peak_rss_gb=peak_rss_gb()))
+    t = time.perf_counter()
+    state, _ = jax.block_until_ready(compiled(*args(state)))  # warm-up
+    warmup_s = time.perf_counter() - t
+    times, cpu = [], []
+    for _ in range(steps):
+        _report(
+            dict(
+                init_s=round(init_s, 2),
+                compile_s=round(compile_s, 2),
+                warmup_step_s=round(warmup_s, 4),
+                step_s_all=[round(v, 4) for v in times],
+                peak_rss_gb=peak_rss_gb(),
+            )
+        )
+        t, c = time.perf_counter(), time.process_time()
+        state, m = jax.block_until_ready(compiled(*args(state)))
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return dict(
+        init_s=round(init_s, 2),
+        compile_s=round(compile_s, 2),
+        warmup_step_s=round(warmup_s, 4),
+        step_s=round(float(np.median(times)), 4),
+        step_s_all=[round(v, 4) for v in times],
+        compile_cpu_s=round(compile_cpu_s, 2),
+        step_cpu_s=round(float(np.median(cpu)), 4),
+        peak_rss_gb=peak_rss_gb(),
+        metrics={k: float(np.asarray(v).mean()) for k, v in m.items() if np.size(v) >= 1},
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def machine() -> dict:
-    """Device kind, CPU count, platform, JAX version, date and the thread settings."""
+    """The machine and software a result came from.
+
+    Keys: device, cpu_count, platform, jax, date (the old scripts' keys) and cpu_model,
+    cpus_usable (this process's affinity), ram_gb, python, jaxlib, flax, optax,
+    datetime_utc, xla_flags, threads (the thread variables that are set) and loadavg
+    (1, 5, 15 min) when the description is taken.
+    """
     import jax
 
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return dict(
         device=str(jax.devices()[0].device_kind),
         cpu_count=os.cpu_count(),
+        cpus_usable=usable,
+        cpu_model=_cpu_model(),
+        ram_gb=_ram_gb(),
         platform=platform.platform(),
+        python=platform.python_version(),
         jax=jax.__version__,
+        jaxlib=_version("jaxlib"),
+        flax=_version("flax"),
+        optax=_version("optax"),
         date=time.strftime("%Y-%m-%d"),
+        datetime_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         xla_flags=os.environ.get("XLA_FLAGS", ""),
+        threads={k: os.environ[k] for k in THREAD_VARS if k in os.environ},
+        loadavg=[round(v, 2) for v in os.getloadavg()],
     )
 
 
@@ -46,9 +243,9 @@ def load_rows(path: str, append: bool) -> list[dict]:
     return []
 
 
-def write_results(path: str, rows: list[dict]) -> None:
-    """``{machine..., "results": rows}`` as indented JSON."""
+def write_results(path: str, rows: list[dict], **extra: Any) -> None:
+    """``{machine..., **extra, "results": rows}`` as indented JSON."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(dict(**machine(), results=rows), f, indent=2)
+        json.dump(dict(**machine(), **extra, results=rows), f, indent=2)
     print(f"wrote {path}")
