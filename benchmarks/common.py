@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -90,13 +91,33 @@ def run_child(
     if not why and proc.returncode:
         lines = stderr.strip().splitlines()
         if proc.returncode < 0:
-            why = f"killed by signal {-proc.returncode} (out of memory?)"
+            fatal = fatal_line(stderr)
+            why = f"killed by signal {-proc.returncode}" + (
+                f": {fatal}" if fatal else " (out of memory?)"
+            )
         else:
             why = lines[-1] if lines else f"exit {proc.returncode} (out of memory?)"
     if why:
         row = {"error": why, "observed_peak_gb": round(seen, 2)}
         return dict(row, partial=done) if done else row
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+_FATAL = re.compile(r"^F\d{4} ")  # an absl/glog FATAL line: "F1126 01:54:38.26 file.cc:703] ..."
+
+
+def fatal_line(stderr: str) -> str | None:
+    """What the last fatal log line of ``stderr`` says (an XLA / absl ``F``-level line; of
+    a failed ``CHECK``, from "Check failed" on), stripped; ``None`` if there is none.  A
+    child that aborts (SIGABRT) prints one, and it says more than the signal does."""
+    found = None
+    for line in stderr.splitlines():
+        line = line.strip()
+        if "Check failed" in line:
+            found = line[line.index("Check failed") :]
+        elif _FATAL.match(line):
+            found = line
+    return found
 
 
 def _report(progress: dict) -> None:
@@ -110,6 +131,16 @@ def _report(progress: dict) -> None:
 def peak_rss_gb() -> float:
     """This process's maximum resident memory so far, in GiB (Linux: ru_maxrss is KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def peak_device_gb() -> float | None:
+    """The default device's peak allocated memory in GiB, where its allocator reports it
+    (GPU/TPU: ``peak_bytes_in_use``); ``None`` on a CPU, whose memory is the RSS."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else round(peak / 2**30, 2)
 
 
 def time_step(
@@ -126,7 +157,8 @@ def time_step(
     ``steps`` times: ``step_s`` is the median, ``step_s_all`` every time.  ``compile_cpu_s``
     and ``step_cpu_s`` are the same in process CPU time (all threads): on a machine shared
     with other jobs the wall times grow with the load, the CPU times much less.  Returns also
-    ``peak_rss_gb`` (the process's maximum RSS, compilation included) and ``metrics``,
+    ``peak_rss_gb`` (the process's maximum RSS, compilation included), ``peak_device_gb``
+    (:func:`peak_device_gb`: the accelerator's peak, ``None`` on a CPU) and ``metrics``,
     the last step's metrics as floats.
     """
     import jax
@@ -169,6 +201,7 @@ def time_step(
         compile_cpu_s=round(compile_cpu_s, 2),
         step_cpu_s=round(float(np.median(cpu)), 4),
         peak_rss_gb=peak_rss_gb(),
+        peak_device_gb=peak_device_gb(),
         metrics={k: float(np.asarray(v).mean()) for k, v in m.items() if np.size(v) >= 1},
     )
 
@@ -217,6 +250,7 @@ def machine() -> dict:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return dict(
         device=str(jax.devices()[0].device_kind),
+        backend=jax.default_backend(),
         cpu_count=os.cpu_count(),
         cpus_usable=usable,
         cpu_model=_cpu_model(),

@@ -1,9 +1,10 @@
 """Print a Markdown table comparing two ``bench_suite.py`` result files.
 
-Rows are matched by (method, size); for compile time, steady step time, peak memory and
-the step's process CPU time the table gives the old value, the new value and the ratio
-new / old (below 1: the new run is faster or smaller).  Rows in only one file, or that
-failed in either (e.g. killed for memory), are listed with a note instead of a ratio.
+Rows are matched by (method, size); for compile time, steady step time, peak host memory,
+peak accelerator memory (GPU/TPU files) and the step's process CPU time the table gives the
+old value, the new value and the ratio new / old (below 1: the new run is faster or
+smaller).  Rows in only one file, or that failed in either (e.g. killed for memory), are
+listed with a note instead of a ratio.
 
     python benchmarks/compare.py old_suite.json benchmarks/results/suite.json
     python benchmarks/compare.py benchmarks/results/suite.json    # one file's table
@@ -25,6 +26,7 @@ METRICS = (
     ("compile_s", "compile s"),
     ("step_s", "step s"),
     ("peak_rss_gb", "peak GB"),
+    ("peak_device_gb", "device GB"),  # the accelerator's peak (absent on a CPU)
     ("step_cpu_s", "step CPU s"),  # process CPU time: less sensitive to other jobs' load
 )
 
@@ -69,7 +71,7 @@ def ratio(old, new) -> float | None:
 
 
 def _machine(d: dict) -> str:
-    keys = ("cpu_model", "cpus_usable", "ram_gb", "jax", "datetime_utc")
+    keys = ("device", "backend", "cpu_model", "cpus_usable", "ram_gb", "jax", "datetime_utc")
     return ", ".join(f"{k} {d[k]}" for k in keys if d.get(k) is not None)
 
 
@@ -118,9 +120,9 @@ def compare(old: dict, new: dict) -> str:
 
 def table(data: dict) -> str:
     """The Markdown table of one loaded suite file: one line per row, in file order."""
-    head = "| method | size | model | init s | compile s | step s | peak GB | step CPU s "
-    head += "| load avg | note |"
-    lines = [f"machine: {_machine(data)}", "", head, "|" + "---|" * 10]
+    head = "| method | size | model | init s | compile s | step s | peak GB | device GB "
+    head += "| step CPU s | load avg | note |"
+    lines = [f"machine: {_machine(data)}", "", head, "|" + "---|" * 11]
     for r in data["results"]:
         if "error" in r:
             model = "-"
@@ -132,7 +134,7 @@ def table(data: dict) -> str:
             model += ", remat" if r.get("remat") else ""
         load = r.get("loadavg_end") or r.get("loadavg_start") or ["-"]
         cells = [r["method"], r["size"], model]
-        keys = ("init_s", "compile_s", "step_s", "peak_rss_gb", "step_cpu_s")
+        keys = ("init_s", "compile_s", "step_s", "peak_rss_gb", "peak_device_gb", "step_cpu_s")
         cells += [_fmt(r.get(k)) for k in keys]
         cells += [_fmt(load[0]) if load != ["-"] else "-", r.get("error", "")]
         lines.append("| " + " | ".join(cells) + " |")

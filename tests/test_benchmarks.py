@@ -74,12 +74,16 @@ def test_compare_ratios_are_new_over_old(tmp_path, capsys):
 def test_single_file_table_lists_every_row(tmp_path, capsys):
     ok = dict(_row("darts_2nd", "paper", 100.0, 50.0, 8.0), kind="search", init_channels=16)
     ok.update(layers=8, batch=64, order="second", remat=True, init_s=20.0, loadavg_end=[3.5, 2, 1])
+    gpu = dict(_row("darts_1st", "paper", 30.0, 0.05, 2.0), kind="search", init_channels=16)
+    gpu.update(layers=8, batch=64, init_s=5.0, peak_device_gb=6.5, step_cpu_s=0.01)
     bad = dict(method="retrain_imagenet", size="paper", error="killed: ran past the 9 s limit")
-    compare.main([_write(tmp_path / "one.json", _suite([ok, bad]))])
+    compare.main([_write(tmp_path / "one.json", _suite([ok, bad, gpu]))])
     rows = _table_rows(capsys.readouterr().out)
+    # init, compile, step, host GB, device GB (accelerator files only), step CPU s
+    assert rows["darts_1st", "paper"][1:7] == ["5", "30", "0.05", "2", "6.5", "0.01"]
     assert rows["darts_2nd", "paper"] == [
         "C=16, 8 cells, batch 64, second order, remat",
-        *["20", "100", "50", "8", "-", "3.5", ""],
+        *["20", "100", "50", "8", "-", "-", "3.5", ""],
     ]
     assert rows["retrain_imagenet", "paper"][-1] == "killed: ran past the 9 s limit"
 
@@ -181,6 +185,11 @@ def test_run_child_result_error_memory_limit_and_partial(tmp_path):
                 print("noise"); print(json.dumps({"x": 1}))
             elif mode == "fail":
                 raise SystemExit("bad input: no such row")
+            elif mode == "abort":  # as XLA does on a failed CHECK: a fatal log line, SIGABRT
+                sys.stderr.write("I1126 info\\nF1126 01:54:38 x.cc:703] Check failed: a == b"
+                    + " (256 vs. 32)\\n*** Check failure stack trace: ***\\n    @ 0x7f\\n")
+                sys.stderr.flush()
+                os.abort()
             elif mode == "big":
                 block = bytearray(400 * 2**20)  # resident once written
                 for i in range(0, len(block), 4096):
@@ -196,12 +205,21 @@ def test_run_child_result_error_memory_limit_and_partial(tmp_path):
     assert common.run_child(str(script), ["ok"]) == {"x": 1}
     r = common.run_child(str(script), ["fail"])
     assert r["error"] == "bad input: no such row" and "partial" not in r
+    r = common.run_child(str(script), ["abort"])
+    assert r["error"] == "killed by signal 6: Check failed: a == b (256 vs. 32)"
     r = common.run_child(str(script), ["big"], max_rss_gb=0.2, timeout_s=25)
     assert r["error"] == "killed: resident memory passed the 0.2 GB limit"
     assert r["observed_peak_gb"] > 0.2
     r = common.run_child(str(script), ["hang"], timeout_s=2)
     assert r["error"] == "killed: ran past the 2 s limit"
     assert r["partial"] == {"init_s": 1.5, "compile_s": 2.5}
+
+
+def test_fatal_line_is_the_last_fatal_log_line():
+    assert common.fatal_line("I0 ok\nW1 careful\n") is None
+    text = "F1126 a.cc:1] first\nnoise\nF1126 b.cc:2] Check failed: x (1 vs. 2)\n  @ 0x1\n"
+    assert common.fatal_line(text) == "Check failed: x (1 vs. 2)"
+    assert common.fatal_line("F1126 c.cc:3] out of range\n") == "F1126 c.cc:3] out of range"
 
 
 def test_time_step_runs_one_warmup_then_steps(tmp_path, monkeypatch):
