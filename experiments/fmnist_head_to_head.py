@@ -412,11 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="search.KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    from jaxnas.cli import _CliLogging, enable_compilation_cache
+    from jaxnas.cli import CliLogging, enable_compilation_cache
 
     enable_compilation_cache()
     try:
-        with _CliLogging(verbose=False):
+        with CliLogging(verbose=False):
             out = run(
                 args.config,
                 args.workdir,

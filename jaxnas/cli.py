@@ -56,7 +56,7 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-class _CliLogging:
+class CliLogging:
     """For the duration of a command: INFO lines of the ``jaxnas`` logger to stderr, not
     propagated (absl, imported by orbax, installs a root handler that would print them
     twice); absl/orbax at ERROR. Restores the previous setup afterwards."""
@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = _user_errors()
     enable_compilation_cache()
     try:
-        with _CliLogging(args.verbose):
+        with CliLogging(args.verbose):
             return args.func(args)
     except errors as e:
         print(f"jaxnas: error: {_one_line(e)}", file=sys.stderr)
