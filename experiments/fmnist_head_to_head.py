@@ -62,7 +62,9 @@ COLUMNS = (
 
 
 def load_experiment(path: str, quick: bool, sets: Sequence[str] = ()) -> dict[str, Any]:
-    """The experiment config of ``path`` as a plain dict, ``quick`` merged in.
+    """The experiment config of ``path`` as a plain dict, ``quick`` merged in (its
+    ``seeds``, ``search`` and ``retrain`` overrides, and ``methods``: a row's own extra
+    search overrides).
 
     ``sets`` are ``search.KEY=VALUE`` / ``retrain.KEY=VALUE`` overrides of the shared
     search and retraining overrides, or ``ROW.KEY=VALUE``: a search override of one
@@ -86,6 +88,12 @@ def load_experiment(path: str, quick: bool, sets: Sequence[str] = ()) -> dict[st
         exp["seeds"] = tuple(q.get("seeds", exp["seeds"][:1]))
         exp["search"].update(_as_overrides(q.get("search") or (), "quick.search"))
         exp["retrain"].update(_as_overrides(q.get("retrain") or (), "quick.retrain"))
+        for name, items in (q.get("methods") or {}).items():
+            if name not in exp["methods"]:
+                raise ValueError(
+                    f"quick.methods names {name!r}, not a row; rows: {', '.join(exp['methods'])}"
+                )
+            exp["methods"][name][1].update(_as_overrides(items, f"quick.methods.{name}"))
     for item in sets:
         part, _, rest = item.partition(".")
         if part in ("search", "retrain"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxnas.config import load_config
 from jaxnas.genotype import DARTS_V2, Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,17 @@ def test_load_experiment_quick_and_overrides():
     assert quick["search"]["search.epochs"] == "1"
     assert quick["search"]["model.init_channels"] == full["search"]["model.init_channels"]
     assert int(quick["retrain"]["data.limit"]) < int(full["retrain"]["data.limit"])
+    # the quick SparseNAS rows end at the full budget's lambda, lam_step * (epochs - 1)
+    plain = h2h.load_experiment(CONFIG, quick=True)
+    for row in ("sparsenas_hapg", "sparsenas_adamhapg"):
+        q, f = plain["methods"][row][1], full["methods"][row][1]
+        assert "search.lam_step" not in f  # full: the tiny config's own step
+        full_end = load_config(full["methods"][row][0]).search.lam_step * (
+            int(full["search"]["search.epochs"]) - 1
+        )
+        quick_end = float(q["search.lam_step"]) * (int(plain["search"]["search.epochs"]) - 1)
+        assert quick_end == pytest.approx(full_end) and full_end > 0
+    assert "search.lam_step" not in quick["methods"]["darts_1st"][1]
     with pytest.raises(ValueError, match="search.KEY=VALUE"):
         h2h.load_experiment(CONFIG, quick=True, sets=["epochs=1"])
     one = h2h.load_experiment(CONFIG, quick=False, sets=["rarts.search.lam=0.5"])
