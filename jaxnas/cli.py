@@ -96,7 +96,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise RunError(f"{args.config} is a retraining config: use `jaxnas train`")
     progress = not args.no_progress and sys.stderr.isatty()
     if config.method == "sparsenas_rnn":  # text data: its own loop
+        from jaxnas.runtime import Interrupted
         from jaxnas.search.sparsenas_rnn import search
+
+        try:
+            summary = search(config, args.workdir, resume=args.resume, progress=progress)
+        except Interrupted as e:  # SIGTERM/SIGINT: a checkpoint of that step was saved
+            print(f"jaxnas: {_one_line(e)}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        _print_outputs(summary)
+        return 0
     summary = search(config, args.workdir, resume=args.resume, progress=progress)
     _print_outputs(summary)
     return 0
@@ -125,10 +134,32 @@ def _print_outputs(summary: dict) -> None:
     print("\n".join(lines))
 
 
+def _workdir_method(path: str) -> str | None:
+    """The ``method`` of the config.json of a workdir, or of the workdir around a
+    checkpoint folder ``workdir/<folder>/<step>``; None when there is none."""
+    path = os.path.abspath(path)
+    for root in (path, os.path.dirname(os.path.dirname(path))):
+        try:
+            with open(os.path.join(root, "config.json"), encoding="utf-8") as f:
+                return json.load(f).get("method")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from jaxnas.run import replot
 
-    out = replot(args.workdir)
+    if _workdir_method(args.workdir) in ("sparsenas_rnn", "train_rnn"):  # recurrent cells
+        from jaxnas.rnn.draw import replot as replot_rnn
+        from jaxnas.runtime import RunError
+
+        try:
+            out = replot_rnn(args.workdir)
+        except FileNotFoundError as e:
+            raise RunError(str(e)) from e
+    else:
+        out = replot(args.workdir)
     for what, paths in out.items():
         paths = paths if isinstance(paths, list) else [paths]
         print(f"{what}: {', '.join(os.fspath(p) for p in paths)}")
@@ -165,7 +196,8 @@ def _add_plot(sub) -> None:
     p = sub.add_parser(
         "plot",
         help="redraw the pictures of a search workdir",
-        description="Redraw alphas.png, curves.png and the genotype pictures from saved files.",
+        description="Redraw alphas.png, curves.png and the genotype pictures from saved files "
+        "(a search workdir; for the recurrent space also a train_rnn workdir).",
     )
     p.add_argument("--workdir", required=True, help="a search workdir")
     p.set_defaults(func=_cmd_plot)
@@ -181,9 +213,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from jaxnas.train_rnn import train as train_rnn
 
         progress = not args.no_progress and sys.stderr.isatty()
-        s = train_rnn(
-            config, args.workdir, genotype=args.genotype, resume=args.resume, progress=progress
-        )
+        try:
+            s = train_rnn(
+                config, args.workdir, genotype=args.genotype, resume=args.resume, progress=progress
+            )
+        except Interrupted as e:
+            print(f"jaxnas: {_one_line(e)}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         best = s["best"]
         print(
             f"network:   {s['params_M']:.3f}M parameters\n"
@@ -254,6 +290,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for item in args.set or ():
         key, _, value = item.partition("=")
         overrides[key] = value
+    if _workdir_method(args.checkpoint) == "train_rnn":  # a language model: perplexity
+        from jaxnas.train_rnn import evaluate as evaluate_rnn
+
+        r = evaluate_rnn(args.checkpoint, overrides=overrides, which=args.which)
+        if args.json:
+            print(json.dumps(r, sort_keys=True))
+            return 0
+        print(
+            f"checkpoint:       {r['checkpoint']}{' (ASGD average)' if r['asgd'] else ''}\n"
+            f"test perplexity:  {r['test/ppl']:.2f} (loss {r['test/loss']:.4f} per token)\n"
+            f"valid perplexity: {r['valid/ppl']:.2f} (loss {r['valid/loss']:.4f} per token)\n"
+            f"parameters:       {r['params_M']:.3f}M"
+        )
+        return 0
     r = evaluate(args.checkpoint, overrides=overrides, which=args.which)
     acc = r["test/accuracy"]
     if args.json:
@@ -280,8 +330,9 @@ def _add_eval(sub) -> None:
         "eval",
         help="evaluate a retraining checkpoint on the test split",
         description="Test top-1/top-5, parameters, multiply-adds and images/s of a retrained "
-        "network. CHECKPOINT is a `jaxnas train` workdir (its best state, else the latest) or a "
-        "checkpoint folder inside one.",
+        "network (test loss and perplexity for a recurrent cell, method train_rnn). CHECKPOINT "
+        "is a `jaxnas train` workdir (its best state, else the latest) or a checkpoint folder "
+        "inside one.",
     )
     p.add_argument(
         "--checkpoint", required=True, help="train workdir or workdir/checkpoints/<step>"

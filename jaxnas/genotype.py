@@ -967,7 +967,7 @@ def _bezier(p0: np.ndarray, p2: np.ndarray, rad: float, t: np.ndarray) -> np.nda
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * c + t**2 * p2
 
 
-def _route_edges(
+def route_edges(
     edges: Sequence[tuple[str, int, int]],
     pos: dict[int, tuple[float, float]],
     r: float,
@@ -1068,7 +1068,7 @@ def plot_cell(cell: CellGenotype, path: str | os.PathLike[str], title: str = "")
         merged.setdefault((s, d), []).append(op)
     drawable = [("\n".join(ops), s, d) for (s, d), ops in merged.items()]
     concat = [c for c in dict.fromkeys(cell.concat) if c in pos and c != out_id]
-    routes = _route_edges(drawable, pos, r, [(c, out_id) for c in concat])
+    routes = route_edges(drawable, pos, r, [(c, out_id) for c in concat])
 
     xs = [p[0] for p in pos.values()] + [x for _, x, _ in routes]
     ys = [p[1] for p in pos.values()] + [y for _, _, y in routes]

@@ -1,9 +1,10 @@
 """Run plumbing shared by the search and the retraining loops.
 
 Orbax checkpoint managers with a compatibility check before restoring, a metric
-meter that averages step metrics on the host, JSON-lines records, the ``log.txt``
-handler, and :class:`RunError`, the one-line error of a run that cannot start or
-continue.
+meter that averages step metrics on the host, JSON-lines records (and their
+truncation on resume), atomic JSON files, the ``log.txt`` handler, the SIGTERM/SIGINT
+flag a loop checks between steps (:class:`StopFlag`, :class:`Interrupted`), and
+:class:`RunError`, the one-line error of a run that cannot start or continue.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +33,10 @@ __all__ = [
     "append_jsonl",
     "diff_configs",
     "FileLog",
+    "Interrupted",
+    "StopFlag",
+    "write_json",
+    "truncate_metrics",
 ]
 
 logger = logging.getLogger("jaxnas")
@@ -191,3 +199,73 @@ def restore(mngr, step: int, target: Any, ckpt_dir: str) -> Any:
             f"checkpoint {ckpt_dir}/{step} does not match this config ({first}); "
             "resume with the config it was written with, or use a fresh --workdir"
         ) from e
+
+
+def write_json(path: str, obj: Any) -> None:
+    """``obj`` as indented JSON, written atomically (a kill never leaves half a file)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def truncate_metrics(path: str, step: int) -> None:
+    """Keep the records of a ``metrics.jsonl`` with ``step <= step`` (a resume drops what
+    was written after its checkpoint, so no record is duplicated)."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if rec.get("step", 0) <= step:
+                keep.append(rec)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in keep:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class Interrupted(RuntimeError):
+    """A SIGTERM/SIGINT stopped a run after a checkpoint was written."""
+
+
+class StopFlag:
+    """Turns SIGTERM/SIGINT into a flag checked between steps (a second signal aborts).
+
+    A context manager: installs the handlers on entry (main thread only) and restores
+    the previous ones on exit. The loop polls :attr:`signal` (None until a signal came),
+    saves a checkpoint and raises :class:`Interrupted`.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        logger.warning(
+            "%s: saving a checkpoint after this step, then stopping",
+            signal.Signals(signum).name,
+        )
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else ""
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

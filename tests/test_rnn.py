@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -443,6 +444,7 @@ def test_tiny_search_end_to_end_and_resume(tmp_path):
         "model.size=8",
         "search.lam_step=3.0",
         "optim.a_lr=0.05",
+        "run.tensorboard=true",
     ]
     cfg = os.path.join(ROOT, "configs", "sparsenas_rnn_tiny.py")
     full = search(load_config(cfg, over), tmp_path / "full", progress=False)
@@ -456,12 +458,37 @@ def test_tiny_search_end_to_end_and_resume(tmp_path):
         theta = f["recurrent"]
     assert theta.shape == (6, 4) and np.any(theta == 0)
     assert derive_rnn(theta) == g
-    # killed after epoch 1, resumed: the same architecture as the uninterrupted run
-    search(load_config(cfg, [*over[1:], "search.epochs=1"]), tmp_path / "part", progress=False)
+    # TensorBoard: every epoch record's numbers at the epoch's last step
+    from test_rnn_runtime import _read_events  # tests/ is on sys.path (pytest prepend mode)
+
+    ends = [r["step"] for r in records if r["kind"] == "epoch"]
+    tags = _read_events(tmp_path / "full" / "tb")
+    for tag in ("train/loss", "valid/ppl", "theta_zero_frac", "lam", "n_nodes"):
+        assert [s for s, _ in tags[tag]] == ends, tag
+    # SIGTERM in the middle of epoch 2 (a checkpoint of that step), resumed: the same
+    # architecture as the uninterrupted run, bit for bit
+    from jaxnas.runtime import Interrupted
+
+    kill_at = ends[0] + 3
+
+    def on_step(epoch, step):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted, match=f"at step {kill_at}"):
+        search(load_config(cfg, over), tmp_path / "part", progress=False, on_step=on_step)
+    assert sorted(os.listdir(tmp_path / "part" / "checkpoints")) == sorted(
+        [str(ends[0]), str(kill_at)]
+    )
     part = search(load_config(cfg, over), tmp_path / "part", resume=True, progress=False)
     assert part["genotype"] == full["genotype"]
     with np.load(tmp_path / "part" / "alphas" / "epoch_002.npz") as f:
         np.testing.assert_array_equal(f["recurrent"], theta)
+    part_records = [json.loads(x) for x in open(tmp_path / "part" / "metrics.jsonl")]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in part_records] == [
+        {k: v for k, v in r.items() if k != "time"} for r in records
+    ]  # the cut epoch's record too: its step metrics were kept for the resume
+    assert os.path.exists(tmp_path / "part" / "genotype_recurrent.png")
 
 
 @pytest.mark.slow
