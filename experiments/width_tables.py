@@ -12,9 +12,10 @@ F. Xue, PhD thesis (UC Irvine 2022), Ch. 4.  Each subcommand runs ``jaxnas compr
 * ``table42``: the MobileNetV2 ablation: scores searched by RARTS, DARTS-1, DARTS-2
   with the learned ratio (keep the non-zero scores), random pruning at RARTS' ratio
   (``configs/width_mobilenetv2_imagenet.py``); ``--fmnist``: the PreActResNet demo.
-* ``table44``: SiDT on Swin-T at 20/40/60/80 % (``configs/sidt_swin_t_imagenet20.py``
-  or ``--config``); ``--fmnist``: ViT-tiny on Fashion-MNIST
-  (``configs/sidt_vit_fmnist_tiny.py``).
+* ``table44``: SiDT on Swin-T at 20/40/60/80 %, CIFAR-100 resized to 224x224
+  (``configs/sidt_swin_t_cifar100.py`` or ``--config``); ``--fmnist``: ViT-tiny on
+  Fashion-MNIST (``configs/sidt_vit_fmnist_tiny.py``).
+* ``table45``: the same rows on ImageNet-20 (``configs/sidt_swin_t_imagenet20.py``).
 
 A method's search (or training) does not depend on the pruning ratio: the first ratio
 runs it, the other ratios reuse its checkpoints (``resume``) and only prune and
@@ -42,8 +43,10 @@ CONFIGS = {
     ("table41", True): "configs/width_fmnist_tiny.py",
     ("table42", False): "configs/width_mobilenetv2_imagenet.py",
     ("table42", True): "configs/width_fmnist_tiny.py",
-    ("table44", False): "configs/sidt_swin_t_imagenet20.py",
+    ("table44", False): "configs/sidt_swin_t_cifar100.py",
     ("table44", True): "configs/sidt_vit_fmnist_tiny.py",
+    ("table45", False): "configs/sidt_swin_t_imagenet20.py",
+    ("table45", True): "configs/sidt_vit_fmnist_tiny.py",
 }
 
 #: NetSlim's l1 is a subgradient *before* momentum SGD: a constant push gamma sgn(s)
@@ -100,7 +103,7 @@ def rows(table: str, fmnist: bool = False) -> list[dict[str, Any]]:
             )
         )
         return out
-    if table == "table44":
+    if table in ("table44", "table45"):
         return [
             dict(
                 name=f"sidt_{int(r * 100)}",
@@ -213,7 +216,7 @@ def plot_widths(results, path: str, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("table", choices=("table41", "table42", "table44"))
+    parser.add_argument("table", choices=("table41", "table42", "table44", "table45"))
     parser.add_argument("--fmnist", action="store_true", help="the CPU miniature")
     parser.add_argument("--config", default=None, help="override the table's config file")
     parser.add_argument("--out", required=True, help="output folder (one workdir per row)")

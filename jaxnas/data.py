@@ -37,6 +37,7 @@ import numpy as np
 __all__ = [
     "DATASETS",
     "NORMALIZATION",
+    "CLASS_SUBSETS",
     "ArrayDataset",
     "Augment",
     "DatasetNotFoundError",
@@ -55,8 +56,15 @@ DATASETS: tuple[str, ...] = (
     "cifar10",
     "cifar100",
     "imagenet2012",
+    "imagenet20",
     "digits",
 )
+
+#: Class subsets of a streamed dataset: name -> (base dataset, classes, draw seed).
+#: ``imagenet20`` is the thesis's ImageNet-20 (F. Xue 2022, Sec. 4.2.2: 20 random classes,
+#: ~26k train / 1k val images); its classes are not published, so they are drawn here
+#: with a fixed seed (:func:`jaxnas.data_imagenet.draw_classes`), like DIGITS' split.
+CLASS_SUBSETS: dict[str, tuple[str, int, int]] = {"imagenet20": ("imagenet2012", 20, 0)}
 
 #: Per-channel (mean, std) in [0, 1] pixel units, computed on each training set.
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -67,6 +75,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),  # torchvision's MNIST example
     "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet20": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # Our 80/20 "train" split of sklearn's DIGITS after scaling 0..16 -> 0..255 (uint8);
     # tests/test_data.py recomputes these.
     "digits": ((0.3055,), (0.3759,)),
@@ -78,6 +87,7 @@ _NUM_CLASSES: dict[str, int] = {
     "cifar10": 10,
     "cifar100": 100,
     "imagenet2012": 1000,
+    "imagenet20": 20,
     "digits": 10,
 }
 
@@ -160,6 +170,11 @@ def load(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
 
+    if name in CLASS_SUBSETS:
+        raise ValueError(
+            f"{name} is a class subset of {CLASS_SUBSETS[name][0]} and is streamed, not loaded "
+            "into memory: use jaxnas.width.data (jaxnas compress) or jaxnas.data_imagenet"
+        )
     if name == "digits":
         return _load_digits(split, limit)
     if name == "fashion_mnist":
@@ -586,6 +601,7 @@ SEARCH_AUGMENT: dict[str, Augment] = {
     "fashion_mnist": Augment(crop_padding=2, flip=True),
     "mnist": Augment(),  # digits are not mirror-symmetric
     "imagenet2012": Augment(flip=True),
+    "imagenet20": Augment(flip=True),
     "digits": Augment(),
 }
 

@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import copy
 import dataclasses
 import io
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -55,17 +57,22 @@ __all__ = [
     "EvalTransform",
     "ImageNetLoader",
     "ImageNetSource",
+    "SubsetSource",
     "TrainTransform",
     "adjust_hue",
     "center_crop",
     "center_crop_box",
+    "class_names",
+    "class_subset",
     "color_jitter",
+    "draw_classes",
     "eval_batches",
     "eval_transform",
     "random_resized_crop",
     "random_resized_crop_box",
     "resize_shorter",
     "resized_shorter_size",
+    "scan_labels",
     "to_rgb",
     "train_transform",
 ]
@@ -822,3 +829,177 @@ def eval_batches(
             yield (images, labels, mask), tasks
 
     return _iterate(batches(), fill, workers, prefetch)
+
+
+# --------------------------------------------------------------------------------------------
+# Subsets: index sets and class subsets (ImageNet-20)
+# --------------------------------------------------------------------------------------------
+
+
+class SubsetSource:
+    """A view of ``indices`` of a source, optionally with its labels mapped to new ones.
+
+    Record ``i`` of the view is record ``indices[i]`` of ``source``, with label
+    ``label_map[label]`` when ``label_map`` is given (a record whose mapped label is
+    negative, i.e. outside the subset's classes, raises ValueError). It has what
+    :class:`ImageNetLoader` and :func:`eval_batches` read (``len``, ``read``,
+    ``num_classes``, ``normalization``), so the loaders stream a subset unchanged; views
+    nest (a bi-level half of a class subset).
+
+    Attributes:
+      indices: ``int64`` ``(n,)`` record indices into ``source``.
+      num_classes: the view's number of classes.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        indices: Sequence[int] | np.ndarray,
+        *,
+        label_map: np.ndarray | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1:
+            raise ValueError(f"indices must be 1-d, got shape {idx.shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= len(source)):
+            raise ValueError(f"indices must lie in [0, {len(source)}) (the source's records)")
+        self.source = source
+        self.indices = idx
+        self.label_map = None if label_map is None else np.asarray(label_map, np.int64)
+        if num_classes is None:
+            num_classes = source.num_classes if label_map is None else int(self.label_map.max()) + 1
+        self.num_classes = int(num_classes)
+        self.normalization = source.normalization
+        self.name = getattr(source, "name", "subset")
+        self.split = getattr(source, "split", "")
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def _label(self, label: int) -> int:
+        if self.label_map is None:
+            return int(label)
+        new = int(self.label_map[int(label)])
+        if new < 0:
+            raise ValueError(f"label {label} is not one of this subset's classes")
+        return new
+
+    def read(self, index: int) -> tuple[Image.Image, int]:
+        """``(RGB PIL image, label)`` of record ``index`` of the view."""
+        img, label = self.source.read(int(self.indices[index]))
+        return img, self._label(label)
+
+    def label(self, index: int) -> int:
+        return self._label(self.source.label(int(self.indices[index])))
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        im, label = self.read(index)
+        return np.asarray(im, dtype=np.uint8), label
+
+    def __repr__(self) -> str:
+        return f"SubsetSource({self.source!r}, n={len(self)}, num_classes={self.num_classes})"
+
+
+def _label_view(source: Any) -> Any:
+    """The records of ``source`` read without decoding the image when tfds allows it.
+
+    A tfds data source (a dataclass with a ``decoders`` field, e.g.
+    ``ArrayRecordDataSource``) is shallow-copied with ``SkipDecoding`` on the image field
+    (its NumPy path hands out the encoded bytes): scanning ImageNet's 1.28M labels then
+    costs the reads, not 1.28M JPEG decodes. A copy, not ``dataclasses.replace``: that
+    re-runs ``__post_init__``, which re-opens the files. Anything else is read as it is."""
+    src = getattr(source, "_src", None)
+    if src is None:
+        return None
+    key = getattr(source, "_image_key", "image")
+    if dataclasses.is_dataclass(src) and any(f.name == "decoders" for f in dataclasses.fields(src)):
+        try:
+            import tensorflow_datasets as tfds
+
+            view = copy.copy(src)
+            view.decoders = {key: tfds.decode.SkipDecoding()}
+            return view
+        except Exception:  # noqa: BLE001 - fall back to full reads
+            return src
+    return src
+
+
+def scan_labels(
+    source: Any, *, workers: int = 8, chunk: int = 2048, cache: str | None = None
+) -> np.ndarray:
+    """Every record's label, ``int32`` ``(len(source),)``, read in ``workers`` threads.
+
+    On ImageNet this reads the whole split once (the labels are in the records, and the
+    train records are shuffled), so ``cache`` (an ``.npy`` path) keeps the result: a cache
+    of the right length is loaded instead of scanning, a missing one is written.
+    """
+    n = len(source)
+    if cache and os.path.exists(cache):
+        labels = np.load(cache)
+        if labels.shape == (n,):
+            return labels.astype(np.int32, copy=False)
+    view = _label_view(source)
+    label_key = getattr(source, "_label_key", "label")
+
+    def read(start: int) -> list[int]:
+        keys = list(range(start, min(n, start + chunk)))
+        if view is None:
+            return [int(source.label(k)) for k in keys]
+        if hasattr(view, "__getitems__"):  # array_record reads a batch of keys at once
+            try:
+                return [int(r[label_key]) for r in view.__getitems__(keys)]
+            except TypeError:  # tfds.testing.mock_data's __getitems__ is broken (see data.py)
+                pass
+        return [int(view[k][label_key]) for k in keys]
+
+    starts = list(range(0, n, chunk))
+    if workers > 0 and len(starts) > 1:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(read, starts))
+    else:
+        parts = [read(s) for s in starts]
+    labels = np.asarray([v for p in parts for v in p], dtype=np.int32)
+    if cache:
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        tmp = cache + ".tmp.npy"
+        np.save(tmp, labels)
+        os.replace(tmp, cache)
+    return labels
+
+
+def draw_classes(num_classes: int, k: int, seed: int) -> np.ndarray:
+    """``k`` distinct classes of ``range(num_classes)``, drawn with
+    ``np.random.default_rng(seed)`` and sorted (the subset's label ``j`` is the ``j``-th)."""
+    if not 0 < k <= num_classes:
+        raise ValueError(f"cannot draw {k} of {num_classes} classes")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num_classes, size=k, replace=False)).astype(np.int64)
+
+
+def class_subset(source: Any, classes: Sequence[int], labels: np.ndarray) -> SubsetSource:
+    """The records of ``source`` whose label is in ``classes``, relabelled to
+    ``0..len(classes)-1`` in the order of ``classes``; ``labels`` are all of the source's
+    labels (:func:`scan_labels`). The records keep their order."""
+    classes = np.asarray(classes, np.int64)
+    labels = np.asarray(labels)
+    if labels.shape != (len(source),):
+        raise ValueError(f"need one label per record: {labels.shape} for {len(source)} records")
+    if len(np.unique(classes)) != len(classes):
+        raise ValueError("classes must be distinct")
+    if classes.size and (classes.min() < 0 or classes.max() >= source.num_classes):
+        raise ValueError(f"classes must lie in [0, {source.num_classes})")
+    label_map = np.full(source.num_classes, -1, np.int64)
+    label_map[classes] = np.arange(len(classes))
+    idx = np.flatnonzero(label_map[labels] >= 0)
+    return SubsetSource(source, idx, label_map=label_map, num_classes=len(classes))
+
+
+def class_names(source: Any) -> list[str] | None:
+    """The label names of a tfds source (ImageNet: WordNet ids such as ``n01440764``), or
+    None when the source has none."""
+    try:
+        feature = source._src.dataset_info.features[getattr(source, "_label_key", "label")]
+        return [str(v) for v in feature.names]
+    except (AttributeError, KeyError, TypeError):
+        return None

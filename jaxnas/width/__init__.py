@@ -18,6 +18,9 @@ kept channels.
 * :mod:`jaxnas.width.finetune`: :class:`FineTuner` (warm start, :func:`kd_loss` at T);
 * :mod:`jaxnas.width.compress`: ``jaxnas compress`` for rarts-width / netslim / random
   / sidt (search, prune, fine-tune, workdir);
+* :mod:`jaxnas.width.data`: its data (in-memory datasets, streamed ImageNet /
+  ImageNet-20, the bi-level split by index sets, on-device resize to
+  ``model.input_size``);
 * :mod:`jaxnas.width.groups`: channel groups as data (which axes a score controls);
 * :mod:`jaxnas.width.surgery`: :func:`choose_channels` (global / per-layer ranking,
   ratio or non-zeros), :func:`prune` (sliced variables + the smaller model),

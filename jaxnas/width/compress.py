@@ -35,6 +35,14 @@ A compress workdir holds::
   kept_widths.png        kept / total channels per group
   summary.json           params / MACs before and after, test errors of the unpruned,
                          the pruned (before fine-tuning) and the fine-tuned network
+  classes.json           a class subset's classes (ImageNet-20: the drawn label indices
+                         and WordNet ids, the example counts)
+
+Data (:mod:`jaxnas.width.data`): the in-memory datasets of :mod:`jaxnas.data`, or
+``imagenet2012`` / ``imagenet20`` streamed from tfds records; ``model.input_size``
+resizes in-memory images on the device (CIFAR-100 at Swin-T's 224, thesis Table 4.4).
+Optimisers: ``search.w_optimizer`` / ``finetune.optimizer`` = ``sgd`` | ``adamw`` (Swin's
+recipe for the SiDT Swin configs).
 """
 
 from __future__ import annotations
@@ -95,7 +103,10 @@ def default_config() -> ml_collections.ConfigDict:
     ``strides``, ``stem``; the CPU demo), ``swin_t``, ``vit_tiny``), ``num_classes``
     (0: the dataset's), ``depthwise`` (MobileNetV2: ``"auto"`` = ``custom_vjp``, with a
     ``shifted`` twin for DARTS-2's forward mode), ``kwargs`` (JSON object passed to the
-    transformer factories).
+    transformer factories), ``input_size`` (the side ``S`` the network sees; 0: the
+    images as loaded; in-memory datasets are resized bilinearly on the device, e.g.
+    CIFAR-100 32 -> 224 for Swin-T; ImageNet crops ``S`` (0: 224); see
+    :mod:`jaxnas.width.data`).
 
     ``search``: ``epochs``, ``order`` (``rarts`` | ``darts1`` | ``darts2``; the
     rarts-width / sidt search), ``lr``, ``lr_min``, ``schedule`` (``step``: NetSlim's
@@ -103,14 +114,18 @@ def default_config() -> ml_collections.ConfigDict:
     ``grad_clip`` (0: off), ``a_lr`` / ``a_momentum`` (the scores' SGD), ``gamma`` (the
     l1 weight: thesis 1e-4; NetSlim's on the BN scales), ``l1`` (``prox`` |
     ``subgradient``), ``lam`` / ``beta`` (RARTS, not given by the thesis: 1, 1),
-    ``w_init``.  Thesis values (L1208): lr 0.1, weight decay 1e-4, 160 epochs, gamma 1e-4.
+    ``w_init``, ``w_optimizer`` (``sgd``: momentum SGD, coupled decay; ``adamw``: Swin's
+    AdamW, ``b1``, ``b2``, ``eps``, decoupled decay on kernels only), ``warmup_epochs`` /
+    ``warmup_lr`` (schedule ``warmup_cosine``: Swin's per-step linear warm-up then
+    cosine).  Thesis values (L1208): lr 0.1, weight decay 1e-4, 160 epochs, gamma 1e-4.
 
     ``prune``: ``mode`` (``ratio`` | ``nonzero``), ``ratio``, ``scope`` (``global`` |
     ``layer``), ``min_keep``.
 
     ``finetune``: ``epochs``, ``lr``, ``lr_min``, ``schedule``, ``momentum``,
     ``weight_decay``, ``grad_clip``, ``label_smoothing``, ``kd_weight`` (0: plain CE),
-    ``temperature`` (thesis: 4).
+    ``temperature`` (thesis: 4), ``optimizer`` / ``b1`` / ``b2`` / ``eps`` /
+    ``warmup_epochs`` / ``warmup_lr`` (as the search's).
     """
     c = ml_collections.ConfigDict()
     c.model = ml_collections.ConfigDict(
@@ -125,6 +140,7 @@ def default_config() -> ml_collections.ConfigDict:
             stem=16,
             depthwise="auto",
             kwargs="{}",
+            input_size=0,
         )
     )
     c.search = ml_collections.ConfigDict(
@@ -144,6 +160,12 @@ def default_config() -> ml_collections.ConfigDict:
             lam=1.0,
             beta=1.0,
             w_init="copy",
+            w_optimizer="sgd",
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            warmup_epochs=0.0,
+            warmup_lr=0.0,
         )
     )
     c.prune = ml_collections.ConfigDict(dict(mode="ratio", ratio=0.4, scope="global", min_keep=1))
@@ -159,6 +181,12 @@ def default_config() -> ml_collections.ConfigDict:
             label_smoothing=0.0,
             kd_weight=1.0,
             temperature=4.0,
+            optimizer="sgd",
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            warmup_epochs=0.0,
+            warmup_lr=0.0,
         )
     )
     return c
@@ -286,45 +314,14 @@ def plot_kept_widths(widths: Mapping[str, Any], path: str, title: str = "") -> s
 # ------------------------------------------------------------------------------ data
 
 
-def _augment(d):
-    from jaxnas import data
+def _data(config, split: bool):
+    """:func:`jaxnas.width.data.build_data`, its errors as RunError."""
+    from jaxnas.width.data import build_data
 
-    return data.Augment(crop_padding=d.crop_padding, flip=d.flip, cutout=d.cutout)
-
-
-def _loaders(config, split: bool):
-    """``(weight loader, D_p loader or None, full-train loader, test dataset)``."""
-    from jaxnas import data
-
-    d = config.data
-    if d.dataset not in data.DATASETS:
-        raise RunError(
-            f"unknown dataset {d.dataset!r} in data.dataset; known: {', '.join(data.DATASETS)}"
-        )
-    if d.dataset == "imagenet2012":
-        raise RunError(
-            "jaxnas compress reads in-memory datasets only (cifar10, cifar100, fashion_mnist, "
-            "digits); the streaming ImageNet pipeline is not wired into it yet"
-        )
-    kw = dict(data_dir=d.data_dir or None)
-    pad = d.pad_to or None
     try:
-        train = data.load(d.dataset, "train", limit=d.limit or None, **kw)
-        test = data.load(d.dataset, "test", **kw)
-        full = data.Loader(
-            train, None, d.batch_size, seed=config.seed, augment=_augment(d), pad_to=pad
-        )
-        if not split:
-            return full, None, full, test
-        a_idx, p_idx = data.bilevel_split(len(train), seed=config.seed, portion=d.portion)
-        seeds = [int(s) for s in np.random.SeedSequence(config.seed).generate_state(2)]
-        la, lp = (
-            data.Loader(train, idx, d.batch_size, seed=s, augment=_augment(d), pad_to=pad)
-            for idx, s in ((a_idx, seeds[0]), (p_idx, seeds[1]))
-        )
+        return build_data(config, split)
     except ValueError as e:
         raise RunError(f"data: {e}") from e
-    return la, lp, full, test
 
 
 def _evaluate(eval_step, state, batches: Iterable) -> dict[str, float]:
@@ -532,6 +529,24 @@ def compress(
         raise RunError(
             f"{method} prunes to a ratio: set prune.mode='ratio' (nonzero needs exact-zero scores)"
         )
+    from jaxnas.width.search import OPTIMIZERS, make_schedule
+
+    for key, name in (("search.w_optimizer", s.w_optimizer), ("finetune.optimizer", f.optimizer)):
+        if name not in OPTIMIZERS:
+            raise RunError(f"{key} must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    for key, sec in (("search", s), ("finetune", f)):
+        try:  # fail before the search, not after it, on a schedule the fine-tuning can't use
+            make_schedule(
+                sec.schedule,
+                sec.lr,
+                sec.lr_min,
+                max(sec.epochs, 1),
+                1,
+                warmup_epochs=sec.warmup_epochs,
+                warmup_lr=sec.warmup_lr,
+            )
+        except ValueError as e:
+            raise RunError(f"{key}: {e}") from e
     searching = method in ("rarts-width", "sidt")
     if searching and s.order not in ("rarts", "darts1", "darts2"):
         raise RunError(f"search.order must be rarts, darts1 or darts2, got {s.order!r}")
@@ -575,12 +590,14 @@ def compress(
         with open(paths["config"], "w", encoding="utf-8") as fh:
             fh.write(config_to_json(config) + "\n")
 
-        from jaxnas.train import eval_batches
-
-        la, lp, full, test = _loaders(config, split=order != "joint")
-        num_classes = int(m.num_classes or test.num_classes)
-        sample, _ = next(iter(la.epoch(0)))
-        input_shape = tuple(int(v) for v in sample.shape[1:])
+        data = _data(config, split=order != "joint")
+        la, lp, full = data.weights, data.arch, data.full
+        if data.info:  # a class subset (ImageNet-20): which classes, for the record
+            with open(os.path.join(wd, "classes.json"), "w", encoding="utf-8") as fh:
+                json.dump(data.info, fh, indent=1)
+        num_classes = int(m.num_classes or data.num_classes)
+        input_shape = tuple(int(v) for v in data.input_shape)
+        sample = np.zeros((1, *input_shape), np.float32)
         try:
             model = build_model(m, num_classes)
             hvp = build_model(m, num_classes, forward_mode=True) if order == "darts2" else None
@@ -605,6 +622,12 @@ def compress(
                 epochs=max(s.epochs, 1),
                 steps_per_epoch=spe,
                 hvp_model=hvp,
+                optimizer=s.w_optimizer,
+                b1=s.b1,
+                b2=s.b2,
+                eps=s.eps,
+                warmup_epochs=s.warmup_epochs,
+                warmup_lr=s.warmup_lr,
             )
         except ValueError as e:
             raise RunError(f"cannot set up {method}: {e}") from e
@@ -623,15 +646,12 @@ def compress(
             s.epochs,
             wd,
         )
-        ebs = config.data.batch_size
-        test_batches = lambda: eval_batches(
-            test, ebs, pad_to=config.data.pad_to or None, limit=config.run.eval_limit
-        )
+        test_batches = data.test
         state = search.init(config.seed, sample)
         if lp is None:
-            batches = lambda e: ((b,) for b in la.epoch(e))
+            batches = lambda e: ((b,) for b in data.epochs(la)(e))
         else:  # (D_a batch, D_p batch)
-            batches = lambda e: zip(la.epoch(e), lp.epoch(e))
+            batches = lambda e: zip(data.epochs(la)(e), data.epochs(lp)(e))
         state = _run_phase(
             "search",
             search.train_step,
@@ -696,21 +716,30 @@ def compress(
 
         # ---- fine-tune (warm start, KD from the unpruned network) ----
         f_spe = len(full)
-        tuner = FineTuner(
-            small,
-            teacher=(model, variables),
-            kd_weight=f.kd_weight,
-            temperature=f.temperature,
-            lr=f.lr,
-            lr_min=f.lr_min,
-            schedule=f.schedule,
-            momentum=f.momentum,
-            weight_decay=f.weight_decay,
-            grad_clip=f.grad_clip,
-            label_smoothing=f.label_smoothing,
-            epochs=max(f.epochs, 1),
-            steps_per_epoch=f_spe,
-        )
+        try:
+            tuner = FineTuner(
+                small,
+                teacher=(model, variables),
+                kd_weight=f.kd_weight,
+                temperature=f.temperature,
+                lr=f.lr,
+                lr_min=f.lr_min,
+                schedule=f.schedule,
+                momentum=f.momentum,
+                weight_decay=f.weight_decay,
+                grad_clip=f.grad_clip,
+                label_smoothing=f.label_smoothing,
+                epochs=max(f.epochs, 1),
+                steps_per_epoch=f_spe,
+                optimizer=f.optimizer,
+                b1=f.b1,
+                b2=f.b2,
+                eps=f.eps,
+                warmup_epochs=f.warmup_epochs,
+                warmup_lr=f.warmup_lr,
+            )
+        except ValueError as e:
+            raise RunError(f"cannot set up fine-tuning: {e}") from e
         ft_state = tuner.init(small_vars, seed=config.seed)
         pruned_err = _evaluate(tuner.eval_step, ft_state, test_batches())
         ft_state = _run_phase(
@@ -718,7 +747,7 @@ def compress(
             tuner.train_step,
             tuner.eval_step,
             ft_state,
-            batches=lambda e: ((b,) for b in full.epoch(1000 + e)),
+            batches=lambda e: ((b,) for b in data.epochs(full)(1000 + e)),
             steps_per_epoch=f_spe,
             epochs=f.epochs,
             ckpt_dir=paths["finetune_ckpt"],

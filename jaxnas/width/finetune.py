@@ -80,14 +80,17 @@ def _join(params, stats, fixed) -> dict[str, Any]:
 
 
 class FineTuner:
-    """Warm-start SGD on a (pruned) network, with optional distillation from a teacher.
+    """Warm-start training (SGD or AdamW) of a (pruned) network, optionally distilling.
 
     Args:
       model: the student (any Flax module with ``apply(variables, x, train=...)``).
       teacher: ``(module, variables)`` of the unpruned network, or None (no KD).
       kd_weight: weight of the KD term (0: plain cross entropy; then no teacher is run).
       temperature: ``T`` of the KD term.
-      lr, lr_min, schedule, momentum, weight_decay, grad_clip: SGD (``weight_tx``).
+      lr, lr_min, schedule, momentum, weight_decay, grad_clip: the optimiser
+        (:func:`jaxnas.width.search.weight_tx`, :func:`~jaxnas.width.search.make_schedule`).
+      optimizer, b1, b2, eps: ``"sgd"`` (momentum SGD) or ``"adamw"`` (Swin's recipe).
+      warmup_epochs, warmup_lr: the ``"warmup_cosine"`` schedule's warm-up.
       label_smoothing: of the cross entropy.
       epochs, steps_per_epoch: for the schedule.
       rng_names: rng streams the student's training pass draws from (dropout).
@@ -114,6 +117,12 @@ class FineTuner:
         epochs: int = 1,
         steps_per_epoch: int = 1,
         rng_names: Sequence[str] = ("dropout",),
+        optimizer: str = "sgd",
+        b1: float = 0.9,
+        b2: float = 0.999,
+        eps: float = 1e-8,
+        warmup_epochs: float = 0.0,
+        warmup_lr: float = 0.0,
     ):
         if kd_weight < 0:
             raise ValueError(f"kd_weight must be >= 0, got {kd_weight}")
@@ -127,9 +136,24 @@ class FineTuner:
         self.rng_names = tuple(rng_names)
         self.teacher_model = teacher[0] if teacher is not None and kd_weight > 0 else None
         self.teacher_vars = teacher[1] if self.teacher_model is not None else {}
-        self.lr = make_schedule(schedule, lr, lr_min, epochs, steps_per_epoch)
+        self.lr = make_schedule(
+            schedule,
+            lr,
+            lr_min,
+            epochs,
+            steps_per_epoch,
+            warmup_epochs=warmup_epochs,
+            warmup_lr=warmup_lr,
+        )
         self.tx = weight_tx(
-            self.lr, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip
+            self.lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            optimizer=optimizer,
+            b1=b1,
+            b2=b2,
+            eps=eps,
         )
         self._step = jax.jit(self._train_step)
         self.eval_step = jax.jit(self._eval_step)

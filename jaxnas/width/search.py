@@ -64,11 +64,13 @@ from jaxnas.width.groups import ChannelGroup, get_leaf, set_leaf
 
 __all__ = [
     "L1_FORMS",
+    "OPTIMIZERS",
     "ORDERS",
     "TARGETS",
     "WidthSearch",
     "WidthState",
     "bn_scale_mask",
+    "decay_mask",
     "eval_sums",
     "make_schedule",
     "score_tx",
@@ -78,7 +80,12 @@ __all__ = [
 ORDERS = ("rarts", "darts1", "darts2", "joint")
 L1_FORMS = ("prox", "subgradient")
 TARGETS = ("scores", "bn", "none")
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "constant", "warmup_cosine")
+OPTIMIZERS = ("sgd", "adamw")
+#: parameters Swin's AdamW recipe exempts from weight decay besides every 1-d one (norm
+#: scales, biases): ``no_weight_decay`` / ``no_weight_decay_keywords`` of the Swin and
+#: timm ViT models
+NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed", "pos_embed", "cls_token")
 
 
 class WidthState(flax.struct.PyTreeNode):
@@ -104,13 +111,25 @@ class WidthState(flax.struct.PyTreeNode):
 
 
 def make_schedule(
-    kind: str, lr: float, lr_min: float, epochs: int, steps_per_epoch: int
+    kind: str,
+    lr: float,
+    lr_min: float,
+    epochs: int,
+    steps_per_epoch: int,
+    *,
+    warmup_epochs: float = 0.0,
+    warmup_lr: float = 0.0,
 ) -> optax.Schedule:
-    """Learning rate of step ``t`` (constant within an epoch ``e = t // steps_per_epoch``).
+    """Learning rate of step ``t`` (constant within an epoch ``e = t // steps_per_epoch``,
+    except ``"warmup_cosine"``).
 
     ``"cosine"``: :func:`jaxnas.train.lr_schedule` (per-epoch cosine to ``lr_min``);
     ``"step"``: Network Slimming's ``lr / 10`` at 50 % and ``lr / 100`` at 75 % of the
-    epochs (the settings thesis Sec. 4.2 says it copies); ``"constant"``: ``lr``.
+    epochs (the settings thesis Sec. 4.2 says it copies); ``"constant"``: ``lr``;
+    ``"warmup_cosine"``: Swin's per-step schedule (timm ``CosineLRScheduler`` with a
+    warm-up prefix): linear from ``warmup_lr`` to ``lr`` over ``W = round(warmup_epochs
+    * steps_per_epoch)`` steps, then ``lr_min + (lr - lr_min)(1 + cos(pi (t - W) / (T -
+    W))) / 2`` to ``T = epochs * steps_per_epoch`` (``optax.warmup_cosine_decay_schedule``).
     """
     from jaxnas.train import lr_schedule
 
@@ -126,6 +145,20 @@ def make_schedule(
         )
     if kind == "constant":
         return lambda t: jnp.full((), lr, jnp.float32)
+    if kind == "warmup_cosine":
+        total = epochs * steps_per_epoch
+        warm = int(round(warmup_epochs * steps_per_epoch))
+        if not 0 <= warm < total:
+            raise ValueError(
+                f"warmup_epochs={warmup_epochs} must be >= 0 and shorter than the {epochs} epochs"
+            )
+        return optax.warmup_cosine_decay_schedule(
+            init_value=warmup_lr,
+            peak_value=lr,
+            warmup_steps=warm,
+            decay_steps=total,
+            end_value=lr_min,
+        )
 
     def schedule(t):
         e = jnp.asarray(t) // steps_per_epoch
@@ -135,6 +168,20 @@ def make_schedule(
     return schedule
 
 
+def decay_mask(params: Any) -> Any:
+    """A boolean pytree like ``params``: True where Swin's AdamW recipe applies weight
+    decay (kernels and embeddings of two or more dimensions), False on 1-d leaves (norm
+    scales), on every ``bias`` (an attention's qkv bias may be 2-d) and on
+    :data:`NO_DECAY_NAMES` (Swin's ``build_optimizer``: ``len(shape) == 1 or
+    name.endswith(".bias")`` or a ``no_weight_decay`` keyword)."""
+
+    def decays(path, leaf) -> bool:
+        name = str(getattr(path[-1], "key", path[-1])) if path else ""
+        return np.ndim(leaf) > 1 and name != "bias" and name not in NO_DECAY_NAMES
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
 def weight_tx(
     schedule: optax.Schedule,
     *,
@@ -142,17 +189,35 @@ def weight_tx(
     weight_decay: float,
     grad_clip: float = 0.0,
     bn_l1: tuple[float, Any] | None = None,
+    optimizer: str = "sgd",
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
 ) -> optax.GradientTransformation:
-    """Momentum SGD with coupled weight decay (PyTorch's SGD), optional global-norm clip,
-    and optionally NetSlim's ``gamma sgn(scale)`` on the BN scales ``bn_l1 = (gamma, mask)``
-    (added to the raw gradient before the decay and the step, as NetSlim's ``updateBN``)."""
+    """The weight optimiser: optional global-norm clip, optionally NetSlim's ``gamma
+    sgn(scale)`` on the BN scales ``bn_l1 = (gamma, mask)`` (added to the raw gradient
+    before the decay and the step, as NetSlim's ``updateBN``), then
+
+    * ``"sgd"``: momentum SGD with coupled weight decay on every weight (PyTorch's SGD,
+      NetSlim's and DARTS' recipe; ``momentum`` is used);
+    * ``"adamw"``: ``optax.adamw(schedule, b1, b2, eps, weight_decay,
+      mask=decay_mask)``: Adam with decoupled decay ``lr * wd * w`` on the kernels only
+      (Swin's recipe, Liu et al. 2021, ``build_optimizer``; ``momentum`` is not used).
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"weight optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
     if bn_l1 is not None:
         parts.append(optax.masked(add_l1_subgradient(bn_l1[0]), bn_l1[1]))
-    parts += [
-        optax.add_decayed_weights(weight_decay),
-        optax.sgd(schedule, momentum=momentum or None),
-    ]
+    if optimizer == "adamw":
+        parts.append(
+            optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
+        )
+    else:
+        parts += [
+            optax.add_decayed_weights(weight_decay),
+            optax.sgd(schedule, momentum=momentum or None),
+        ]
     return optax.chain(*parts)
 
 
@@ -233,6 +298,10 @@ class WidthSearch:
         on BN scales) or ``"none"`` (scores fixed, no l1); the last two need ``"joint"``.
       lr, lr_min, schedule, momentum, weight_decay, grad_clip: the weight optimiser(s)
         (:func:`weight_tx`, :func:`make_schedule`); both RARTS copies use it.
+      optimizer, b1, b2, eps: ``"sgd"`` (momentum SGD) or ``"adamw"`` (Swin's recipe,
+        :func:`weight_tx`); DARTS-2's virtual step (DARTS Eq. 6) is SGD's, so
+        ``"darts2"`` needs ``"sgd"``.
+      warmup_epochs, warmup_lr: the ``"warmup_cosine"`` schedule's warm-up.
       a_lr, a_momentum: the score optimiser (:func:`score_tx`; ``a_lr=None``: ``lr``),
         on the same schedule shape as the weights.
       lam, beta: RARTS' Lagrangian weights (Eq. 2.8).
@@ -271,6 +340,12 @@ class WidthSearch:
         steps_per_epoch: int = 1,
         hvp_model: Any = None,
         rng_names: Sequence[str] = ("dropout",),
+        optimizer: str = "sgd",
+        b1: float = 0.9,
+        b2: float = 0.999,
+        eps: float = 1e-8,
+        warmup_epochs: float = 0.0,
+        warmup_lr: float = 0.0,
     ):
         if order not in ORDERS:
             raise ValueError(f"unknown width search order {order!r}; choose from {ORDERS}")
@@ -285,6 +360,13 @@ class WidthSearch:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         if w_init not in ("copy", "independent"):
             raise ValueError(f"w_init must be 'copy' or 'independent', got {w_init!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"weight optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if order == "darts2" and optimizer != "sgd":
+            raise ValueError(
+                "order='darts2' differentiates through an SGD virtual step (DARTS Eq. 6): "
+                f"use optimizer='sgd', not {optimizer!r}"
+            )
         self.model = model
         self.hvp_model = hvp_model if hvp_model is not None else model
         self.groups = tuple(model.channel_groups())
@@ -293,12 +375,22 @@ class WidthSearch:
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
         self.w_init = w_init
         self.rng_names = tuple(rng_names)
-        self.lr = make_schedule(schedule, lr, lr_min, epochs, steps_per_epoch)
+        warm = dict(warmup_epochs=warmup_epochs, warmup_lr=warmup_lr)
+        self.lr = make_schedule(schedule, lr, lr_min, epochs, steps_per_epoch, **warm)
         a_lr = lr if a_lr is None else a_lr
         # the scores follow the weights' schedule shape, scaled to start at a_lr
-        a_min = lr_min * a_lr / lr if lr > 0 else 0.0
-        self.a_lr = make_schedule(schedule, a_lr, a_min, epochs, steps_per_epoch)
-        self._weight_kw = dict(momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip)
+        a_scale = a_lr / lr if lr > 0 else 0.0
+        warm["warmup_lr"] = warmup_lr * a_scale
+        self.a_lr = make_schedule(schedule, a_lr, lr_min * a_scale, epochs, steps_per_epoch, **warm)
+        self._weight_kw = dict(
+            momentum=momentum,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            optimizer=optimizer,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+        )
         self._bn = target == "bn"
         if target == "scores":
             self.a_tx = score_tx(self.a_lr, momentum=a_momentum, gamma=gamma, form=l1)
