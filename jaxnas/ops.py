@@ -67,11 +67,16 @@ class OpsConfig:
         Hessian-vector products) or ``"lax"`` (grouped convolution).
       smooth: SiLU instead of ReLU and average instead of max pooling (tests).
       dtype: computation dtype of convolutions and dense layers.
+      group_ops: discrete cells only (``models.darts_net.DiscreteCell``): the ops of one
+        name and stride that feed the same node run as one ``nn.vmap`` over their
+        inputs (stacked variables), so a mixed-path cell compiles one body per
+        (node, op) instead of one per edge op.
     """
 
     depthwise: str = "custom_vjp"
     smooth: bool = False
     dtype: jnp.dtype | None = None
+    group_ops: bool = False
 
     def __post_init__(self):
         if self.depthwise not in ("custom_vjp", "shifted", "lax"):

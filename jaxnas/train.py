@@ -36,12 +36,12 @@ A train workdir holds::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -59,6 +59,7 @@ from jaxnas.genotype import Genotype, GenotypeError, get_genotype
 from jaxnas.ops import OpsConfig
 from jaxnas.runtime import (
     FileLog,
+    Interrupted,
     Meter,
     RunError,
     all_finite,
@@ -69,6 +70,9 @@ from jaxnas.runtime import (
     first_nonfinite,
     restore,
 )
+from jaxnas.runtime import StopFlag as _StopFlag
+from jaxnas.runtime import truncate_metrics as _truncate_metrics
+from jaxnas.runtime import write_json as _write_json
 from jaxnas.spaces import nb201
 
 __all__ = [
@@ -97,7 +101,9 @@ def default_config() -> ml_collections.ConfigDict:
     genotype's are an error),
     ``auxiliary`` + ``auxiliary_weight``, ``drop_path_prob`` (reached at the last
     epoch, linear ramp from 0), ``scan_cells`` (share compiled bodies of identical
-    cells), ``depthwise`` (``"custom_vjp"``, ``"shifted"``, ``"lax"``), ``dtype``
+    cells), ``group_ops`` (run a node's ops of one kind as one ``nn.vmap``: fewer
+    compiled bodies for mixed-path cells, :class:`jaxnas.ops.OpsConfig`), ``depthwise``
+    (``"custom_vjp"``, ``"shifted"``, ``"lax"``), ``dtype``
     (``"float32"`` or ``"bfloat16"``: compute precision; weights stay float32).
 
     ``optim``: SGD ``lr``, ``schedule`` (``"cosine"``: per-epoch cosine to
@@ -126,6 +132,7 @@ def default_config() -> ml_collections.ConfigDict:
             auxiliary_weight=0.4,
             drop_path_prob=0.2,
             scan_cells=True,
+            group_ops=False,
             depthwise="custom_vjp",
             dtype="float32",
         )
@@ -273,7 +280,9 @@ class Trainer:
             from jaxnas.models.nb201_net import network_for_training
 
             cls = functools.partial(network_for_training, drop_path_prob=m.drop_path_prob)
-        cfg = OpsConfig(depthwise=m.depthwise, dtype=jnp.dtype(m.dtype))
+        cfg = OpsConfig(
+            depthwise=m.depthwise, dtype=jnp.dtype(m.dtype), group_ops=bool(m.get("group_ops"))
+        )
         self.model = cls(
             genotype,
             self.num_classes,
@@ -525,35 +534,8 @@ def eval_batches(
 # ------------------------------------------------------------------------------ signals
 
 
-class Interrupted(RuntimeError):
-    """A SIGTERM/SIGINT stopped training after a checkpoint was written."""
-
-
-class _StopFlag:
-    """Turns SIGTERM/SIGINT into a flag checked between steps (a second signal aborts)."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:  # second signal: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-        logger.warning(
-            "%s: saving a checkpoint after this step, then stopping",
-            signal.Signals(signum).name,
-        )
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+# Interrupted and the SIGTERM/SIGINT flag live in jaxnas.runtime (shared with the recurrent
+# loops); Interrupted stays importable from here.
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -592,10 +574,14 @@ def _network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
     params = count_params(state.params)
     model = trainer.model
-    if getattr(model, "scan_cells", False):
-        # an nn.scan body is traced once, so its layers would be counted once: count the
-        # same network with its cells unrolled (shapes only, nothing is compiled)
+    grouped = getattr(getattr(model, "cfg", None), "group_ops", False)
+    if getattr(model, "scan_cells", False) or grouped:
+        # an nn.scan / nn.vmap body is traced once, so its layers would be counted once:
+        # count the same network with its cells unrolled and one module per op (shapes
+        # only, nothing is compiled)
         model = model.clone(scan_cells=False)
+        if grouped:
+            model = model.clone(cfg=dataclasses.replace(model.cfg, group_ops=False))
         x = jax.ShapeDtypeStruct((1, *trainer.input_shape), jnp.float32)
         shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
     macs = count_macs(model, shapes, trainer.input_shape)
@@ -608,25 +594,6 @@ def _network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
         "macs": macs,
         "macs_M": macs / 1e6,
     }
-
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _truncate_metrics(path: str, step: int) -> None:
-    if not os.path.exists(path):
-        return
-    keep = [r for r in plots.read_metrics(path, kind=None) if r.get("step", 0) <= step]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in keep:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def train(

@@ -544,3 +544,98 @@ def test_prdarts_released_genotype_has_the_papers_size():
     s = summary(g, "imagenet")
     assert s["params"] == 4_981_312
     assert s["macs"] == 543_374_400
+
+
+def _mixed_path_genotype() -> Genotype:
+    """SparseNAS-like cells: several ops of one kind into a node, edges with several ops,
+    strided and unstrided ops of one kind into the same node of the reduction cell."""
+    normal = CellGenotype(
+        (
+            (("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("max_pool_3x3", 0), ("skip_connect", 1)),
+            (("sep_conv_3x3", 2), ("dil_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 2)),
+        ),
+        (2, 3),
+    )
+    reduce = CellGenotype(
+        (
+            (("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 0), ("avg_pool_3x3", 1)),
+            (("sep_conv_3x3", 2), ("sep_conv_3x3", 0), ("skip_connect", 2), ("skip_connect", 1)),
+        ),
+        (2, 3),
+    )
+    return Genotype(normal=normal, reduce=reduce)
+
+
+def _grouped_variables(cell_vars: dict, cell: CellGenotype, reduction: bool) -> dict:
+    """The per-op cell's variables (``ops_j``) restacked as the grouped cell's
+    (``node{k}_{name}_s{stride}/op``, edges in node order)."""
+    out = {k: v for k, v in cell_vars.items() if not k.startswith("ops_")}
+    j = 0
+    for k, node in enumerate(cell.nodes):
+        groups: dict[str, list] = {}
+        for name, src in node:
+            stride = 2 if reduction and src < cell.n_inputs else 1
+            groups.setdefault(f"node{k}_{name}_s{stride}", []).append(cell_vars.get(f"ops_{j}", {}))
+            j += 1
+        for key, parts in groups.items():
+            if parts[0]:
+                out[key] = {"op": jax.tree.map(lambda *a: jnp.stack(a), *parts)}
+    return out
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_grouped_ops_cell_equals_the_per_op_cell(train):
+    """``OpsConfig(group_ops=True)`` computes the same network as one module per op, with
+    the same variables restacked; the BN statistics it updates are the same too."""
+    g = _mixed_path_genotype()
+    kw = dict(init_channels=4, layers=3, auxiliary=False)
+    plain = NetworkCIFAR(g, 10, **kw)
+    grouped = NetworkCIFAR(g, 10, cfg=dataclasses.replace(plain.cfg, group_ops=True), **kw)
+    x = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
+    v = plain.init(jax.random.key(0), x, train=False)
+    red = plain.reduction_cells()
+    regroup = {}
+    for col, tree in v.items():
+        regroup[col] = {
+            name: _grouped_variables(
+                sub, g.cell_for_layer(int(name[5:]), 3, red), int(name[5:]) in red
+            )
+            if name.startswith("cell_")
+            else sub
+            for name, sub in tree.items()
+        }
+    # the grouped network's own init has exactly this structure and these shapes
+    shapes = jax.eval_shape(lambda: grouped.init(jax.random.key(0), x, train=False))
+    same = jax.tree.map(lambda a, b: a.shape == b.shape, shapes, regroup)
+    assert all(jax.tree.leaves(same)) and jax.tree.structure(shapes) == jax.tree.structure(regroup)
+    # 4 sep_conv_3x3 into node 0 of the normal cell's edges from 0 and 1: one group of 2
+    assert (
+        regroup["params"]["cell_00"]["node0_sep_conv_3x3_s1"]["op"]["DepthwiseConv_0"][
+            "kernel"
+        ].shape[0]
+        == 2
+    )
+    mutable = ["batch_stats"] if train else False
+    a = plain.apply(v, x, train=train, mutable=mutable)
+    b = grouped.apply(regroup, x, train=train, mutable=mutable)
+    if train:
+        (a, sa), (b, sb) = a, b
+        sa = {"batch_stats": sa["batch_stats"]}
+        want = dict(regroup, batch_stats=None)
+        want["batch_stats"] = {
+            name: _grouped_variables(
+                sub, g.cell_for_layer(int(name[5:]), 3, red), int(name[5:]) in red
+            )
+            if name.startswith("cell_")
+            else sub
+            for name, sub in sa["batch_stats"].items()
+        }
+        np.testing.assert_allclose(
+            np.concatenate([np.ravel(t) for t in jax.tree.leaves(sb["batch_stats"])]),
+            np.concatenate([np.ravel(t) for t in jax.tree.leaves(want["batch_stats"])]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    logits_a = a[0] if isinstance(a, tuple) else a
+    logits_b = b[0] if isinstance(b, tuple) else b
+    np.testing.assert_allclose(logits_b, logits_a, rtol=1e-4, atol=1e-5)

@@ -234,6 +234,8 @@ class DiscreteCell(nn.Module):
         s1 = ReLUConvBN(c, affine=self.affine, cfg=cfg, name="preprocess1")(s1, train)
         use_drop = train and not _is_static_zero(drop_prob) and not self.is_initializing()
         states = [s0, s1]
+        if cfg.group_ops:
+            return self._grouped(states, train, drop_prob if use_drop else None)
         j = 0
         for node in cell.nodes:
             terms = []
@@ -255,6 +257,73 @@ class DiscreteCell(nn.Module):
                 total = jnp.zeros_like(s1[:, ::st, ::st])
             states.append(total)
         return jnp.concatenate([states[i] for i in cell.concat], axis=-1)
+
+    def _grouped(
+        self, states: list[jax.Array], train: bool, drop_prob: DropProb | None
+    ) -> jax.Array:
+        """``cfg.group_ops``: node ``k``'s ops of one name and stride run as one
+        ``nn.vmap`` (submodule ``node{k}_{name}_s{stride}``, variables stacked along a
+        leading axis in the order of the node's edges) over their stacked inputs
+        ``(G, B, H, W, C)``; the node is the sum over the groups and over ``G``.  The same
+        function as the per-op cell (``ops_j``) up to the order of the additions;
+        drop-path draws one ``(G * B,)`` mask per group."""
+        c, cfg, cell = self.channels, self.cfg, self.cell
+        for k, node in enumerate(cell.nodes):
+            groups: dict[tuple[str, int], list[int]] = {}
+            for name, src in node:
+                stride = 2 if self.reduction and src < cell.n_inputs else 1
+                groups.setdefault((name, stride), []).append(src)
+            total = None
+            for (name, stride), srcs in groups.items():
+                body = nn.vmap(
+                    _OpBody,
+                    variable_axes={"params": 0, "batch_stats": 0},
+                    split_rngs={"params": True},
+                    in_axes=(0, None),
+                    out_axes=0,
+                )
+                op = body(name, c, stride, self.affine, self.pool_bn, cfg)
+                op = op.clone(parent=self, name=f"node{k}_{name}_s{stride}")
+                h = op(jnp.stack([states[i] for i in srcs]), train)
+                probe = make_op(name, c, stride, affine=self.affine, search=self.pool_bn, cfg=cfg)
+                identity = isinstance(probe, Identity)
+                if drop_prob is not None and not identity:
+                    g, b = h.shape[:2]
+                    flat = drop_path(
+                        h.reshape(g * b, *h.shape[2:]), drop_prob, self.make_rng("dropout")
+                    )
+                    h = flat.reshape(h.shape)
+                h = jnp.sum(h, axis=0)
+                total = h if total is None else total + h
+            if total is None:  # a node without inputs is zero
+                st = 2 if self.reduction else 1
+                total = jnp.zeros_like(states[1][:, ::st, ::st])
+            states.append(total)
+        return jnp.concatenate([states[i] for i in cell.concat], axis=-1)
+
+
+class _OpBody(nn.Module):
+    """One op as the body of :meth:`DiscreteCell._grouped`'s ``nn.vmap`` (submodule
+    ``op``: the same variables as the per-op cell's ``ops_j``)."""
+
+    op_name: str
+    channels: int
+    stride: int
+    affine: bool
+    pool_bn: bool
+    cfg: OpsConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        op = make_op(
+            self.op_name,
+            self.channels,
+            self.stride,
+            affine=self.affine,
+            search=self.pool_bn,
+            cfg=self.cfg,
+        )
+        return op.clone(parent=self, name="op")(x, train)
 
 
 class _ScannedCell(nn.Module):
