@@ -805,6 +805,11 @@ def train(
                         if primary:
                             _write_json(paths["best_json"], best)
                     logger.info(_log_line(record, epochs))
+                    if stop.signal is not None and done < epochs:
+                        raise Interrupted(
+                            f"stopped by {stop.name} after epoch {done} (step {step}); "
+                            "checkpoint saved, continue with --resume"
+                        )
 
             summary = {
                 "workdir": root,
@@ -943,7 +948,10 @@ def _train_epoch(
             bar.update(1)
             if on_step is not None:
                 on_step(epoch, step)
-            if stop.signal is not None:
+            # a signal at an epoch's last step lets the epoch finish (its evaluation,
+            # record and checkpoint) and the caller stops after it: a resume then never
+            # starts an epoch whose record was not written
+            if stop.signal is not None and i + 1 < spe:
                 if not bool(all_finite(state)):
                     raise nan_error("state", step)
                 mngr.save(step, args=ocp.args.StandardSave(state), force=True)

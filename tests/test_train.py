@@ -206,6 +206,23 @@ def test_sigterm_then_resume_continues_bit_for_bit(tmp_path):
     with pytest.raises(RunError, match="differs from the one this run trained"):
         train(cfg, tmp_path / "b", genotype=DARTS_V2, resume=True, progress=False)
 
+    # a SIGTERM at the last step of epoch 1: the epoch finishes (test evaluation, record,
+    # checkpoint), then the run stops; the resume starts epoch 2 and ends the same
+    def at_epoch_end(epoch, step):
+        if step == spe:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted, match="after epoch 1"):
+        train(cfg, tmp_path / "c", genotype=CHEAP, progress=False, on_step=at_epoch_end)
+    recs = [json.loads(line) for line in open(tmp_path / "c" / "metrics.jsonl")]
+    assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [1]
+    assert "test/accuracy" in recs[-1]
+    c = train(cfg, tmp_path / "c", resume=True, progress=False)
+    assert c["final"]["test/accuracy"] == a["final"]["test/accuracy"]
+    np.testing.assert_array_equal(_params(tmp_path / "a", end), _params(tmp_path / "c", end))
+    recs = [json.loads(line) for line in open(tmp_path / "c" / "metrics.jsonl")]
+    assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [1, 2]
+
 
 @pytest.mark.slow
 def test_cli_train_then_eval_reports_the_same_test_accuracy(tmp_path, capsys, monkeypatch):
