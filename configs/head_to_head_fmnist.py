@@ -62,7 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
     # last epoch runs at the same lambda (0.4) as in the full budget.  At lambda 0.1 in
     # the last epoch (a first quick run) the prox zeroed 0.4 % of theta: 96 of the 98
     # ops of the normal cell survived, and that dense cell took 13 GB and over 7 s per
-    # step to retrain on the 2-core CPU.
+    # step to retrain on the 2-core CPU.  Larger steps empty the normal cell instead (a
+    # sweep of the step: README, "SparseNAS and BayesNAS at small budgets").
     c.quick.methods = {
         "sparsenas_hapg": ["search.lam_step=0.4"],
         "sparsenas_adamhapg": ["search.lam_step=0.4"],

@@ -24,8 +24,11 @@ search or retraining continues from its last checkpoint.  Outputs under ``--work
 Usage::
 
     python experiments/fmnist_head_to_head.py --config configs/head_to_head_fmnist.py \
-        --workdir runs/h2h [--quick] [--methods darts_1st,rarts] \
+        --workdir runs/h2h [--quick] [--methods darts_1st,rarts] [--jobs 2] \
         [--set search.search.epochs=3] [--set rarts.search.lam=0.5]
+
+``--jobs 2`` runs two rows at once, each in a child process pinned to one CPU (see
+:func:`run_rows_in_children`); every row needs its own memory.
 """
 
 from __future__ import annotations
@@ -237,6 +240,104 @@ def _asmnas_selection(search_dir: str, times_path: str) -> str:
     return genotype_file
 
 
+# ------------------------------------------------------------------- rows in parallel
+
+
+def _cpus() -> list[int]:
+    """The CPUs this process may run on (all of them where affinity is not supported)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def run_rows_in_children(
+    config_path: str,
+    workdir: str,
+    todo: Sequence[tuple[str, int]],
+    *,
+    quick: bool,
+    sets: Sequence[str],
+    jobs: int,
+    poll_s: float = 0.5,
+) -> None:
+    """Run the ``(method, seed)`` rows of ``todo``, up to ``jobs`` at a time, each in a
+    child process of this script (``--row METHOD:SEED``) pinned to one CPU.
+
+    Why: at this size a row is dominated by XLA compilation, which runs on one thread,
+    and the steps of a batch-32 network use a second core poorly, so two one-core rows
+    at a time finish sooner than two rows one after the other on two cores.  Each
+    child writes its own ``result.json`` (what :func:`run_one` reads back) and its log
+    to ``<method>/seed<k>/row.log``.  A SIGTERM/SIGINT here is passed on to the running
+    children, which checkpoint and stop; then :class:`jaxnas.runtime.Interrupted` is
+    raised.  A child that fails stops the others the same way and raises
+    :class:`jaxnas.runtime.RunError` naming its log.  Children run in their own session,
+    so a terminal's Ctrl-C reaches them once, through this process.
+    """
+    import signal
+    import subprocess
+
+    from jaxnas.runtime import Interrupted, RunError, StopFlag
+
+    cpus = _cpus()
+    pending = list(todo)
+    running: dict[subprocess.Popen, tuple[str, int, int, str]] = {}
+    failed: list[tuple[str, int, int, str]] = []
+    forwarded = False
+    with StopFlag() as stop:
+        try:
+            while pending or running:
+                while pending and len(running) < jobs and stop.signal is None and not failed:
+                    name, seed = pending.pop(0)
+                    slot = min(set(range(jobs)) - {v[2] for v in running.values()})
+                    folder = os.path.join(workdir, name, f"seed{seed}")
+                    os.makedirs(folder, exist_ok=True)
+                    log_path = os.path.join(folder, "row.log")
+                    cmd = [
+                        sys.executable,
+                        os.path.abspath(__file__),
+                        "--config", config_path,
+                        "--workdir", workdir,
+                        "--row", f"{name}:{seed}",
+                        "--cpu", str(cpus[slot % len(cpus)]),
+                        *(["--quick"] if quick else []),
+                        *[f"--set={item}" for item in sets],
+                    ]  # fmt: skip
+                    with open(log_path, "a", encoding="utf-8") as log:
+                        proc = subprocess.Popen(
+                            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                        )
+                    running[proc] = (name, seed, slot, log_path)
+                    logger.info(
+                        "%s seed %d: started on cpu %d (log %s)",
+                        name,
+                        seed,
+                        cpus[slot % len(cpus)],
+                        log_path,
+                    )
+                if (stop.signal is not None or failed) and not forwarded:
+                    for proc in running:
+                        proc.send_signal(signal.SIGTERM)
+                    forwarded = True
+                time.sleep(poll_s)
+                for proc in [p for p in running if p.poll() is not None]:
+                    name, seed, slot, log_path = running.pop(proc)
+                    if proc.returncode == 0:
+                        logger.info("%s seed %d: finished", name, seed)
+                    elif not forwarded:
+                        failed.append((name, seed, proc.returncode, log_path))
+                if failed and not running:
+                    break
+        except BaseException:  # a second signal, or an error here: do not leave orphans
+            for proc in running:
+                proc.kill()
+            raise
+    if failed:
+        name, seed, code, log_path = failed[0]
+        raise RunError(f"{name} seed {seed} failed (exit status {code}); see {log_path}")
+    if stop.signal is not None:
+        raise Interrupted(f"{stop.name}: the running rows saved checkpoints; rerun to resume")
+
+
 # ---------------------------------------------------------------------------- the table
 
 
@@ -364,8 +465,15 @@ def run(
     methods: Sequence[str] | None = None,
     sets: Sequence[str] = (),
     progress: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run (or finish) the head-to-head; returns ``write_outputs``' dict plus ``records``."""
+    """Run (or finish) the head-to-head; returns ``write_outputs``' dict plus ``records``.
+
+    ``jobs > 1`` runs the unfinished (method, seed) rows in that many child processes
+    at once (:func:`run_rows_in_children`); ``jobs = 1`` runs them here, one by one.
+    """
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     exp = load_experiment(config_path, quick, sets)
     order = list(exp["methods"])
     if methods:
@@ -392,6 +500,14 @@ def run(
             )
     with open(exp_path, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1, sort_keys=True)
+    if jobs > 1:
+        todo = [
+            (name, seed)
+            for seed in exp["seeds"]
+            for name in order
+            if not os.path.exists(os.path.join(workdir, name, f"seed{seed}", "result.json"))
+        ]
+        run_rows_in_children(config_path, workdir, todo, quick=quick, sets=sets, jobs=jobs)
     records = []
     t0 = time.time()
     for seed in exp["seeds"]:
@@ -418,13 +534,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="one seed, the config's quick budget")
     p.add_argument("--methods", default="", help="comma-separated subset of the config's rows")
     p.add_argument("--set", action="append", default=[], metavar="search.KEY=VALUE")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="rows run at once, each in a child process on one CPU (default 1: in this process)",
+    )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--row", default="", help=argparse.SUPPRESS)  # METHOD:SEED, in a child
+    p.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        # before jax is imported: XLA sizes its CPU thread pool from the affinity mask
+        os.sched_setaffinity(0, {args.cpu})
     from jaxnas.cli import CliLogging, enable_compilation_cache
+    from jaxnas.runtime import Interrupted, RunError
 
     enable_compilation_cache()
     try:
         with CliLogging(verbose=False):
+            if args.row:
+                name, _, seed = args.row.rpartition(":")
+                exp = load_experiment(args.config, args.quick, args.set)
+                run_one(name, int(seed), exp, args.workdir, progress=False)
+                return 0
             out = run(
                 args.config,
                 args.workdir,
@@ -432,8 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 methods=[m for m in args.methods.split(",") if m],
                 sets=args.set,
                 progress=not args.no_progress and sys.stderr.isatty(),
+                jobs=args.jobs,
             )
-    except (ValueError, FileNotFoundError) as e:
+    except Interrupted as e:
+        print(f"fmnist_head_to_head: {e}", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RunError) as e:
         print(f"fmnist_head_to_head: error: {e}", file=sys.stderr)
         return 2
     print(out["table"], end="")

@@ -139,7 +139,8 @@ TINY = [
 
 @pytest.mark.slow
 def test_quick_head_to_head_end_to_end_and_resume(tmp_path):
-    out = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY)
+    # two rows at a time, in child processes; the rerun below runs in this process
+    out = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY, jobs=2)
     names = [m for m, *_ in h2h.load_experiment(CONFIG, quick=True)["methods"].items()]
     table = (tmp_path / "table.md").read_text()
     rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
@@ -151,6 +152,7 @@ def test_quick_head_to_head_end_to_end_and_resume(tmp_path):
         assert r["params_M"] > 0 and r["macs_M"] > 0 and r["search_s"] > 0
         assert os.path.exists(tmp_path / r["genotype_json"])
     assert os.path.exists(out["cells_png"]) and os.path.exists(out["alphas_png"])
+    assert all((tmp_path / m / "seed0" / "row.log").exists() for m in names)
     # rerun: every (method, seed) is finished, so nothing is searched or trained again
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/seed0/result.json")}
     again = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY)
@@ -160,3 +162,19 @@ def test_quick_head_to_head_end_to_end_and_resume(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         h2h.run(CONFIG, str(tmp_path), quick=True, sets=[*TINY, "search.search.epochs=2"])
     assert np.isfinite([r["test_error"] for r in records]).all()
+
+
+def test_a_failing_child_row_raises_with_its_log(tmp_path):
+    from jaxnas.runtime import RunError
+
+    # the child cannot resolve the row, exits non-zero; the error names the row and log
+    with pytest.raises(RunError, match=r"no_such_row seed 3 failed .*row\.log"):
+        h2h.run_rows_in_children(
+            CONFIG, str(tmp_path), [("no_such_row", 3)], quick=True, sets=(), jobs=2, poll_s=0.05
+        )
+    assert "no_such_row" in (tmp_path / "no_such_row" / "seed3" / "row.log").read_text()
+
+
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="--jobs"):
+        h2h.run(CONFIG, str(tmp_path), quick=True, jobs=0)
