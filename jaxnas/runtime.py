@@ -201,6 +201,39 @@ def restore(mngr, step: int, target: Any, ckpt_dir: str) -> Any:
         ) from e
 
 
+def restore_for_eval(
+    best_dir: str,
+    latest_dir: str,
+    target: Any,
+    *,
+    which: str = "best",
+    step: int | None = None,
+    root: str = "",
+) -> tuple[Any, str, int]:
+    """``(state, folder, step)`` to evaluate: ``step`` (default: the newest) of
+    ``best_dir`` when ``which == "best"``, else of ``latest_dir``.  With ``which ==
+    "best"`` and no best state saved yet, the newest checkpoint of ``latest_dir``.
+
+    Raises:
+      RunError: no checkpoint at all (naming ``root``), or one of another shape.
+    """
+    folder = best_dir if which == "best" else latest_dir
+    mngr = checkpoint_manager(folder, 1_000_000)
+    try:
+        if step is None:
+            step = mngr.latest_step()
+            if step is None and which == "best":
+                mngr.close()
+                folder, mngr = latest_dir, checkpoint_manager(latest_dir, 1_000_000)
+                step = mngr.latest_step()
+        if step is None:
+            raise RunError(f"{root or folder} has no checkpoints yet")
+        check_compatible(mngr, step, target, folder)
+        return restore(mngr, step, target, folder), folder, step
+    finally:
+        mngr.close()
+
+
 def write_json(path: str, obj: Any) -> None:
     """``obj`` as indented JSON, written atomically (a kill never leaves half a file)."""
     tmp = path + ".tmp"

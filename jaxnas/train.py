@@ -69,6 +69,7 @@ from jaxnas.runtime import (
     diff_configs,
     first_nonfinite,
     restore,
+    restore_for_eval,
 )
 from jaxnas.runtime import StopFlag as _StopFlag
 from jaxnas.runtime import truncate_metrics as _truncate_metrics
@@ -1046,22 +1047,9 @@ def evaluate(
         mesh=mesh,
     )
     target = trainer.init(config.seed)
-    folder = "best" if which == "best" else "checkpoints"
-    mngr = checkpoint_manager(paths[folder], 1_000_000)
-    try:
-        if step is None:
-            step = mngr.latest_step()
-            if step is None and which == "best":
-                mngr.close()
-                folder, mngr = "checkpoints", checkpoint_manager(paths["checkpoints"], 1_000_000)
-                step = mngr.latest_step()
-        if step is None:
-            raise RunError(f"{root} has no checkpoints yet")
-        ckpt_dir = paths[folder]
-        check_compatible(mngr, step, target, ckpt_dir)
-        state = restore(mngr, step, target, ckpt_dir)
-    finally:
-        mngr.close()
+    state, folder, step = restore_for_eval(
+        paths["best"], paths["checkpoints"], target, which=which, step=step, root=root
+    )
     trainer.evaluate(state, batches[:1], local)  # compile
     t0 = time.time()
     result = trainer.evaluate(state, batches, local)
@@ -1070,7 +1058,7 @@ def evaluate(
     out.update(
         examples=result["examples"],
         images_per_s=result["examples"] / max(seconds, 1e-9),
-        checkpoint=os.path.join(paths[folder], str(step)),
+        checkpoint=os.path.join(folder, str(step)),
         step=step,
         **_network_report(trainer, state),
     )

@@ -70,6 +70,7 @@ from jaxnas.runtime import (
     diff_configs,
     first_nonfinite,
     restore,
+    restore_for_eval,
     truncate_metrics,
     write_json,
 )
@@ -726,21 +727,9 @@ def evaluate(
     target = trainer.init(
         jax.random.key_data(jax.random.PRNGKey(config.seed)), config.data.batch_size
     )
-    folder = "best" if which == "best" else "ckpt"
-    mngr = checkpoint_manager(paths[folder], 1_000_000)
-    try:
-        if step is None:
-            step = mngr.latest_step()
-            if step is None and which == "best":
-                mngr.close()
-                folder, mngr = "ckpt", checkpoint_manager(paths["ckpt"], 1_000_000)
-                step = mngr.latest_step()
-        if step is None:
-            raise RunError(f"{root} has no checkpoints yet")
-        check_compatible(mngr, step, target, paths[folder])
-        state = restore(mngr, step, target, paths[folder])
-    finally:
-        mngr.close()
+    state, folder, step = restore_for_eval(
+        paths["best"], paths["ckpt"], target, which=which, step=step, root=root
+    )
     params = trainer.eval_params(state)
     test_ppl = trainer.evaluate(params, test)
     valid_ppl = trainer.evaluate(params, valid)
@@ -753,7 +742,7 @@ def evaluate(
         "params": n_params,
         "params_M": n_params / 1e6,
         "asgd": bool(state.asgd),
-        "checkpoint": os.path.join(paths[folder], str(step)),
+        "checkpoint": os.path.join(folder, str(step)),
         "step": int(step),
     }
     write_json(paths["eval"], out)
