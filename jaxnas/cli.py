@@ -95,18 +95,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if config.method in ("train", "train_rnn"):
         raise RunError(f"{args.config} is a retraining config: use `jaxnas train`")
     progress = not args.no_progress and sys.stderr.isatty()
-    if config.method == "sparsenas_rnn":  # text data: its own loop
-        from jaxnas.runtime import Interrupted
-        from jaxnas.search.sparsenas_rnn import search
+    from jaxnas.runtime import Interrupted
 
-        try:
-            summary = search(config, args.workdir, resume=args.resume, progress=progress)
-        except Interrupted as e:  # SIGTERM/SIGINT: a checkpoint of that step was saved
-            print(f"jaxnas: {_one_line(e)}", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        _print_outputs(summary)
-        return 0
-    summary = search(config, args.workdir, resume=args.resume, progress=progress)
+    if config.method == "sparsenas_rnn":  # text data: its own loop
+        from jaxnas.search.sparsenas_rnn import search as run_search
+    else:
+        run_search = search
+    try:
+        summary = run_search(config, args.workdir, resume=args.resume, progress=progress)
+    except Interrupted as e:  # SIGTERM/SIGINT: the RNN search checkpoints that step,
+        print(f"jaxnas: {_one_line(e)}", file=sys.stderr)  # the CNN one its last epoch
+        return EXIT_INTERRUPTED
     _print_outputs(summary)
     return 0
 

@@ -31,7 +31,9 @@ pure function of ``(seed, e)``; all other randomness lives in the state. So a ru
 killed at any point and resumed (``resume=True``) from its last checkpoint ends
 with the same architecture weights and genotype as an uninterrupted run
 (bit-identical on CPU). Records written after the last checkpoint are dropped on
-resume.
+resume. A SIGTERM or SIGINT stops the search after the current step (raising
+:class:`jaxnas.runtime.Interrupted`; the CLI exits with status 130); a resume then
+redoes that epoch from the checkpoint of the epoch before it.
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ from jaxnas import plots
 from jaxnas.config import config_to_json, validate
 from jaxnas.runtime import (
     FileLog,
+    Interrupted,
     Meter,
     RunError,
+    StopFlag,
     all_finite,
     append_jsonl,
     check_compatible,
@@ -315,6 +319,8 @@ def search(
         checkpoint is kept); bad data settings.
       jaxnas.config.ConfigError: a bad config.
       jaxnas.data.DatasetNotFoundError: the dataset is not on disk.
+      jaxnas.runtime.Interrupted: SIGTERM/SIGINT; the checkpoint of the last finished
+        epoch is kept.
     """
     t_start = time.time()
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
@@ -325,7 +331,9 @@ def search(
 
     mngr = checkpoint_manager(wd.checkpoints, config.run.checkpoint_keep)
     writer = None
+    stop = StopFlag()
     try:
+        stop.__enter__()
         latest = mngr.latest_step()
         if latest is not None and not resume:
             raise RunError(
@@ -429,18 +437,20 @@ def search(
                     test_loader=test_loader,
                     mngr=mngr,
                     first_call=epoch == start,
+                    stop=stop,
                 )
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, record)
 
             genotype = method.genotype(state)
             return _finish(config, wd, method, genotype, epochs, steps_per_epoch, t_start)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         last = mngr.latest_step()
         where = f"epoch {last}" if last is not None else "none yet"
         logger.warning("interrupted; last checkpoint: %s; continue with --resume", where)
         raise
     finally:
+        stop.__exit__(None, None, None)
         if writer is not None:
             writer.close()
         mngr.wait_until_finished()
@@ -471,8 +481,12 @@ def _run_epoch(
     test_loader: Any,
     mngr: Any,
     first_call: bool,
+    stop: StopFlag | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """One epoch: steps, NaN checks, evaluation, records, pictures, checkpoint."""
+    """One epoch: steps, NaN checks, evaluation, records, pictures, checkpoint.
+
+    ``stop``: a signal flagged there ends the epoch after the current step with
+    :class:`Interrupted` (nothing of the unfinished epoch is checkpointed)."""
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
 
@@ -526,6 +540,12 @@ def _run_epoch(
             bar.update(1)
             if on_step is not None:
                 on_step(epoch, step)
+            if stop is not None and stop.signal is not None:
+                kept = f"epoch {last_good}" if last_good is not None else "none yet"
+                raise Interrupted(
+                    f"{stop.name} at epoch {epoch + 1} step {step}; last checkpoint: {kept} "
+                    f"in {wd.checkpoints}; continue with --resume"
+                )
     finally:
         bar.close()
     step = done + steps_per_epoch

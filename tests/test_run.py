@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import pathlib
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ from jaxnas import cli, data, plots
 from jaxnas import genotype as genotype_lib
 from jaxnas.config import default_config
 from jaxnas.run import RunError, search
+from jaxnas.runtime import Interrupted
 from jaxnas.spaces.darts import CellTopology
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -282,7 +284,7 @@ def test_other_seed_other_result(straight_run, tmp_path):
     assert not _same_arch(_final_arch(wd, 3), _final_arch(str(tmp_path), 3))
 
 
-@pytest.mark.parametrize("kill", ["after_epoch_1", "mid_epoch_2"])
+@pytest.mark.parametrize("kill", ["after_epoch_1", "mid_epoch_2", "sigterm_mid_epoch_2"])
 def test_resume_after_kill_matches_straight_run(straight_run, tmp_path, kill):
     wd_ref, summary_ref = straight_run
     wd = str(tmp_path)
@@ -294,8 +296,11 @@ def test_resume_after_kill_matches_straight_run(straight_run, tmp_path, kill):
     def on_step(epoch, step):
         if kill == "mid_epoch_2" and step == 6:  # 2 steps into epoch 2 (4 steps/epoch)
             raise Kill
+        if kill == "sigterm_mid_epoch_2" and step == 6:  # the search stops after this step
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    with pytest.raises(KeyboardInterrupt):
+    expected = Interrupted if kill.startswith("sigterm") else KeyboardInterrupt
+    with pytest.raises(expected):
         search(
             tiny_config(3),
             wd,
