@@ -36,7 +36,6 @@ A train workdir holds::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -574,18 +573,7 @@ def _network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
     params = count_params(state.params)
-    model = trainer.model
-    grouped = getattr(getattr(model, "cfg", None), "group_ops", False)
-    if getattr(model, "scan_cells", False) or grouped:
-        # an nn.scan / nn.vmap body is traced once, so its layers would be counted once:
-        # count the same network with its cells unrolled and one module per op (shapes
-        # only, nothing is compiled)
-        model = model.clone(scan_cells=False)
-        if grouped:
-            model = model.clone(cfg=dataclasses.replace(model.cfg, group_ops=False))
-        x = jax.ShapeDtypeStruct((1, *trainer.input_shape), jnp.float32)
-        shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-    macs = count_macs(model, shapes, trainer.input_shape)
+    macs = count_macs(trainer.model, shapes, trainer.input_shape)  # unrolls scan / vmap
     red = getattr(trainer.model, "reduction_cells", None)  # DARTS networks
     return {
         **({"reductions": list(red())} if red is not None else {}),

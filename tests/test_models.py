@@ -485,6 +485,26 @@ def test_scanned_cells_compute_the_same_function(tiny_nets):
     )
 
 
+def test_macs_of_scanned_and_grouped_networks_count_every_layer():
+    """An nn.scan / nn.vmap body is traced once for many layers or ops: count_macs and
+    layer_macs count such a network as its unrolled, one-module-per-op twin."""
+    g = _mixed_path_genotype()
+    kw = dict(init_channels=4, layers=3, auxiliary=False)
+    plain = NetworkCIFAR(g, 10, **kw)
+    x = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda x: plain.init(jax.random.key(0), x, train=False), x)
+    want = count_macs(plain, shapes, (16, 16, 3))
+    rows = len(layer_macs(plain, shapes, (16, 16, 3), train=False))
+    for net in (
+        plain.clone(scan_cells=True),
+        plain.clone(cfg=dataclasses.replace(plain.cfg, group_ops=True)),
+        plain.clone(scan_cells=True, cfg=dataclasses.replace(plain.cfg, group_ops=True)),
+    ):
+        v = jax.eval_shape(lambda x, net=net: net.init(jax.random.key(0), x, train=False), x)
+        assert count_macs(net, v, (16, 16, 3)) == want > 0
+        assert len(layer_macs(net, v, (16, 16, 3), train=False)) == rows
+
+
 # ----------------------------------------------------------------- supernet consistency
 
 

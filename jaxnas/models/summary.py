@@ -117,7 +117,13 @@ def layer_macs(
 
     Returns:
       One :class:`LayerMACs` per conv / dense / depthwise call, in call order.
+
+    A network built with ``scan_cells=True`` or ``OpsConfig(group_ops=True)`` traces an
+    ``nn.scan`` / ``nn.vmap`` body once for many layers or ops, so it is counted as the
+    same network unrolled, one module per op (its variables' shapes are made anew with
+    ``jax.eval_shape``; ``variables`` is then not used).
     """
+    model, variables = _unrolled(model, variables, input_shape, call_kwargs)
     records: list[LayerMACs] = []
 
     def interceptor(next_fun, args, kwargs, context):
@@ -139,6 +145,24 @@ def layer_macs(
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     jax.eval_shape(forward, variables, x)
     return records
+
+
+def _unrolled(
+    model: nn.Module, variables: Any, input_shape: Sequence[int], call_kwargs: dict
+) -> tuple[nn.Module, Any]:
+    """``model`` without ``scan_cells`` / ``group_ops`` and its variables' shapes (the
+    same module and ``variables`` when it has neither)."""
+    scanned = bool(getattr(model, "scan_cells", False))
+    cfg = getattr(model, "cfg", None)
+    grouped = bool(getattr(cfg, "group_ops", False))
+    if not (scanned or grouped):
+        return model, variables
+    if scanned:
+        model = model.clone(scan_cells=False)
+    if grouped:
+        model = model.clone(cfg=dataclasses.replace(cfg, group_ops=False))
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    return model, jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **call_kwargs), x)
 
 
 def count_macs(
