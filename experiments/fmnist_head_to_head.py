@@ -34,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -454,6 +455,29 @@ def write_outputs(root: str, records: Sequence[Mapping[str, Any]], order: Sequen
     }
 
 
+@contextlib.contextmanager
+def _workdir_lock(workdir: str):
+    """Hold ``workdir/.lock`` (``fcntl.flock``) for the run: two runs in one workdir
+    would retrain the same row into the same folder at once."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(os.path.join(workdir, ".lock"), "w", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"another head-to-head is running in {workdir}; wait for it, or use --jobs "
+                "to run rows in parallel"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -482,49 +506,50 @@ def run(
             raise ValueError(f"unknown methods {unknown}; the config has {order}")
         order = [m for m in order if m in methods]
     os.makedirs(workdir, exist_ok=True)
-    # Finished (method, seed) results are reused, so they must come from the same settings.
-    record = json.loads(json.dumps({**exp, "quick": quick}, default=list))
-    exp_path = os.path.join(workdir, "experiment.json")
-    if os.path.exists(exp_path):
-        with open(exp_path, encoding="utf-8") as f:
-            old = json.load(f)
-        old_methods, new_methods = old.pop("methods", {}), record.pop("methods")
-        same = old == record and all(
-            old_methods.get(m) == new_methods[m] for m in order if m in old_methods
-        )
-        record["methods"] = {**old_methods, **new_methods}
-        if not same:
-            raise ValueError(
-                f"{workdir} holds a head-to-head with other settings ({exp_path}); "
-                "use a fresh --workdir"
+    with _workdir_lock(workdir):
+        # Finished (method, seed) results are reused, so they must come from the same settings.
+        record = json.loads(json.dumps({**exp, "quick": quick}, default=list))
+        exp_path = os.path.join(workdir, "experiment.json")
+        if os.path.exists(exp_path):
+            with open(exp_path, encoding="utf-8") as f:
+                old = json.load(f)
+            old_methods, new_methods = old.pop("methods", {}), record.pop("methods")
+            same = old == record and all(
+                old_methods.get(m) == new_methods[m] for m in order if m in old_methods
             )
-    with open(exp_path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
-    if jobs > 1:
-        todo = [
-            (name, seed)
-            for seed in exp["seeds"]
-            for name in order
-            if not os.path.exists(os.path.join(workdir, name, f"seed{seed}", "result.json"))
-        ]
-        run_rows_in_children(config_path, workdir, todo, quick=quick, sets=sets, jobs=jobs)
-    records = []
-    t0 = time.time()
-    for seed in exp["seeds"]:
-        for name in order:
-            records.append(run_one(name, seed, exp, workdir, progress))
-            r = records[-1]
-            logger.info(
-                "%s seed %d: test error %.2f %%, %.3fM params (%.0f s so far)",
-                name,
-                seed,
-                r["test_error"],
-                r["params_M"],
-                time.time() - t0,
-            )
-    out = write_outputs(workdir, records, order)
-    out["records"] = records
-    return out
+            record["methods"] = {**old_methods, **new_methods}
+            if not same:
+                raise ValueError(
+                    f"{workdir} holds a head-to-head with other settings ({exp_path}); "
+                    "use a fresh --workdir"
+                )
+        with open(exp_path, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+        if jobs > 1:
+            todo = [
+                (name, seed)
+                for seed in exp["seeds"]
+                for name in order
+                if not os.path.exists(os.path.join(workdir, name, f"seed{seed}", "result.json"))
+            ]
+            run_rows_in_children(config_path, workdir, todo, quick=quick, sets=sets, jobs=jobs)
+        records = []
+        t0 = time.time()
+        for seed in exp["seeds"]:
+            for name in order:
+                records.append(run_one(name, seed, exp, workdir, progress))
+                r = records[-1]
+                logger.info(
+                    "%s seed %d: test error %.2f %%, %.3fM params (%.0f s so far)",
+                    name,
+                    seed,
+                    r["test_error"],
+                    r["params_M"],
+                    time.time() - t0,
+                )
+        out = write_outputs(workdir, records, order)
+        out["records"] = records
+        return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

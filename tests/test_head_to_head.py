@@ -178,3 +178,13 @@ def test_a_failing_child_row_raises_with_its_log(tmp_path):
 def test_jobs_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="--jobs"):
         h2h.run(CONFIG, str(tmp_path), quick=True, jobs=0)
+
+
+def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
+    import fcntl
+
+    with open(tmp_path / ".lock", "w") as held:  # what a running head-to-head holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another head-to-head is running"):
+            h2h.run(CONFIG, str(tmp_path), quick=True)
+    assert not (tmp_path / "experiment.json").exists()
