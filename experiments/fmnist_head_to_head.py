@@ -9,7 +9,9 @@ PR-DARTS) and each seed:
    then runs its selection (Algorithm 1) on its held-out half;
 2. ``jaxnas.train.train`` of the derived genotype with the shared retraining config;
 3. one ``result.json`` per (method, seed): test error, parameters, multiply-adds,
-   search and retraining wall time, skip connections in the normal cell.
+   search and retraining wall time, skip connections in the normal cell, and the
+   number of CPUs the row ran on (XLA's thread count changes float summation order,
+   and after training a row's test error can move by points, not digits).
 
 Resumable: a (method, seed) with a ``result.json`` is never redone, and an interrupted
 search or retraining continues from its last checkpoint.  Outputs under ``--workdir``:
@@ -28,7 +30,8 @@ Usage::
         [--set search.search.epochs=3] [--set rarts.search.lam=0.5]
 
 ``--jobs 2`` runs two rows at once, each in a child process pinned to one CPU (see
-:func:`run_rows_in_children`); every row needs its own memory.
+:func:`run_rows_in_children`); every row needs its own memory.  A row's result is
+reproducible for the same number of CPUs per row: ``--jobs 1`` rows use every CPU.
 """
 
 from __future__ import annotations
@@ -222,6 +225,9 @@ def run_one(
         "retrain_s": retrain_s,
         "normal_skips": normal_skips(genotype),
         "normal_png": None,
+        # XLA's CPU thread pool has one thread per usable CPU, and the summation order
+        # (so the trained network) depends on it: a row's provenance
+        "cpus": len(_cpus()),
     }
     png = draw_normal_cell(genotype, os.path.join(folder, "genotype"))
     record["normal_png"] = os.path.relpath(png, root) if png else None

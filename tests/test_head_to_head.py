@@ -153,6 +153,7 @@ def test_quick_head_to_head_end_to_end_and_resume(tmp_path):
         assert os.path.exists(tmp_path / r["genotype_json"])
     assert os.path.exists(out["cells_png"]) and os.path.exists(out["alphas_png"])
     assert all((tmp_path / m / "seed0" / "row.log").exists() for m in names)
+    assert all(r["cpus"] == 1 for r in records)  # each child row ran on one CPU
     # rerun: every (method, seed) is finished, so nothing is searched or trained again
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/seed0/result.json")}
     again = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY)
