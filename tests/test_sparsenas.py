@@ -19,6 +19,7 @@ from jaxnas.search import build
 from jaxnas.search.sparsenas import (
     LinearMixer,
     cell_masks,
+    derive_sparse,
     derive_sparse_cell,
     node_groups,
     pathwise_lambda,
@@ -71,6 +72,16 @@ def test_pathwise_lambda_schedule():
     assert float(pathwise_lambda(0.02, 5, lam_start=0.1)(7)) == pytest.approx(0.12)
     with pytest.raises(ValueError, match=">= 0"):
         pathwise_lambda(-0.01, 10)
+    # the per-step ramp is the same line, sampled every step: it meets the per-epoch
+    # staircase at every epoch boundary and lies above it (by < lam_step) in between
+    ramp = pathwise_lambda(0.01, 10, every="step")
+    np.testing.assert_allclose(
+        [float(ramp(s)) for s in (0, 5, 9, 10, 25, 490)],
+        [0.0, 0.005, 0.009, 0.01, 0.025, 0.49],
+        atol=1e-7,
+    )
+    with pytest.raises(ValueError, match="'epoch' or 'step'"):
+        pathwise_lambda(0.01, 10, every="batch")
 
 
 def test_configs_load():
@@ -339,3 +350,22 @@ def test_short_search_end_to_end(tmp_path):
     assert rec["train/theta_zero_frac"] > 0
     assert (tmp_path / "run" / "genotype.json").exists() and summary["genotype_pictures"]
     assert "test/accuracy" in rec
+
+
+def test_max_ops_derives_the_cell_from_the_path_before_lambda_empties_it(batches):
+    """``search.max_ops``: step 1 as in ``stepped`` (some exact zeros), then lambda so large
+    that step 2 zeroes all of theta; the genotype is still the one of step 1's theta."""
+    c = _config(alpha=1.0, lam_start=0.5 / HAPG_LR, lam_step=1e4, lam_every="step", max_ops=28)
+    c.model.primitives = "sparsenas_cherry_picked"
+    m = _build(c)
+    s0 = m.init(jax.random.key(0), batches[0][0])
+    s1, _ = m.train_step(s0, batches[0], batches[1])
+    s2, metrics = m.train_step(s1, batches[1], batches[0])
+    assert float(metrics["theta_zero_frac"]) == 1.0 and int(metrics["path_frozen"]) == 2
+    theta1 = m.arch_weights(s1)
+    for k in ("normal", "reduce"):
+        assert 0 < np.count_nonzero(theta1[k]) <= 28  # 14 edges x 2 ops: frozen at step 1
+        np.testing.assert_array_equal(np.asarray(m.derived_theta(s2)[k]), theta1[k])
+    assert m.genotype(s2) == derive_sparse(theta1["normal"], theta1["reduce"], m.primitives)
+    with pytest.raises(ValueError, match="max_ops"):
+        _build(_config(max_ops=-1))

@@ -14,6 +14,8 @@ From SparseNAS ("Neural Architecture Search as Sparse Supernet", Wu et al.):
   (Eqs. 6-8) and :func:`adam_hapg` (AdamHAPG);
 * group specs: :func:`resolve_groups`, :func:`leaf_groups`,
   :func:`groups_along_axis` (see :mod:`jaxnas.optim.groups`);
+* :func:`path_snapshot`: the solution at a chosen sparsity along a pathwise
+  lambda schedule (see :mod:`jaxnas.optim.path`);
 * the plain l1 penalty ``gamma ||x||_1`` (RARTS width search, thesis Sec. 4.2):
   :func:`l1_prox` (soft-threshold step, exact zeros), :func:`add_l1_subgradient`
   and :func:`l1_penalty` (see :mod:`jaxnas.optim.l1`).
@@ -39,6 +41,7 @@ from jaxnas.optim.hapg import (
     proximal_step,
 )
 from jaxnas.optim.l1 import L1SubgradientState, add_l1_subgradient, l1_penalty, l1_prox
+from jaxnas.optim.path import PathSnapshotState, path_snapshot
 from jaxnas.optim.prox import group_soft_threshold, sgl_penalty, sgl_prox, soft_threshold
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "Groups",
     "HAPGState",
     "L1SubgradientState",
+    "PathSnapshotState",
     "ProximalState",
     "adam_hapg",
     "add_l1_subgradient",
@@ -57,6 +61,7 @@ __all__ = [
     "l1_penalty",
     "l1_prox",
     "leaf_groups",
+    "path_snapshot",
     "proximal",
     "proximal_step",
     "resolve_groups",

@@ -110,8 +110,13 @@ def default_config() -> ml_collections.ConfigDict:
     optim.a_weight_decay: L2 on A folded into the gradient before the prox (0: off).
     optim.a_momentum: ``"apg"`` (``u_t = (t-2)/(t+1)``, Eq. 8) or a constant, e.g. ``"0.9"``.
     search.optimizer: ``"hapg"`` | ``"adam_hapg"``; ``alpha``: L1/group mixing (Eq. 2);
-      ``lam_start``, ``lam_step``: lambda = lam_start + lam_step * epoch;
-      ``prune_threshold``: derivation keeps ``|theta| > prune_threshold`` (0: exact zeros).
+      ``lam_start``, ``lam_step``: lambda = lam_start + lam_step * epoch, ``lam_every``:
+      ``"epoch"`` (lambda steps up between epochs) or ``"step"`` (a ramp; see
+      :func:`pathwise_lambda`);
+      ``prune_threshold``: derivation keeps ``|theta| > prune_threshold`` (0: exact zeros);
+      ``max_ops``: 0 (the paper) derives the cell from the last ``theta``; ``K > 0`` from
+      the first ``theta`` of the lambda path with at most ``K`` ops in that cell type
+      (:func:`jaxnas.optim.path_snapshot`).
     """
     c = darts_default_config()
     c.model.primitives = "darts_no_zero"
@@ -128,7 +133,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.search.alpha = 0.5
     c.search.lam_start = 0.0
     c.search.lam_step = 0.01
+    c.search.lam_every = "epoch"
     c.search.prune_threshold = 0.0
+    c.search.max_ops = 0
     return c
 
 
@@ -202,20 +209,29 @@ def node_groups(
 
 
 def pathwise_lambda(
-    lam_step: float, steps_per_epoch: int, lam_start: float = 0.0
+    lam_step: float, steps_per_epoch: int, lam_start: float = 0.0, every: str = "epoch"
 ) -> optax.Schedule:
-    """The pathwise sparsity strength: ``lam = lam_start + lam_step * (count // steps_per_epoch)``.
+    """The pathwise sparsity strength, linear in the epoch ``e = count / steps_per_epoch``.
 
-    Constant within an epoch, linear in the epoch (paper: step 0.01 per epoch,
-    "Effect of lambda"; start 0 and no cap are our reading).
+    ``every="epoch"``: ``lam = lam_start + lam_step * floor(e)``, constant within an
+    epoch (paper: step 0.01 per epoch, "Effect of lambda"; start 0 and no cap are our
+    reading).  ``every="step"``: ``lam = lam_start + lam_step * e``, the same line
+    sampled at every step; at small budgets a jump of lambda between epochs either
+    leaves the cell dense or empties it (README, "SparseNAS and BayesNAS at small
+    budgets"), the per-step ramp prunes gradually.
     """
     if lam_step < 0 or lam_start < 0:
         raise ValueError(f"lam_start and lam_step must be >= 0, got {lam_start}, {lam_step}")
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if every not in ("epoch", "step"):
+        raise ValueError(f"the lambda path moves every 'epoch' or 'step', got {every!r}")
 
     def schedule(count):
-        return lam_start + lam_step * (jnp.asarray(count) // steps_per_epoch)
+        count = jnp.asarray(count)
+        if every == "epoch":
+            return lam_start + lam_step * (count // steps_per_epoch)
+        return lam_start + lam_step * count.astype(jnp.float32) / steps_per_epoch
 
     return schedule
 
@@ -311,7 +327,7 @@ def arch_optimizer(
     (:mod:`jaxnas.search.sparsenas_rnn`).
     """
     o, s = config.optim, config.search
-    lam_schedule = pathwise_lambda(s.lam_step, steps_per_epoch, s.lam_start)
+    lam_schedule = pathwise_lambda(s.lam_step, steps_per_epoch, s.lam_start, s.lam_every)
     momentum = _momentum(o.a_momentum)
     if s.optimizer == "hapg":
         lr_schedule = epoch_cosine_schedule(o.hapg_lr, o.hapg_lr_min, s.epochs, steps_per_epoch)
@@ -392,6 +408,10 @@ class SparseNAS(DARTS):
             chain.append(_mask_gradient(self.masks))
         if o.a_weight_decay:  # folded into g before the prox (never after: zeros would move)
             chain.append(optax.add_decayed_weights(o.a_weight_decay))
+        if s.max_ops < 0:
+            raise ValueError(f"search.max_ops must be >= 0 (0: off), got {s.max_ops}")
+        if s.max_ops:
+            a_opt = optim.path_snapshot(a_opt, s.max_ops)
         self.a_tx = optax.chain(*chain, a_opt)
 
     def make_mixer(self):
@@ -414,6 +434,13 @@ class SparseNAS(DARTS):
         """The sparse iterate ``theta_t`` (the last prox output, Eqs. 5, 9, 10)."""
         return optax.tree_utils.tree_get(state.a_opt, "theta")
 
+    def derived_theta(self, state: SearchState) -> dict[str, jax.Array]:
+        """The ``theta`` the cell is derived from: ``theta_t``, or with ``search.max_ops``
+        the first ``theta`` of the path with at most that many ops per cell type."""
+        if self.config.search.max_ops:
+            return optax.tree_utils.tree_get(state.a_opt, "snapshot")
+        return self.theta(state)
+
     def _train_step(self, state: SearchState, train_batch, valid_batch):
         new, metrics = super()._train_step(state, train_batch, valid_batch)
         theta = self.theta(new)
@@ -432,6 +459,9 @@ class SparseNAS(DARTS):
             theta_zero_frac=n_zero / n_used,
             zero_groups=dead,
         )
+        if self.config.search.max_ops:  # cell types whose cell is read off the path already
+            frozen = optax.tree_utils.tree_get(new.a_opt, "frozen")
+            metrics["path_frozen"] = sum(f.astype(jnp.int32) for f in jax.tree.leaves(frozen))
         return new, metrics
 
     def _eval_step(self, state: SearchState, batch):
@@ -445,8 +475,8 @@ class SparseNAS(DARTS):
         return {k: np.asarray(v) for k, v in self.theta(state).items()}
 
     def genotype(self, state: SearchState) -> Genotype:
-        """The mixed-path genotype of ``theta`` (:func:`derive_sparse`)."""
-        w = self.arch_weights(state)
+        """The mixed-path genotype of :meth:`derived_theta` (:func:`derive_sparse`)."""
+        w = {k: np.asarray(v) for k, v in self.derived_theta(state).items()}
         return derive_sparse(
             w["normal"],
             w["reduce"],

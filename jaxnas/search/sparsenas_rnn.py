@@ -98,7 +98,8 @@ def default_config() -> ml_collections.ConfigDict:
       ``a_beta1``, ``a_beta2``, ``a_eps``; HAPG ``hapg_lr`` (cosine per epoch to
       ``hapg_lr_min``); ``a_momentum`` (``"apg"`` or a constant); ``a_weight_decay``.
     search: ``epochs``, ``order`` (``"first"`` | ``"second"``: exact through one step),
-      ``optimizer``, ``alpha``, ``lam_start``, ``lam_step``, ``prune_threshold``.
+      ``optimizer``, ``alpha``, ``lam_start``, ``lam_step``, ``lam_every``,
+      ``prune_threshold``.
     text: ``bptt``, ``window`` (``"two_point"``: DARTS' search windows; ``"normal"``;
       ``"fixed"``), ``max_seq_len_delta``, ``eval_batch_size`` (validation perplexity).
     The shared ``data`` keys used: ``dataset`` (``"ptb"``), ``data_dir``, ``batch_size``.
@@ -143,6 +144,7 @@ def default_config() -> ml_collections.ConfigDict:
             alpha=0.5,
             lam_start=0.0,
             lam_step=0.01,
+            lam_every="epoch",
             prune_threshold=0.0,
         )
     )
