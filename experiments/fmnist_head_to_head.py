@@ -152,13 +152,16 @@ def _read_times(stage_file: str) -> dict[str, float]:
 
 
 def _timed(stage_file: str, key: str, fn):
-    """Run ``fn`` and add its wall time to ``stage_file[key]`` (summed over resumes)."""
+    """Run ``fn`` and add its wall time to ``stage_file[key]`` (summed over resumes, and
+    counted also when ``fn`` stops with an exception: an interrupted stage's time is spent)."""
     times = _read_times(stage_file)
     t0 = time.time()
-    out = fn()
-    times[key] = times.get(key, 0.0) + time.time() - t0
-    with open(stage_file, "w", encoding="utf-8") as f:
-        json.dump(times, f)
+    try:
+        out = fn()
+    finally:
+        times[key] = times.get(key, 0.0) + time.time() - t0
+        with open(stage_file, "w", encoding="utf-8") as f:
+            json.dump(times, f)
     return out, times[key]
 
 

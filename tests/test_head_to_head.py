@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,19 @@ def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
         with pytest.raises(ValueError, match="another head-to-head is running"):
             h2h.run(CONFIG, str(tmp_path), quick=True)
     assert not (tmp_path / "experiment.json").exists()
+
+
+def test_stage_times_add_up_over_resumes_and_count_an_interrupted_stage(tmp_path):
+    path = str(tmp_path / "times.json")
+
+    def interrupted():
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        h2h._timed(path, "search", interrupted)
+    first = json.load(open(path))["search"]
+    assert first >= 0.05
+    out, total = h2h._timed(path, "search", lambda: (time.sleep(0.02), "done")[1])
+    assert out == "done" and total >= first + 0.02
+    assert json.load(open(path)) == {"search": total}

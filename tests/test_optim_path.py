@@ -31,37 +31,41 @@ def _hapg(lam_per_step):
     return optim.hapg(0.5, lambda c: lam_per_step * c, alpha=1.0, momentum=0.0)
 
 
-def test_path_snapshot_leaves_the_optimisation_alone_and_freezes_at_max_nonzeros():
+def test_path_snapshot_ends_each_leafs_path_at_max_nonzeros():
     steps, k = 60, 3
     plain = _run(_hapg(0.1), steps)
     wrapped = _run(optim.path_snapshot(_hapg(0.1), k), steps)
-    for (p0, _, t0), (p1, _, t1) in zip(plain, wrapped):
-        jax.tree.map(np.testing.assert_array_equal, p0, p1)
-        jax.tree.map(np.testing.assert_array_equal, t0, t1)
-    snapshot = optax.tree_utils.tree_get(wrapped[-1][1], "snapshot")
-    # the same point found by scanning the plain run's theta path by hand
+    state = wrapped[-1][1]
     for leaf in ("a", "b"):
+        # where the plain path first has 1..k non-zeros, found by scanning it by hand
         path = [t[leaf] for _, _, t in plain]
         nnz = [int(np.count_nonzero(t)) for t in path]
-        first = next((i for i, n in enumerate(nnz) if 0 < n <= k), None)
-        if first is None:  # never that sparse while non-empty: the last non-empty theta
-            first = max(i for i, n in enumerate(nnz) if n > 0)
-        np.testing.assert_array_equal(np.asarray(snapshot[leaf]), path[first])
-    # the path does pass through k non-zeros of "a" and then empties it
+        end = next(i for i, n in enumerate(nnz) if 0 < n <= k)
+        np.testing.assert_array_equal(np.asarray(state.snapshot[leaf]), path[end])
+        assert bool(state.frozen[leaf])
+        # up to that step the wrapped run is the plain one; after it the leaf stands still
+        for i in range(end + 1):
+            np.testing.assert_array_equal(wrapped[i][0][leaf], plain[i][0][leaf])
+        for i in range(end + 1, steps):
+            np.testing.assert_array_equal(wrapped[i][0][leaf], plain[end][0][leaf])
+    # "a" passes through k non-zeros on the plain path, which then empties it
     nnz_a = [int(np.count_nonzero(t["a"])) for _, _, t in plain]
     assert k in nnz_a and nnz_a[-1] == 0
-    assert 0 < np.count_nonzero(snapshot["a"]) <= k
+    assert int(np.count_nonzero(state.snapshot["a"])) == k
 
 
 def test_path_snapshot_keeps_the_last_nonempty_theta_when_lambda_jumps_past():
-    # lambda 0 for 10 steps (theta converges to TARGET, dense), then so large that one
-    # prox step zeroes everything: the snapshot is the dense theta before the jump.
+    # lambda 0 for 10 steps (theta converges towards TARGET, dense), then so large that
+    # one prox step zeroes everything: the snapshot is the dense theta before the jump
+    # and the params stay where they gave it.
     tx = optim.hapg(0.5, lambda c: jnp.where(c < 10, 0.0, 100.0), alpha=1.0, momentum=0.0)
+    plain = _run(tx, 15)
     trace = _run(optim.path_snapshot(tx, 2), 15)
-    snapshot = optax.tree_utils.tree_get(trace[-1][1], "snapshot")
-    assert np.count_nonzero(trace[-1][2]["a"]) == 0
-    np.testing.assert_array_equal(np.asarray(snapshot["a"]), trace[9][2]["a"])
-    assert np.count_nonzero(snapshot["a"]) == TARGET["a"].size
+    assert np.count_nonzero(plain[-1][2]["a"]) == 0
+    state = trace[-1][1]
+    np.testing.assert_array_equal(np.asarray(state.snapshot["a"]), plain[9][2]["a"])
+    assert np.count_nonzero(state.snapshot["a"]) == TARGET["a"].size
+    np.testing.assert_array_equal(trace[-1][0]["a"], plain[9][0]["a"])
 
 
 def test_path_snapshot_is_jittable_and_rejects_bad_counts():

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxnas import data
@@ -19,6 +20,7 @@ from jaxnas.search import build
 from jaxnas.search.sparsenas import (
     LinearMixer,
     cell_masks,
+    clip_each_cell,
     derive_sparse,
     derive_sparse_cell,
     node_groups,
@@ -82,6 +84,20 @@ def test_pathwise_lambda_schedule():
     )
     with pytest.raises(ValueError, match="'epoch' or 'step'"):
         pathwise_lambda(0.01, 10, every="batch")
+
+
+def test_clip_each_cell_bounds_each_cell_types_norm_alone():
+    g = {"normal": jnp.full((14, 7), 10.0 / np.sqrt(98)), "reduce": jnp.full((14, 7), 0.01)}
+    g["zero"] = jnp.zeros((3,))
+    out, _ = clip_each_cell(5.0).update(g, optax.EmptyState())
+    np.testing.assert_allclose(float(jnp.linalg.norm(out["normal"])), 5.0, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out["normal"]), np.asarray(g["normal"]) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out["reduce"]), np.asarray(g["reduce"]))
+    np.testing.assert_array_equal(np.asarray(out["zero"]), 0.0)
+    bad = _config()
+    bad.optim.a_grad_clip = -1.0
+    with pytest.raises(ValueError, match="a_grad_clip"):
+        _build(bad)
 
 
 def test_configs_load():
@@ -352,20 +368,25 @@ def test_short_search_end_to_end(tmp_path):
     assert "test/accuracy" in rec
 
 
-def test_max_ops_derives_the_cell_from_the_path_before_lambda_empties_it(batches):
-    """``search.max_ops``: step 1 as in ``stepped`` (some exact zeros), then lambda so large
-    that step 2 zeroes all of theta; the genotype is still the one of step 1's theta."""
+def test_max_ops_ends_the_path_before_lambda_empties_the_cell(batches):
+    """``search.max_ops``: step 1 as in ``stepped`` (some exact zeros, at most 28 ops per
+    cell type: the path ends there), then lambda so large that the prox zeroes all of
+    theta in step 2; the cell is still step 1's and A stands still."""
     c = _config(alpha=1.0, lam_start=0.5 / HAPG_LR, lam_step=1e4, lam_every="step", max_ops=28)
     c.model.primitives = "sparsenas_cherry_picked"
     m = _build(c)
     s0 = m.init(jax.random.key(0), batches[0][0])
     s1, _ = m.train_step(s0, batches[0], batches[1])
     s2, metrics = m.train_step(s1, batches[1], batches[0])
-    assert float(metrics["theta_zero_frac"]) == 1.0 and int(metrics["path_frozen"]) == 2
     theta1 = m.arch_weights(s1)
     for k in ("normal", "reduce"):
-        assert 0 < np.count_nonzero(theta1[k]) <= 28  # 14 edges x 2 ops: frozen at step 1
-        np.testing.assert_array_equal(np.asarray(m.derived_theta(s2)[k]), theta1[k])
+        assert 0 < np.count_nonzero(theta1[k]) <= 28  # 14 edges x 2 ops
+        assert not np.any(np.asarray(m.theta(s2)[k]))  # the prox did empty it
+        np.testing.assert_array_equal(m.arch_weights(s2)[k], theta1[k])
+        np.testing.assert_array_equal(np.asarray(s2.arch[k]), np.asarray(s1.arch[k]))
+    assert int(metrics["path_frozen"]) == 2
+    zero = np.mean([np.mean(theta1[k][:, m.masks[k] > 0] == 0) for k in theta1])
+    assert float(metrics["theta_zero_frac"]) == pytest.approx(zero)
     assert m.genotype(s2) == derive_sparse(theta1["normal"], theta1["reduce"], m.primitives)
     with pytest.raises(ValueError, match="max_ops"):
         _build(_config(max_ops=-1))

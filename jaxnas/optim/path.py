@@ -1,23 +1,31 @@
 """Reading a sparse solution off a pathwise regularisation path, as an optax wrapper.
 
 A pathwise method raises the sparsity strength lambda step by step and reads
-the model off the path (Simon et al. 2013, whose strategy SparseNAS follows;
-glmnet stops its path once ``pmax`` variables are non-zero).  When the budget
-is short, lambda jumps over the sparsity one wants: a few more steps of the
-prox and every weight is zero.  :func:`path_snapshot` watches the sparse
-iterate ``theta`` of a proximal transform (:func:`~jaxnas.optim.hapg`,
-:func:`~jaxnas.optim.adam_hapg`, :func:`~jaxnas.optim.proximal`) and keeps,
-per leaf, the first ``theta`` on the path with at most ``max_nonzeros``
-non-zero entries, so that the solution at that point of the path survives the
-rest of the run:
+the model off the path (Simon et al. 2013, whose strategy SparseNAS follows);
+glmnet ends its path once ``pmax`` variables are non-zero.  When the budget is
+short, lambda jumps over the sparsity one wants: a few more prox steps and
+every weight is zero.  :func:`path_snapshot` watches the sparse iterate
+``theta`` of a proximal transform (:func:`~jaxnas.optim.hapg`,
+:func:`~jaxnas.optim.adam_hapg`, :func:`~jaxnas.optim.proximal`) and ends the
+path of each leaf at the first ``theta`` with at most ``max_nonzeros`` non-zero
+entries: that ``theta`` is kept as the leaf's ``snapshot`` and the leaf's
+parameters stop moving.  Per leaf, with ``nnz_t`` the non-zeros of ``theta_t``:
 
-    snapshot_t = theta_t        while the leaf is not frozen and nnz(theta_t) > 0
-    frozen_t   = frozen_{t-1} or 0 < nnz(theta_t) <= max_nonzeros
+    frozen_t   = frozen_{t-1} or nnz_t <= max_nonzeros
+    snapshot_t = theta_t          if not frozen_{t-1} and nnz_t > 0, else snapshot_{t-1}
+    update_t   = inner update     if not frozen_{t-1} and nnz_t > 0, else 0
 
-If lambda empties a leaf in one step before it reaches ``max_nonzeros``, the
-snapshot is the last non-empty ``theta``; if the path never gets that sparse,
-it is the last ``theta``.  The wrapper leaves the optimisation itself alone:
-the updates and the inner state are exactly those of the inner transform.
+If one step empties a leaf before it reaches ``max_nonzeros``, the snapshot is
+the last non-empty ``theta`` and the parameters stay where they produced it;
+if the path never gets that sparse, the snapshot is the last ``theta``.  Until
+a leaf freezes, its updates are exactly those of the inner transform.
+
+Why the parameters stop: in a network that normalises what the weighted sum
+feeds (a DARTS cell's output goes through ReLU-conv-BN in the next cell), the
+loss is invariant to a common scale of a leaf, so its gradient grows like one
+over that scale; once the prox has shrunk a leaf to almost nothing the gradient
+overflows.  The inner state keeps running for a frozen leaf but its ``theta``
+is no longer the path's: read ``snapshot``.
 """
 
 from __future__ import annotations
@@ -47,13 +55,13 @@ def _theta(inner_state: Any) -> Any:
 def path_snapshot(
     inner: optax.GradientTransformation, max_nonzeros: int
 ) -> optax.GradientTransformation:
-    """``inner`` plus the snapshot of its ``theta`` at ``max_nonzeros`` (module doc).
+    """``inner`` whose lambda path ends, per leaf, at ``max_nonzeros`` (module doc).
 
     Args:
       inner: a transform whose state holds the sparse iterate under the name ``theta``
-        (found with ``optax.tree_utils.tree_get``).
-      max_nonzeros: freeze a leaf's snapshot at the first step where it has between 1
-        and ``max_nonzeros`` non-zero entries (>= 1).
+        (found with ``optax.tree_utils.tree_get``), a pytree shaped like the params.
+      max_nonzeros: a leaf's path ends at the first step where it has at most
+        ``max_nonzeros`` non-zero entries (>= 1).
 
     Returns:
       A transform with :class:`PathSnapshotState`; ``state.snapshot`` has ``theta``'s
@@ -71,16 +79,21 @@ def path_snapshot(
     def update_fn(updates, state, params=None):
         updates, new_inner = inner.update(updates, state.inner, params)
         theta = _theta(new_inner)
+        if jax.tree.structure(theta) != jax.tree.structure(updates):
+            raise ValueError("path_snapshot: theta and the updates must have one structure")
 
-        def follow(t, snap, frozen):
+        def follow(u, t, snap, frozen):
             nnz = jnp.sum(t != 0)
-            new_snap = jnp.where(frozen | (nnz == 0), snap, t)
-            return new_snap, frozen | ((nnz > 0) & (nnz <= max_nonzeros))
+            moving = ~frozen & (nnz > 0)
+            return (
+                jnp.where(moving, u, jnp.zeros_like(u)),
+                jnp.where(moving, t, snap),
+                frozen | (nnz <= max_nonzeros),
+            )
 
-        pairs = jax.tree.map(follow, theta, state.snapshot, state.frozen)
-        is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
-        snapshot = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
-        frozen = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
-        return updates, PathSnapshotState(new_inner, snapshot, frozen)
+        out = jax.tree.map(follow, updates, theta, state.snapshot, state.frozen)
+        is_out = lambda x: isinstance(x, tuple)  # noqa: E731
+        pick = [jax.tree.map(lambda o, i=i: o[i], out, is_leaf=is_out) for i in range(3)]
+        return pick[0], PathSnapshotState(new_inner, pick[1], pick[2])
 
     return optax.GradientTransformation(init_fn, update_fn)

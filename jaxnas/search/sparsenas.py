@@ -74,6 +74,7 @@ __all__ = [
     "LinearMixer",
     "SparseNAS",
     "cell_masks",
+    "clip_each_cell",
     "default_config",
     "derive_sparse",
     "derive_sparse_cell",
@@ -107,15 +108,18 @@ def default_config() -> ml_collections.ConfigDict:
       ``"ones"``; ``arch_init_noise``: relative Gaussian noise ``A (1 + s N(0, 1))``.
     optim.a_lr, a_beta1, a_beta2, a_eps: AdamHAPG (3e-4 constant, (0.5, 0.999), 1e-8).
     optim.hapg_lr, hapg_lr_min: HAPG's step, cosine per epoch 0.025 -> 0.001.
-    optim.a_weight_decay: L2 on A folded into the gradient before the prox (0: off).
+    optim.a_weight_decay: L2 on A folded into the gradient before the prox (0: off);
+      ``a_grad_clip``: each cell type's gradient of A clipped to this norm before the
+      prox (0: off, the paper; :func:`clip_each_cell`).
     optim.a_momentum: ``"apg"`` (``u_t = (t-2)/(t+1)``, Eq. 8) or a constant, e.g. ``"0.9"``.
     search.optimizer: ``"hapg"`` | ``"adam_hapg"``; ``alpha``: L1/group mixing (Eq. 2);
       ``lam_start``, ``lam_step``: lambda = lam_start + lam_step * epoch, ``lam_every``:
       ``"epoch"`` (lambda steps up between epochs) or ``"step"`` (a ramp; see
       :func:`pathwise_lambda`);
       ``prune_threshold``: derivation keeps ``|theta| > prune_threshold`` (0: exact zeros);
-      ``max_ops``: 0 (the paper) derives the cell from the last ``theta``; ``K > 0`` from
-      the first ``theta`` of the lambda path with at most ``K`` ops in that cell type
+      ``max_ops``: 0 (the paper) derives the cell from the last ``theta``; ``K > 0`` ends
+      a cell type's lambda path at its first ``theta`` with at most ``K`` ops: that
+      ``theta`` gives the cell and the cell type's ``A`` stops moving
       (:func:`jaxnas.optim.path_snapshot`).
     """
     c = darts_default_config()
@@ -123,6 +127,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.arch_init = "uniform"
     c.model.arch_init_noise = 0.0
     c.optim.a_weight_decay = 0.0
+    c.optim.a_grad_clip = 0.0
     c.optim.a_eps = 1e-8
     c.optim.hapg_lr = 0.025
     c.optim.hapg_lr_min = 0.001
@@ -360,6 +365,25 @@ def _momentum(setting: str) -> float | None:
     return value
 
 
+def clip_each_cell(max_norm: float) -> optax.GradientTransformation:
+    """Scale each leaf (cell type) of the gradient of ``A`` to norm at most ``max_norm``.
+
+    The next cell's ReLU-conv-BN normalises what a cell outputs, so the loss hardly
+    depends on a common scale of that cell's ``A`` and its gradient grows like one over
+    that scale: once the prox has shrunk a cell's ``A`` to almost nothing, an unclipped
+    step throws it far out (measured: gradient norms 2 -> 2e2 -> 9e4 -> 2e7 within five steps,
+    then NaN).  Per leaf, so that one cell's blow-up does not silence the other's.
+    """
+
+    def clip(g, params=None):
+        del params
+        return jax.tree.map(
+            lambda x: x * jnp.minimum(1.0, max_norm / jnp.maximum(jnp.linalg.norm(x), 1e-30)), g
+        )
+
+    return optax.stateless(clip)
+
+
 def _mask_gradient(masks: dict[str, np.ndarray]) -> optax.GradientTransformation:
     """Zero the gradient of ops a cell type does not use (their ``A`` stays exactly 0)."""
     return optax.stateless(
@@ -406,6 +430,10 @@ class SparseNAS(DARTS):
         chain = []
         if not all(mk.all() for mk in self.masks.values()):
             chain.append(_mask_gradient(self.masks))
+        if o.a_grad_clip < 0:
+            raise ValueError(f"optim.a_grad_clip must be >= 0 (0: off), got {o.a_grad_clip}")
+        if o.a_grad_clip:
+            chain.append(clip_each_cell(o.a_grad_clip))
         if o.a_weight_decay:  # folded into g before the prox (never after: zeros would move)
             chain.append(optax.add_decayed_weights(o.a_weight_decay))
         if s.max_ops < 0:
@@ -436,14 +464,15 @@ class SparseNAS(DARTS):
 
     def derived_theta(self, state: SearchState) -> dict[str, jax.Array]:
         """The ``theta`` the cell is derived from: ``theta_t``, or with ``search.max_ops``
-        the first ``theta`` of the path with at most that many ops per cell type."""
+        per cell type the ``theta`` where its path ended, at most that many ops
+        (:func:`jaxnas.optim.path_snapshot`; ``theta_t`` until then)."""
         if self.config.search.max_ops:
             return optax.tree_utils.tree_get(state.a_opt, "snapshot")
         return self.theta(state)
 
     def _train_step(self, state: SearchState, train_batch, valid_batch):
         new, metrics = super()._train_step(state, train_batch, valid_batch)
-        theta = self.theta(new)
+        theta = self.derived_theta(new)
         n_zero, n_used, dead = 0, 0, 0
         for name, t in theta.items():
             mask = jnp.asarray(self.masks[name])
@@ -465,18 +494,19 @@ class SparseNAS(DARTS):
         return new, metrics
 
     def _eval_step(self, state: SearchState, batch):
-        """The sparse supernet (``theta``) in inference mode."""
-        return super()._eval_step(state.replace(arch=self.theta(state)), batch)
+        """The sparse supernet (:meth:`derived_theta`) in inference mode."""
+        return super()._eval_step(state.replace(arch=self.derived_theta(state)), batch)
 
     # ---- reading the architecture -------------------------------------------------------
 
     def arch_weights(self, state: SearchState) -> dict[str, np.ndarray]:
-        """``theta`` per cell type, ``{"normal": (14, n_ops), "reduce": ...}`` (not ``A_t``)."""
-        return {k: np.asarray(v) for k, v in self.theta(state).items()}
+        """:meth:`derived_theta` per cell type, ``{"normal": (14, n_ops), "reduce": ...}``
+        (not ``A_t``)."""
+        return {k: np.asarray(v) for k, v in self.derived_theta(state).items()}
 
     def genotype(self, state: SearchState) -> Genotype:
         """The mixed-path genotype of :meth:`derived_theta` (:func:`derive_sparse`)."""
-        w = {k: np.asarray(v) for k, v in self.derived_theta(state).items()}
+        w = self.arch_weights(state)
         return derive_sparse(
             w["normal"],
             w["reduce"],
