@@ -33,7 +33,9 @@ with the same architecture weights and genotype as an uninterrupted run
 (bit-identical on CPU). Records written after the last checkpoint are dropped on
 resume. A SIGTERM or SIGINT stops the search after the current step (raising
 :class:`jaxnas.runtime.Interrupted`; the CLI exits with status 130); a resume then
-redoes that epoch from the checkpoint of the epoch before it.
+redoes that epoch from the checkpoint of the epoch before it.  Steps run
+asynchronously, so a signal that comes after the epoch's last step was queued
+stops the search after that epoch and its checkpoint instead.
 """
 
 from __future__ import annotations
@@ -441,6 +443,13 @@ def search(
                 )
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, record)
+                # Steps are dispatched asynchronously: a signal that came after the epoch's
+                # last step was queued is seen only here, after its checkpoint.
+                if stop.signal is not None:
+                    raise Interrupted(
+                        f"{stop.name} after epoch {epoch + 1}; last checkpoint: epoch "
+                        f"{epoch + 1} in {wd.checkpoints}; continue with --resume"
+                    )
 
             genotype = method.genotype(state)
             return _finish(config, wd, method, genotype, epochs, steps_per_epoch, t_start)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxnas.config import load_config
 from jaxnas.genotype import DARTS_V2, Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,15 +67,15 @@ def test_load_experiment_quick_and_overrides():
     assert quick["search"]["search.epochs"] == "1"
     assert quick["search"]["model.init_channels"] == full["search"]["model.init_channels"]
     assert int(quick["retrain"]["data.limit"]) < int(full["retrain"]["data.limit"])
-    # the quick SparseNAS rows end at the full budget's lambda, lam_step * (epochs - 1)
+    # the SparseNAS rows ramp lambda per step; quick and full end at the same lambda,
+    # lam_step * epochs, and both end each cell type's path at the same size
     plain = h2h.load_experiment(CONFIG, quick=True)
     for row in ("sparsenas_hapg", "sparsenas_adamhapg"):
         q, f = plain["methods"][row][1], full["methods"][row][1]
-        assert "search.lam_step" not in f  # full: the tiny config's own step
-        full_end = load_config(full["methods"][row][0]).search.lam_step * (
-            int(full["search"]["search.epochs"]) - 1
-        )
-        quick_end = float(q["search.lam_step"]) * (int(plain["search"]["search.epochs"]) - 1)
+        assert f["search.lam_every"] == q["search.lam_every"] == "step"
+        assert int(f["search.max_ops"]) == int(q["search.max_ops"]) > 0
+        full_end = float(f["search.lam_step"]) * int(full["search"]["search.epochs"])
+        quick_end = float(q["search.lam_step"]) * int(plain["search"]["search.epochs"])
         assert quick_end == pytest.approx(full_end) and full_end > 0
     assert "search.lam_step" not in quick["methods"]["darts_1st"][1]
     with pytest.raises(ValueError, match="search.KEY=VALUE"):
@@ -102,12 +101,11 @@ def test_every_row_resolves_to_a_valid_search_config():
         )
         methods.add(c.method)
         # the same budget and supernet size for every row
-        assert (c.data.limit, c.search.epochs, c.model.init_channels, c.model.layers) == (
-            3200,
-            5,
-            4,
-            5,
-        ), name
+        shared = [exp["search"][k] for k in ("data.limit", "search.epochs")]
+        shared += [exp["search"][k] for k in ("model.init_channels", "model.layers")]
+        assert [c.data.limit, c.search.epochs, c.model.init_channels, c.model.layers] == [
+            int(v) for v in shared
+        ], name
     assert methods == {"darts", "rarts", "sparsenas", "bayesnas", "asmnas", "prdarts"}
     load_config(ROOT / exp["retrain_config"], h2h._override_strings(exp["retrain"]))
 

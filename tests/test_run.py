@@ -284,7 +284,9 @@ def test_other_seed_other_result(straight_run, tmp_path):
     assert not _same_arch(_final_arch(wd, 3), _final_arch(str(tmp_path), 3))
 
 
-@pytest.mark.parametrize("kill", ["after_epoch_1", "mid_epoch_2", "sigterm_mid_epoch_2"])
+@pytest.mark.parametrize(
+    "kill", ["after_epoch_1", "mid_epoch_2", "sigterm_mid_epoch_2", "sigterm_after_last_epoch"]
+)
 def test_resume_after_kill_matches_straight_run(straight_run, tmp_path, kill):
     wd_ref, summary_ref = straight_run
     wd = str(tmp_path)
@@ -292,6 +294,8 @@ def test_resume_after_kill_matches_straight_run(straight_run, tmp_path, kill):
     def on_epoch_end(done, record):
         if kill == "after_epoch_1" and done == 1:
             raise Kill
+        if kill == "sigterm_after_last_epoch" and done == 3:  # after every step was run
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def on_step(epoch, step):
         if kill == "mid_epoch_2" and step == 6:  # 2 steps into epoch 2 (4 steps/epoch)
@@ -309,7 +313,8 @@ def test_resume_after_kill_matches_straight_run(straight_run, tmp_path, kill):
             on_epoch_end=on_epoch_end,
             on_step=on_step,
         )
-    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["1"]
+    kept = sorted(os.listdir(os.path.join(wd, "checkpoints")))
+    assert kept[-1] == "3" if kill == "sigterm_after_last_epoch" else kept == ["1"]
     summary = search(tiny_config(3), wd, build=toy_build, progress=False, resume=True)
 
     assert _same_arch(_final_arch(wd_ref, 3), _final_arch(wd, 3))
