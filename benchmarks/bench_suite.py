@@ -21,6 +21,10 @@ as such without stopping the suite.  Measurement: ``common.time_step`` (init, ah
 time compile, one warm-up step, the median of ``--steps`` steps).  Each row records the
 load average before and after it: on a shared machine the times are upper bounds.
 
+``--jobs N`` measures N rows at a time: their init and compilation overlap (compile times
+are then those of a shared machine), but each child takes a file lock for its warm-up and
+timed steps (``common.step_lock``), so step times are measured alone.
+
 Threads: the children get XLA's default CPU thread pool (one intra-op thread per core)
 and one host device: ``--xla_force_host_platform_device_count`` is removed from
 ``XLA_FLAGS`` and ``JAX_COMPILATION_CACHE_DIR`` from the environment; both are written
@@ -38,12 +42,15 @@ import json
 import os
 import re
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from common import load_rows, run_child, write_results  # noqa: E402
+from common import STEP_LOCK_VAR, load_rows, run_child, write_results  # noqa: E402
 
 #: identifies a suite file for ``compare.py``
 SUITE = "jaxnas-bench-suite"
@@ -134,15 +141,23 @@ def sizes_of(bench: str) -> tuple[str, ...]:
     return tuple(b["configs"] if b["kind"] == "search" else b["nets"])
 
 
-def child_env(environ: dict | None = None) -> dict:
+def child_env(environ: dict | None = None, *, jobs: int = 1, lock_path: str | None = None) -> dict:
     """The children's environment: XLA's default CPU threads, one host device, no
-    persistent compilation cache (compile times are cold)."""
+    persistent compilation cache (compile times are cold).  With ``jobs > 1`` the children
+    share the step lock ``lock_path`` (``common.step_lock``) and, unless the caller chose
+    otherwise, do not preallocate accelerator memory (several share one GPU)."""
     env = dict(os.environ if environ is None else environ)
     flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
     env["XLA_FLAGS"] = " ".join(flags.split())
     if not env["XLA_FLAGS"]:
         del env["XLA_FLAGS"]
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env.pop(STEP_LOCK_VAR, None)
+    if jobs > 1:
+        if not lock_path:
+            raise ValueError("jobs > 1 needs a lock_path for the timed steps")
+        env[STEP_LOCK_VAR] = lock_path
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -199,6 +214,38 @@ def measure(bench: str, size: str, steps: int, remat: bool, batches: dict[str, i
     return out
 
 
+#: keys of a suite file that are not the machine's description
+_NOT_MACHINE = ("results", "suite", "steps", "child_env", "merged")
+#: what must agree between merged files (they describe one machine)
+_SAME_MACHINE = ("device", "backend", "cpu_model", "jax")
+
+
+def merge(out: str, files: list[str]) -> None:
+    """Write ``out`` with the rows of ``files`` (and of ``out`` first, if it exists); a
+    later file's row replaces an earlier one with the same method and size.  The machine
+    description and ``child_env`` are the first file's (the merge may run elsewhere);
+    ``ValueError`` if the files come from different machines (``_SAME_MACHINE``)."""
+    rows, env, info = [], None, None
+    for path in [out, *files] if os.path.exists(out) else files:
+        with open(path) as f:
+            data = json.load(f)
+        mine = {k: v for k, v in data.items() if k not in _NOT_MACHINE}
+        if info is None:
+            info = mine
+        differ = [k for k in _SAME_MACHINE if mine.get(k) != info.get(k)]
+        if differ:
+            raise ValueError(
+                f"{path} comes from another machine ({', '.join(differ)}: "
+                + ", ".join(f"{mine.get(k)!r} vs {info.get(k)!r}" for k in differ)
+                + ")"
+            )
+        env = env or data.get("child_env")
+        for r in data["results"]:
+            rows = [q for q in rows if (q["method"], q["size"]) != (r["method"], r["size"])]
+            rows.append(r)
+    write_results(out, rows, machine_info=info, suite=SUITE, child_env=env, merged=files)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="benchmarks/results/suite.json")
@@ -215,6 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cifar-batch", type=int, default=96, help="batch of retrain_darts_v2:paper")
     p.add_argument("--max-rss-gb", type=float, default=12.0, help="kill a row above this RSS")
     p.add_argument("--timeout", type=float, default=3600.0, help="kill a row after this (s)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="rows measured at a time: their compilations overlap, their timed steps do not "
+        "(a file lock); on a GPU the children then do not preallocate its memory",
+    )
     p.add_argument("--append", action="store_true", help="add rows to --out (same row replaced)")
     p.add_argument(
         "--merge",
@@ -226,15 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.merge:
-        rows, env = [], None
-        for path in [a.out, *a.merge] if os.path.exists(a.out) else a.merge:
-            with open(path) as f:
-                data = json.load(f)
-            env = env or data.get("child_env")
-            for r in data["results"]:
-                rows = [q for q in rows if (q["method"], q["size"]) != (r["method"], r["size"])]
-                rows.append(r)
-        write_results(a.out, rows, suite=SUITE, child_env=env, merged=a.merge)
+        try:
+            merge(a.out, a.merge)
+        except ValueError as e:
+            p.error(str(e))
         return
     if a.steps < 1:
         p.error(f"--steps must be >= 1, got {a.steps}")
@@ -249,35 +298,54 @@ def main(argv: list[str] | None = None) -> None:
         batches = dict(imagenet=a.imagenet_batch, cifar=a.cifar_batch)
         print(json.dumps(measure(bench, size, a.steps, remat, batches)))
         return
-    env = child_env()
+    if a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
+    tasks = [(b, s) for s in sizes for b in only if s in sizes_of(b)]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = child_env(jobs=a.jobs, lock_path=os.path.join(tmp, "step.lock"))
+        run_rows(a, tasks, env)
+
+
+def run_rows(a: argparse.Namespace, tasks: list[tuple[str, str]], env: dict) -> None:
+    """Measure ``tasks`` ((row, size) pairs) in child processes, ``a.jobs`` at a time, and
+    write ``a.out`` after every finished row (an interrupted suite keeps what it measured)."""
     rows = load_rows(a.out, a.append)
-    for size in sizes:
-        for bench in only:
-            if size not in sizes_of(bench):
-                continue
-            args = ["--child", f"{bench}:{size}", "--steps", str(a.steps), "--remat", a.remat]
-            args += ["--imagenet-batch", str(a.imagenet_batch), "--cifar-batch", str(a.cifar_batch)]
-            load0 = [round(v, 2) for v in os.getloadavg()]
-            t = time.monotonic()
-            row = run_child(__file__, args, env, max_rss_gb=a.max_rss_gb, timeout_s=a.timeout)
-            if "error" in row:
-                row = dict(method=bench, size=size, **row, loadavg_start=load0)
-            row["wall_s"] = round(time.monotonic() - t, 1)
+    done = threading.Lock()
+    meta = dict(
+        suite=SUITE,
+        steps=a.steps,
+        child_env=dict(
+            xla_flags=env.get("XLA_FLAGS", ""),
+            threads="XLA default CPU thread pool (one intra-op thread per core); "
+            "one host device; no persistent compilation cache",
+            max_rss_gb=a.max_rss_gb,
+            jobs=a.jobs,
+            parallel="one row at a time"
+            if a.jobs == 1
+            else f"{a.jobs} rows at a time: init and compile overlap, the warm-up and timed "
+            "steps of one row at a time (a file lock)",
+        ),
+    )
+
+    def one(task: tuple[str, str]) -> None:
+        nonlocal rows
+        bench, size = task
+        args = ["--child", f"{bench}:{size}", "--steps", str(a.steps), "--remat", a.remat]
+        args += ["--imagenet-batch", str(a.imagenet_batch), "--cifar-batch", str(a.cifar_batch)]
+        load0 = [round(v, 2) for v in os.getloadavg()]
+        t = time.monotonic()
+        row = run_child(__file__, args, env, max_rss_gb=a.max_rss_gb, timeout_s=a.timeout)
+        if "error" in row:
+            row = dict(method=bench, size=size, **row, loadavg_start=load0)
+        row["wall_s"] = round(time.monotonic() - t, 1)
+        with done:
             rows = [r for r in rows if (r["method"], r["size"]) != (bench, size)] + [row]
             print(json.dumps(row), flush=True)
-            # written after every row: an interrupted suite keeps what it measured
-            write_results(
-                a.out,
-                rows,
-                suite=SUITE,
-                steps=a.steps,
-                child_env=dict(
-                    xla_flags=env.get("XLA_FLAGS", ""),
-                    threads="XLA default CPU thread pool (one intra-op thread per core); "
-                    "one host device; no persistent compilation cache",
-                    max_rss_gb=a.max_rss_gb,
-                ),
-            )
+            write_results(a.out, rows, **meta)
+
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        for f in [pool.submit(one, t) for t in tasks]:
+            f.result()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ Each measured configuration runs in its own child process, so that its peak memo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -21,6 +23,8 @@ from typing import Any
 #: environment variables that decide how many threads the CPU backend (and BLAS) use
 #: names the file a child reports its partial measurements to (set by ``run_child``)
 PARTIAL_VAR = "JAXNAS_BENCH_PARTIAL"
+#: names a lock file that children running side by side take around their timed steps
+STEP_LOCK_VAR = "JAXNAS_BENCH_STEP_LOCK"
 THREAD_VARS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -143,6 +147,27 @@ def peak_device_gb() -> float | None:
     return None if peak is None else round(peak / 2**30, 2)
 
 
+@contextlib.contextmanager
+def step_lock():
+    """Hold the file lock named by ``$JAXNAS_BENCH_STEP_LOCK`` (no-op when unset).
+
+    Children that run side by side (``bench_suite.py --jobs N``) compile in parallel but
+    take this lock for their warm-up and timed steps, so that no two rows' steps share
+    the device (or the cores) while they are timed.  Yields the seconds spent waiting.
+    """
+    path = os.environ.get(STEP_LOCK_VAR)
+    if not path:
+        yield 0.0
+        return
+    with open(path, "a") as f:
+        t = time.perf_counter()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield time.perf_counter() - t
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def time_step(
     init: Callable[[], Any],
     step: Any,
@@ -159,7 +184,8 @@ def time_step(
     with other jobs the wall times grow with the load, the CPU times much less.  Returns also
     ``peak_rss_gb`` (the process's maximum RSS, compilation included), ``peak_device_gb``
     (:func:`peak_device_gb`: the accelerator's peak, ``None`` on a CPU) and ``metrics``,
-    the last step's metrics as floats.
+    the last step's metrics as floats.  The warm-up and timed steps run under
+    :func:`step_lock` (``step_lock_wait_s``: the time spent waiting for it).
     """
     import jax
     import numpy as np
@@ -174,6 +200,29 @@ def time_step(
     compiled = step.lower(*args(state)).compile()
     compile_s, compile_cpu_s = time.perf_counter() - t, time.process_time() - c
     _report(dict(init_s=round(init_s, 2), compile_s=round(compile_s, 2), peak_rss_gb=peak_rss_gb()))
+    with step_lock() as waited:
+        state, m, timed = _timed_steps(compiled, state, args, steps, init_s, compile_s)
+    warmup_s, times, cpu = timed
+    return dict(
+        init_s=round(init_s, 2),
+        compile_s=round(compile_s, 2),
+        warmup_step_s=round(warmup_s, 4),
+        step_s=round(float(np.median(times)), 4),
+        step_s_all=[round(v, 4) for v in times],
+        compile_cpu_s=round(compile_cpu_s, 2),
+        step_cpu_s=round(float(np.median(cpu)), 4),
+        peak_rss_gb=peak_rss_gb(),
+        peak_device_gb=peak_device_gb(),
+        step_lock_wait_s=round(waited, 2),
+        metrics={k: float(np.asarray(v).mean()) for k, v in m.items() if np.size(v) >= 1},
+    )
+
+
+def _timed_steps(compiled, state, args, steps: int, init_s: float, compile_s: float):
+    """One warm-up step, then ``steps`` timed ones: ``(state, last metrics, (warm-up s,
+    step wall times, step CPU times))``."""
+    import jax
+
     t = time.perf_counter()
     state, _ = jax.block_until_ready(compiled(*args(state)))  # warm-up
     warmup_s = time.perf_counter() - t
@@ -192,18 +241,7 @@ def time_step(
         state, m = jax.block_until_ready(compiled(*args(state)))
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
-    return dict(
-        init_s=round(init_s, 2),
-        compile_s=round(compile_s, 2),
-        warmup_step_s=round(warmup_s, 4),
-        step_s=round(float(np.median(times)), 4),
-        step_s_all=[round(v, 4) for v in times],
-        compile_cpu_s=round(compile_cpu_s, 2),
-        step_cpu_s=round(float(np.median(cpu)), 4),
-        peak_rss_gb=peak_rss_gb(),
-        peak_device_gb=peak_device_gb(),
-        metrics={k: float(np.asarray(v).mean()) for k, v in m.items() if np.size(v) >= 1},
-    )
+    return state, m, (warmup_s, times, cpu)
 
 
 def _cpu_model() -> str:
@@ -277,9 +315,12 @@ def load_rows(path: str, append: bool) -> list[dict]:
     return []
 
 
-def write_results(path: str, rows: list[dict], **extra: Any) -> None:
-    """``{machine..., **extra, "results": rows}`` as indented JSON."""
+def write_results(
+    path: str, rows: list[dict], machine_info: dict | None = None, **extra: Any
+) -> None:
+    """``{machine..., **extra, "results": rows}`` as indented JSON; the machine is this
+    one (:func:`machine`) unless ``machine_info`` gives another's description."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(dict(**machine(), **extra, results=rows), f, indent=2)
+        json.dump(dict(**(machine_info or machine()), **extra, results=rows), f, indent=2)
     print(f"wrote {path}")

@@ -531,6 +531,20 @@ def enable_compilation_cache() -> str | None:
     return path
 
 
+#: XLA's Triton GEMM fusion aborts while compiling the search supernets on a GPU
+#: (``Check failed: subdim_size_accumulator == dim_size``, jax 0.11.2, H200); without it
+#: they compile and run (benchmarks/RESULTS.md).  Harmless on a CPU.
+NO_TRITON_GEMM = "--xla_gpu_enable_triton_gemm=false"
+
+
+def search_xla_flags(flags: str) -> str:
+    """``XLA_FLAGS`` for a search: ``flags`` plus :data:`NO_TRITON_GEMM`, unless the user
+    already chose ``--xla_gpu_enable_triton_gemm`` either way."""
+    if "--xla_gpu_enable_triton_gemm" in flags:
+        return flags
+    return f"{flags} {NO_TRITON_GEMM}".strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxnas`` command line; returns the exit status."""
     parser = _parser()
@@ -542,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     errors = _user_errors()
+    if args.command == "search":  # read by XLA when the backend starts, after this
+        os.environ["XLA_FLAGS"] = search_xla_flags(os.environ.get("XLA_FLAGS", ""))
     enable_compilation_cache()
     try:
         with CliLogging(args.verbose):

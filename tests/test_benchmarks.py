@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -260,3 +261,70 @@ def test_merge_replaces_rows_by_method_and_size(tmp_path):
         ("darts_1st", "paper", 3.0),
     ]
     assert merged["child_env"] == {"xla_flags": ""} and merged["merged"] == [first, second]
+    # the machine is the files' (here "test cpu"), not the one that merged them
+    assert merged["cpu_model"] == "test cpu" and merged["jax"] == "0"
+    other = _write(tmp_path / "c.json", _suite([killed], device="NVIDIA H200"))
+    with pytest.raises(SystemExit):
+        bench_suite.main(["--out", out, "--merge", other])
+    with pytest.raises(ValueError, match="another machine .*device: 'NVIDIA H200' vs None"):
+        bench_suite.merge(out, [other])
+
+
+def test_child_env_with_jobs_shares_a_step_lock_and_does_not_preallocate():
+    env = bench_suite.child_env({}, jobs=2, lock_path="/tmp/x.lock")
+    assert env[common.STEP_LOCK_VAR] == "/tmp/x.lock"
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    # the caller's own choice stays; one job takes no lock even if the parent had one
+    kept = bench_suite.child_env({"XLA_PYTHON_CLIENT_PREALLOCATE": "true"}, jobs=3, lock_path="l")
+    assert kept["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+    alone = bench_suite.child_env({common.STEP_LOCK_VAR: "/tmp/x.lock"})
+    assert common.STEP_LOCK_VAR not in alone and "XLA_PYTHON_CLIENT_PREALLOCATE" not in alone
+    with pytest.raises(ValueError, match="lock_path"):
+        bench_suite.child_env({}, jobs=2)
+
+
+def test_step_lock_keeps_the_timed_sections_of_two_processes_apart(tmp_path):
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); import common\n"
+        "with common.step_lock() as waited:\n"
+        "    t0 = time.time(); time.sleep(0.6); t1 = time.time()\n"
+        "print(t0, t1, waited)\n"
+    )
+    env = dict(os.environ, **{common.STEP_LOCK_VAR: str(tmp_path / "lock")})
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, bench_suite.HERE], stdout=subprocess.PIPE, env=env
+        )
+        for _ in range(2)
+    ]
+    (a0, a1, wa), (b0, b1, wb) = sorted(
+        tuple(map(float, p.communicate()[0].split())) for p in procs
+    )
+    assert a1 <= b0  # the second entered only after the first left
+    assert max(wa, wb) >= 0.3  # one of them waited for the other
+    os.environ.pop(common.STEP_LOCK_VAR, None)
+    with common.step_lock() as waited:  # no lock file named: a no-op
+        assert waited == 0.0
+
+
+def test_jobs_measure_every_row_and_write_each(tmp_path, monkeypatch):
+    locks = []
+
+    def fake_child(script, args, env, **kw):
+        bench, size = args[args.index("--child") + 1].split(":")
+        locks.append(env.get(common.STEP_LOCK_VAR))
+        return _row(bench, size, 1.0, 2.0, 3.0)
+
+    monkeypatch.setattr(bench_suite, "run_child", fake_child)
+    out = str(tmp_path / "suite.json")
+    only = ["--sizes", "tiny", "--only", "darts_1st,rarts,asmnas"]
+    bench_suite.main(["--out", out, "--jobs", "2", *only])
+    data = compare.load(out)
+    assert sorted(r["method"] for r in data["results"]) == ["asmnas", "darts_1st", "rarts"]
+    assert data["child_env"]["jobs"] == 2
+    assert len(set(locks)) == 1 and locks[0] is not None  # one lock shared by all rows
+    locks.clear()
+    bench_suite.main(["--out", out, *only])
+    assert locks == [None] * 3  # one row at a time: no lock
+    with pytest.raises(SystemExit):
+        bench_suite.main(["--out", out, "--jobs", "0"])

@@ -567,3 +567,16 @@ def test_real_darts_resume_matches_straight_run(tmp_path):
     assert resumed["genotype"] == straight["genotype"]
     assert resumed["final"]["train/loss"] == straight["final"]["train/loss"]
     assert np.isfinite(resumed["final"]["test/accuracy"])
+
+
+def test_search_turns_off_triton_gemm_unless_the_user_chose(tmp_path, monkeypatch):
+    flag = cli.NO_TRITON_GEMM
+    assert cli.search_xla_flags("") == flag
+    assert cli.search_xla_flags("--xla_dump_to=/tmp/d") == f"--xla_dump_to=/tmp/d {flag}"
+    mine = "--xla_gpu_enable_triton_gemm=true"
+    assert cli.search_xla_flags(mine) == mine
+    # the search command sets it before anything starts the backend (a bad config here)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/d")
+    bad = ["search", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path / "w")]
+    assert cli.main(bad) == cli.EXIT_ERROR
+    assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/d {flag}"
