@@ -15,3 +15,15 @@ def x64():
 
 # The CLI turns on JAX's persistent compilation cache; keep test runs hermetic.
 os.environ["JAXNAS_CACHE_DIR"] = ""
+
+
+@pytest.fixture(autouse=True)
+def _restore_xla_flags(monkeypatch):
+    """``jaxnas search`` adds to ``XLA_FLAGS`` for the rest of its process; a test that
+    runs it must not change the environment of the tests (and subprocesses) after it."""
+    old = os.environ.get("XLA_FLAGS")
+    monkeypatch.setenv("XLA_FLAGS", "")  # recorded: restored or removed at teardown
+    if old is None:
+        monkeypatch.delenv("XLA_FLAGS")
+    else:
+        monkeypatch.setenv("XLA_FLAGS", old)
