@@ -242,7 +242,8 @@ def test_search_writes_everything(straight_run):
         "meta.json",
     ]
     assert any(f.startswith("events") for f in os.listdir(os.path.join(wd, "tb")))
-    assert sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints"))) == [1, 2, 3]
+    # keyed by the global step: 4 steps per epoch
+    assert sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints"))) == [4, 8, 12]
 
     records = _epoch_records(wd)
     assert [r["epoch"] for r in records] == [1, 2, 3]
@@ -313,8 +314,14 @@ def test_resume_after_kill_matches_straight_run(straight_run, tmp_path, kill):
             on_epoch_end=on_epoch_end,
             on_step=on_step,
         )
-    kept = sorted(os.listdir(os.path.join(wd, "checkpoints")))
-    assert kept[-1] == "3" if kill == "sigterm_after_last_epoch" else kept == ["1"]
+    kept = sorted(os.listdir(os.path.join(wd, "checkpoints")), key=int)
+    expected_kept = {
+        "after_epoch_1": ["4"],
+        "mid_epoch_2": ["4"],  # a kill saves nothing
+        "sigterm_mid_epoch_2": ["4", "6"],  # a signal saves the step it stopped at
+        "sigterm_after_last_epoch": ["4", "8", "12"],
+    }[kill]
+    assert kept == expected_kept
     summary = search(tiny_config(3), wd, build=toy_build, progress=False, resume=True)
 
     assert _same_arch(_final_arch(wd_ref, 3), _final_arch(wd, 3))
@@ -363,8 +370,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
         search(tiny_config(3), wd, build=build, progress=False)
     msg = str(e.value)
     assert "\n" not in msg and "non-finite" in msg and "epoch 2" in msg
-    assert "last good checkpoint is epoch 1" in msg
-    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["1"]
+    assert "last good checkpoint is step 4" in msg
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["4"]
     assert [r["epoch"] for r in _epoch_records(wd)] == [1]
     assert "stopped: RunError: non-finite" in open(os.path.join(wd, "log.txt")).read()
     # the kept checkpoint is finite and resumable (here with a sane method)
@@ -381,7 +388,7 @@ def test_nan_in_state_only_is_caught(tmp_path):
     with pytest.raises(RunError) as e:
         search(c, wd, build=build, progress=False)
     assert "non-finite" in str(e.value)
-    assert not os.path.exists(os.path.join(wd, "checkpoints", "1"))
+    assert not os.path.exists(os.path.join(wd, "checkpoints", "4"))
 
 
 def test_checkpoint_from_other_config_is_one_line_error(tmp_path):
