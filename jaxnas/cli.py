@@ -250,7 +250,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"({int(final['test/examples'])} images, last epoch)"
         )
     if best:
-        lines.append(f"best:      top-1 {best['accuracy']:.4f} at epoch {best['epoch']}")
+        lines.append(f"best:      top-1 {best['value']:.4f} at epoch {best['epoch']}")
     if s.get("images_per_s"):
         lines.append(f"speed:     {s['images_per_s']:.0f} training images/s")
     if s.get("curves_plot"):

@@ -20,9 +20,12 @@ loop owns everything else, once:
   :class:`jaxnas.runtime.RunError` naming the last good checkpoint, which is kept;
 * ``metrics.jsonl`` (a ``"step"`` record every ``run.log_every_steps`` steps, the
   mean of the steps since the previous one of the same epoch; an ``"epoch"`` record
-  per epoch, the means of its steps and what :meth:`Experiment.end_epoch` adds), TensorBoard (``run.tensorboard``), ``log.txt``, a
-  progress bar, ``curves.png`` and ``summary.json``;
-* the best state (``best/{step}``, ``best.json``) by ``Experiment.best_metric``.
+  per epoch, the means of its steps and what :meth:`Experiment.end_epoch` adds),
+  TensorBoard (``run.tensorboard``), ``log.txt``, a progress bar, ``curves.png`` and
+  ``summary.json``;
+* the best state (``best/{step}``, ``best.json``) by ``Experiment.best_metric``
+  (``best_mode`` "max" or "min"), saved before the epoch's checkpoint so that a kill
+  between the two never leaves a finished-looking run with a stale best.
 
 Epoch ``e`` (0-based) must read the same batches whenever it is run (a pure function
 of the seed and ``e``); all other randomness lives in the state. That is what makes a
@@ -186,25 +189,31 @@ class Experiment:
     Attributes:
       name: what the log lines call the run (``"darts search"``).
       epochs: epochs to run (set in :meth:`setup` at the latest).
-      best_metric: an epoch-record key to maximise; the state with its best value is
-        kept in ``best/`` (None: no best state).
+      best_metric: an epoch-record key whose best value's state is kept in ``best/``
+        (None: no best state); ``best_mode``: "max" or "min".
       examples_per_step: examples per step, for the ``images_per_s`` record (None: off).
       outputs: files and folders (relative to the workdir) that a fresh run removes
         because they belong to an earlier run that never checkpointed.
       workdir_class: the :class:`Workdir` subclass that names the experiment's files;
         the hooks receive one.
+      primary: set by the loop: whether this process writes files (process 0 of a
+        multi-process run). Every process calls every hook, since evaluations are
+        collective; the hooks write files only when ``primary``.
     """
 
     name: str = "run"
     epochs: int = 0
     best_metric: str | None = None
+    best_mode: str = "max"
     examples_per_step: int | None = None
     outputs: tuple[str, ...] = ()
     workdir_class: type[Workdir] = Workdir
+    primary: bool = True
 
-    def setup(self, wd: Workdir) -> None:
+    def setup(self, wd: Workdir, latest_step: int | None) -> None:
         """Load data and build models; raise :class:`RunError` on bad settings. Runs
-        before the loop writes or removes anything in the workdir."""
+        before the loop writes or removes anything in the workdir; ``latest_step`` is
+        the checkpoint a resume will continue from (None: a fresh run)."""
 
     def steps_in(self, epoch: int) -> int:
         """Steps of epoch ``epoch`` (0-based); the default is the same every epoch."""
@@ -381,7 +390,8 @@ def run(
                     "to continue that run, or use a fresh --workdir"
                 )
             with FileLog(wd.log) if primary else _null(), StopFlag() as stop:
-                experiment.setup(wd)
+                experiment.primary = primary
+                experiment.setup(wd, latest)
                 loop = _Loop(experiment, config, wd, mngr, best_mngr, stop, primary)
                 state = loop.begin(latest)
                 state = loop.epochs(
@@ -461,7 +471,7 @@ class _Loop:
             logger.info("resumed from %s/%d", wd.checkpoints, latest)
         if self.primary:  # after the restore: a checkpoint that does not fit changes nothing
             _write_text(wd.config, config_to_json(config) + "\n")
-            exp.start(wd, state, latest)
+        exp.start(wd, state, latest)
         if config.run.tensorboard and self.primary:
             from tensorboardX import SummaryWriter
 
@@ -624,7 +634,7 @@ class _Loop:
             record["images_per_s"] = ips
             if not first:
                 self.throughput.append(ips)
-        record.update(exp.end_epoch(wd, state, epoch + 1) if self.primary else {})
+        record.update(exp.end_epoch(wd, state, epoch + 1))
         record["time"] = time.time() - t0
 
         # the record and the best state come before the checkpoint: a kill in between
@@ -635,7 +645,8 @@ class _Loop:
             if self.writer is not None:
                 self.writer.flush()
         value = record.get(exp.best_metric) if exp.best_metric else None
-        if value is not None and (self.best["value"] is None or value > self.best["value"]):
+        better = lambda a, b: a > b if exp.best_mode == "max" else a < b
+        if value is not None and (self.best["value"] is None or better(value, self.best["value"])):
             self.best = {
                 "metric": exp.best_metric,
                 "value": value,
@@ -657,8 +668,7 @@ class _Loop:
     def finish(self, state, t_start: float) -> dict[str, Any]:
         exp, wd, config = self.exp, self.wd, self.config
         summary: dict[str, Any] = {}
-        if self.primary:
-            summary.update(exp.finish(wd, state, plots.read_metrics(wd.metrics)))
+        summary.update(exp.finish(wd, state, plots.read_metrics(wd.metrics)))
         records = plots.read_metrics(wd.metrics)
         curves = None
         if records and self.primary:

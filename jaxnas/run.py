@@ -196,7 +196,7 @@ class SearchExperiment(loop.Experiment):
         self.epochs = int(config.search.epochs)
         self.name = f"{config.method} search"
 
-    def setup(self, wd: loop.Workdir) -> None:
+    def setup(self, wd: Workdir, latest_step: int | None) -> None:
         config = self.config
         self.train_loader, self.valid_loader, test_dataset = self._loaders or _make_loaders(config)
         self.steps_per_epoch = min(len(self.train_loader), len(self.valid_loader))
@@ -248,6 +248,8 @@ class SearchExperiment(loop.Experiment):
 
     def start(self, wd: Workdir, state: Any, resumed_step: int | None) -> None:
         method = self.method
+        if not self.primary:
+            return
         os.makedirs(wd.alphas, exist_ok=True)
         meta = {"method": method.name, "primitives": list(method.primitives)}
         if getattr(method, "edge_labels", None):
@@ -268,6 +270,9 @@ class SearchExperiment(loop.Experiment):
             test = _evaluate(method, state, self.test_loader)
             extra.update({f"test/{k}": v for k, v in test.items()})
         genotype = method.genotype(state)
+        logger.info("genotype = %s", genotype)
+        if not self.primary:
+            return extra
         _save_arch(wd, epoch, method.arch_weights(state))
         _save_genotype(genotype, wd.genotype)
         try:
@@ -280,7 +285,6 @@ class SearchExperiment(loop.Experiment):
             )
         except Exception as e:  # noqa: BLE001 - a picture never stops a search
             logger.warning("could not draw %s: %s", wd.alphas_plot, e)
-        logger.info("genotype = %s", genotype)
         return extra
 
     def finish(self, wd: Workdir, state: Any, records: list[dict]) -> dict[str, Any]:
@@ -288,11 +292,14 @@ class SearchExperiment(loop.Experiment):
 
         method = self.method
         genotype = method.genotype(state)
-        _save_genotype(genotype, wd.genotype)
         pictures: list[str] = []
+        if self.primary:
+            _save_genotype(genotype, wd.genotype)
         try:
             draw = getattr(genotype, "save_pictures", None)  # another space's own (NB201)
-            if draw is not None:
+            if not self.primary:
+                pass
+            elif draw is not None:
                 pictures = draw(wd.genotype_prefix)
             else:
                 pictures = genotype_lib.plot_genotype(genotype, wd.genotype_prefix)

@@ -16,8 +16,9 @@ epochs (``p * e / epochs``, DARTS' ``model.drop_path_prob``).
 metrics)`` and ``eval_step(state, batch) -> sums``, data parallel over a device
 mesh (:mod:`jaxnas.parallel`: synchronised BN, several hosts), with gradient
 accumulation (``train.accumulate`` micro-batches per step) and a bf16 compute
-option (``model.dtype``). :func:`train` is the loop around it: a workdir with
-logs, metrics, TensorBoard, curves, orbax checkpoints every epoch and on
+option (``model.dtype``). :func:`train` runs it on the one experiment loop
+(:mod:`jaxnas.loop`): a workdir with logs, metrics, TensorBoard, curves, orbax
+checkpoints every epoch and on
 SIGTERM/SIGINT (last ``run.checkpoint_keep`` plus the best), bit-exact resume.
 :func:`evaluate` re-reads a workdir's checkpoint and reports test top-1/top-5,
 parameters, multiply-adds and images/s (``jaxnas eval``).
@@ -35,12 +36,10 @@ A train workdir holds::
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
-import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -52,27 +51,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas import parallel, plots
-from jaxnas.config import config_to_json, validate
+from jaxnas import loop, parallel
+from jaxnas.config import validate
 from jaxnas.genotype import Genotype, GenotypeError, get_genotype
 from jaxnas.ops import OpsConfig
-from jaxnas.runtime import (
-    FileLog,
-    Interrupted,
-    Meter,
-    RunError,
-    all_finite,
-    append_jsonl,
-    check_compatible,
-    checkpoint_manager,
-    diff_configs,
-    first_nonfinite,
-    restore,
-    restore_for_eval,
-)
-from jaxnas.runtime import StopFlag as _StopFlag
-from jaxnas.runtime import truncate_metrics as _truncate_metrics
-from jaxnas.runtime import write_json as _write_json
+from jaxnas.runtime import Interrupted, RunError, restore_for_eval, write_json
 from jaxnas.spaces import nb201
 
 __all__ = [
@@ -531,14 +514,7 @@ def eval_batches(
         yield x, y, mask
 
 
-# ------------------------------------------------------------------------------ signals
-
-
-# Interrupted and the SIGTERM/SIGINT flag live in jaxnas.runtime (shared with the recurrent
-# loops); Interrupted stays importable from here.
-
-
-# ------------------------------------------------------------------------------ the loop
+# ------------------------------------------------------------------------------ the run
 
 
 def _resolve_genotype(
@@ -551,20 +527,13 @@ def _resolve_genotype(
     return nb201.maybe_load(spec) or get_genotype(spec)
 
 
-def _paths(root: str) -> dict[str, str]:
-    names = dict(
-        config="config.json",
-        genotype="genotype.json",
-        log="log.txt",
-        metrics="metrics.jsonl",
-        tensorboard="tb",
-        curves="curves.png",
-        checkpoints="checkpoints",
-        best="best",
-        best_json="best.json",
-        summary="summary.json",
-    )
-    return {k: os.path.join(root, v) for k, v in names.items()}
+@dataclasses.dataclass(frozen=True)
+class TrainWorkdir(loop.Workdir):
+    """A retraining workdir: the loop's files (:class:`jaxnas.loop.Workdir`) and the
+    trained ``genotype.json``, ``eval.json``."""
+
+    genotype = property(lambda self: self.path("genotype.json"))
+    eval_json = property(lambda self: self.path("eval.json"))
 
 
 def _network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
@@ -583,6 +552,126 @@ def _network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
         "macs": macs,
         "macs_M": macs / 1e6,
     }
+
+
+class TrainExperiment(loop.Experiment):
+    """Retraining a genotype from scratch as an experiment of :func:`jaxnas.loop.run`."""
+
+    best_metric = "test/accuracy"
+    workdir_class = TrainWorkdir
+    name = "retraining"
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        genotype: Genotype | str | None,
+        datasets: tuple[Any, Any] | None = None,
+    ):
+        self.config = config
+        self.genotype = genotype
+        self._datasets = datasets
+        self.report: dict[str, Any] = {}
+
+    def setup(self, wd: TrainWorkdir, latest_step: int | None) -> None:
+        config, genotype = self.config, self.genotype
+        if latest_step is not None and os.path.exists(wd.genotype):
+            saved = _resolve_genotype(config, wd.genotype)
+            if genotype is not None and _resolve_genotype(config, genotype) != saved:
+                raise RunError(
+                    f"--genotype differs from the one this run trained ({wd.genotype}); "
+                    "use a fresh --workdir"
+                )
+            genotype = saved
+        self.genotype = genotype = _resolve_genotype(config, genotype)
+        try:
+            self.mesh = mesh = parallel.data_mesh(int(config.train.num_devices))
+        except ValueError as e:
+            raise RunError(str(e)) from e
+        self.loader, self.test_ds = self._datasets or _load_data(config, mesh)
+        self.local = getattr(self.loader, "rows", None) is not None  # yields only our rows
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise RunError("an epoch has no steps: lower data.batch_size or raise data.limit")
+        sample, _ = next(iter(self.loader.epoch(0)))
+        input_shape = tuple(int(s) for s in sample.shape[1:])
+        num_classes = int(getattr(self.loader.ds, "num_classes", 0) or self.test_ds.num_classes)
+        try:
+            self.trainer = trainer = Trainer(
+                config,
+                genotype,
+                num_classes=num_classes,
+                input_shape=input_shape,
+                steps_per_epoch=self.steps_per_epoch,
+                mesh=mesh,
+            )
+        except GenotypeError:
+            raise
+        except ValueError as e:  # bad settings: devices, batch split, dtype
+            raise RunError(str(e)) from e
+        self.epochs = trainer.epochs
+        self.examples_per_step = int(self.loader.batch_size)
+        self.eval_every = max(1, int(config.train.eval_every))
+        logger.info(
+            "retraining %s on %s (%s, %d classes): C=%d, %d layers, %d steps/epoch x %d "
+            "epochs, global batch %d on %d device(s)%s",
+            type(trainer.model).__name__,
+            config.data.dataset,
+            "x".join(map(str, input_shape)),
+            num_classes,
+            config.model.init_channels,
+            config.model.layers,
+            self.steps_per_epoch,
+            self.epochs,
+            config.data.batch_size,
+            mesh.size,
+            f" in {jax.process_count()} processes" if jax.process_count() > 1 else "",
+        )
+
+    def steps_in(self, epoch: int) -> int:
+        return self.steps_per_epoch
+
+    def init(self) -> TrainState:
+        state = self.trainer.init(self.config.seed)
+        self.report = _network_report(self.trainer, state)
+        logger.info(
+            "%.3fM parameters (without auxiliary head), %.1fM multiply-adds per image",
+            self.report["params_M"],
+            self.report["macs_M"],
+        )
+        return state
+
+    def batches(self, epoch: int):
+        return self.loader.epoch(epoch)
+
+    def step(self, state: TrainState, batch: Any):
+        return self.trainer.train_step(state, self.trainer.shard(batch, self.local))
+
+    def start(self, wd: TrainWorkdir, state: TrainState, resumed_step: int | None) -> None:
+        if self.primary:
+            from jaxnas import genotype as genotype_lib
+
+            save = nb201.save if nb201.is_arch(self.genotype) else genotype_lib.save
+            save(self.genotype, wd.genotype)
+
+    def end_epoch(self, wd: TrainWorkdir, state: TrainState, epoch: int) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "drop_prob": float(
+                self.trainer.drop_prob(jnp.int32((epoch - 1) * self.steps_per_epoch))
+            )
+        }
+        if self.test_ds is not None and (epoch % self.eval_every == 0 or epoch == self.epochs):
+            batches, local_eval = _test_batches(self.test_ds, self.config, self.mesh)
+            test = self.trainer.evaluate(state, batches, local_eval)
+            record.update({f"test/{k}": v for k, v in test.items()})
+        return record
+
+    def finish(self, wd: TrainWorkdir, state: TrainState, records: list[dict]) -> dict[str, Any]:
+        return {
+            "genotype": str(self.genotype),
+            "devices": self.mesh.size,
+            "processes": jax.process_count(),
+            **self.report,
+        }
 
 
 def train(
@@ -609,363 +698,32 @@ def train(
       datasets: ``(train_loader, test_dataset)`` to use instead of loading ``config.data``.
 
     Returns:
-      The summary (also ``summary.json``): ``final`` (the last epoch record),
-      ``best`` (best test top-1 and its epoch), network size (``params``, ``params_M``
-      without the auxiliary head, ``macs``), ``images_per_s`` (training, after the
-      first epoch's compile), ``wall_time``, paths.
+      The summary (also ``summary.json``): the loop's fields (:func:`jaxnas.loop.run`:
+      ``final``, the last epoch record; ``best``, the best test top-1 as ``value`` and
+      its ``epoch``; ``images_per_s``, training, after the first epoch's compile;
+      ``wall_time``, paths), network size (``params``, ``params_M`` without the
+      auxiliary head, ``macs``), ``genotype``, ``devices``, ``processes``.
 
     Raises:
       RunError: existing checkpoints without ``resume``; a checkpoint of another
         architecture; NaN/Inf (the last good checkpoint is kept); more devices asked
-        for than exist; bad data or model settings.
+        for than exist; bad data or model settings; a workdir in use.
       Interrupted: SIGTERM/SIGINT (after saving a checkpoint of the current step).
     """
-    t_start = time.time()
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     if config.method != "train":
         raise RunError(f"a retraining config has method='train', this one {config.method!r}")
     config.lock()
     if config.train.distributed:
         parallel.initialize_distributed()
-    root = os.path.abspath(os.fspath(workdir))
-    paths = _paths(root)
-    os.makedirs(root, exist_ok=True)
-    primary = jax.process_index() == 0
-
-    keep = max(1, int(config.run.checkpoint_keep))
-    mngr = checkpoint_manager(paths["checkpoints"], keep)
-    best_mngr = checkpoint_manager(paths["best"], 1)
-    writer = None
-    try:
-        latest = mngr.latest_step()
-        if latest is not None and not resume:
-            raise RunError(
-                f"{root} already has checkpoints (last: step {latest}); pass --resume to "
-                "continue that training, or use a fresh --workdir"
-            )
-        with FileLog(paths["log"]) if primary else contextlib.nullcontext():
-            if latest is not None and os.path.exists(paths["genotype"]):
-                saved = _resolve_genotype(config, paths["genotype"])
-                if genotype is not None and _resolve_genotype(config, genotype) != saved:
-                    raise RunError(
-                        f"--genotype differs from the one this run trained ({paths['genotype']}); "
-                        "use a fresh --workdir"
-                    )
-                genotype = saved
-            genotype = _resolve_genotype(config, genotype)
-            if latest is not None and os.path.exists(paths["config"]):
-                with open(paths["config"], encoding="utf-8") as f:
-                    changed = diff_configs(json.load(f), json.loads(config_to_json(config)))
-                if changed:
-                    logger.warning("resuming with a changed config: %s", "; ".join(changed))
-            if primary:
-                from jaxnas import genotype as genotype_lib
-
-                save = nb201.save if nb201.is_arch(genotype) else genotype_lib.save
-                save(genotype, paths["genotype"])
-                with open(paths["config"], "w", encoding="utf-8") as f:
-                    f.write(config_to_json(config) + "\n")
-
-            try:
-                mesh = parallel.data_mesh(int(config.train.num_devices))
-            except ValueError as e:
-                raise RunError(str(e)) from e
-            loader, test_ds = datasets or _load_data(config, mesh)
-            local = getattr(loader, "rows", None) is not None  # loader yields only our rows
-            steps_per_epoch = len(loader)
-            if steps_per_epoch == 0:
-                raise RunError("an epoch has no steps: lower data.batch_size or raise data.limit")
-            sample, _ = next(iter(loader.epoch(0)))
-            input_shape = tuple(int(s) for s in sample.shape[1:])
-            num_classes = int(getattr(loader.ds, "num_classes", 0) or test_ds.num_classes)
-            try:
-                trainer = Trainer(
-                    config,
-                    genotype,
-                    num_classes=num_classes,
-                    input_shape=input_shape,
-                    steps_per_epoch=steps_per_epoch,
-                    mesh=mesh,
-                )
-            except GenotypeError:
-                raise
-            except ValueError as e:  # bad settings: devices, batch split, dtype
-                raise RunError(str(e)) from e
-            epochs = trainer.epochs
-            logger.info(
-                "retraining %s on %s (%s, %d classes): C=%d, %d layers, %d steps/epoch x %d "
-                "epochs, global batch %d on %d device(s)%s",
-                type(trainer.model).__name__,
-                config.data.dataset,
-                "x".join(map(str, input_shape)),
-                num_classes,
-                config.model.init_channels,
-                config.model.layers,
-                steps_per_epoch,
-                epochs,
-                config.data.batch_size,
-                mesh.size,
-                f" in {jax.process_count()} processes" if jax.process_count() > 1 else "",
-            )
-            t0 = time.time()
-            state = trainer.init(config.seed)
-            jax.block_until_ready(state)
-            report = _network_report(trainer, state)
-            logger.info(
-                "initialised in %.1fs: %.3fM parameters (without auxiliary head), %.1fM "
-                "multiply-adds per image",
-                time.time() - t0,
-                report["params_M"],
-                report["macs_M"],
-            )
-
-            start = 0
-            best = {"accuracy": -1.0, "epoch": 0, "step": 0}
-            if latest is not None:
-                check_compatible(mngr, latest, state, paths["checkpoints"])
-                state = restore(mngr, latest, state, paths["checkpoints"])
-                start = int(latest)
-                if primary:
-                    _truncate_metrics(paths["metrics"], start)
-                if os.path.exists(paths["best_json"]):
-                    with open(paths["best_json"], encoding="utf-8") as f:
-                        best = json.load(f)
-                    if best.get("step", 0) > start:  # written after the checkpoint we resume
-                        best = {"accuracy": -1.0, "epoch": 0, "step": 0}
-                logger.info("resumed from %s/%d", paths["checkpoints"], start)
-            elif primary:
-                for key in ("metrics", "summary", "best_json"):
-                    if os.path.exists(paths[key]):
-                        os.remove(paths[key])
-
-            if config.run.tensorboard and primary:
-                from tensorboardX import SummaryWriter
-
-                writer = SummaryWriter(paths["tensorboard"], purge_step=start + 1)
-
-            eval_every = max(1, int(config.train.eval_every))
-            throughput: list[float] = []
-            record: dict[str, Any] = {}
-            with _StopFlag() as stop:
-                for epoch in range(start // steps_per_epoch, epochs):
-                    skip = (
-                        start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
-                    )
-                    state, record, ips = _train_epoch(
-                        trainer,
-                        state,
-                        loader,
-                        epoch=epoch,
-                        skip=skip,
-                        paths=paths,
-                        writer=writer,
-                        progress=progress and primary,
-                        on_step=on_step,
-                        stop=stop,
-                        mngr=mngr,
-                        first=epoch == start // steps_per_epoch,
-                        local=local,
-                    )
-                    if ips is not None and epoch > start // steps_per_epoch:
-                        throughput.append(ips)
-                    done = epoch + 1
-                    if test_ds is not None and (done % eval_every == 0 or done == epochs):
-                        batches, local_eval = _test_batches(test_ds, config, mesh)
-                        test = trainer.evaluate(state, batches, local_eval)
-                        record.update({f"test/{k}": v for k, v in test.items()})
-                    record["time"] = time.time() - record.pop("_t0")
-                    step = int(state.step)
-                    if primary:
-                        append_jsonl(paths["metrics"], record)
-                        if writer is not None:
-                            for k, v in record.items():
-                                if k not in ("kind", "epoch", "step"):
-                                    writer.add_scalar(k, v, step)
-                            writer.flush()
-                    import orbax.checkpoint as ocp
-
-                    mngr.save(step, args=ocp.args.StandardSave(state))
-                    mngr.wait_until_finished()
-                    acc = record.get("test/accuracy")
-                    if acc is not None and acc > best["accuracy"]:
-                        best = {"accuracy": acc, "epoch": done, "step": step}
-                        best_mngr.save(step, args=ocp.args.StandardSave(state), force=True)
-                        best_mngr.wait_until_finished()
-                        if primary:
-                            _write_json(paths["best_json"], best)
-                    logger.info(_log_line(record, epochs))
-                    if stop.signal is not None and done < epochs:
-                        raise Interrupted(
-                            f"stopped by {stop.name} after epoch {done} (step {step}); "
-                            "checkpoint saved, continue with --resume"
-                        )
-
-            summary = {
-                "workdir": root,
-                "genotype": str(genotype),
-                "dataset": config.data.dataset,
-                "seed": config.seed,
-                "epochs": epochs,
-                "steps_per_epoch": steps_per_epoch,
-                "devices": mesh.size,
-                "processes": jax.process_count(),
-                "final": record,
-                "best": best if best["accuracy"] >= 0 else None,
-                **report,
-                "images_per_s": float(np.mean(throughput)) if throughput else None,
-                "wall_time": time.time() - t_start,
-                "metrics": paths["metrics"],
-                "checkpoints": paths["checkpoints"],
-                "curves_plot": None,
-            }
-            if primary:
-                records = plots.read_metrics(paths["metrics"])
-                if records:
-                    try:
-                        summary["curves_plot"] = plots.plot_curves(records, paths["curves"])
-                    except Exception as e:  # noqa: BLE001 - a picture never stops a run
-                        logger.warning("could not draw %s: %s", paths["curves"], e)
-                _write_json(paths["summary"], summary)
-            logger.info("retraining done in %.1fs", summary["wall_time"])
-            return summary
-    finally:
-        if writer is not None:
-            writer.close()
-        for m in (mngr, best_mngr):
-            m.wait_until_finished()
-            m.close()
-
-
-def _log_line(record: Mapping[str, Any], epochs: int) -> str:
-    parts = [f"epoch {record['epoch']}/{epochs}"]
-    if "train/loss" in record:
-        parts.append(f"train loss {record['train/loss']:.4f} acc {record['train/accuracy']:.4f}")
-    if "test/accuracy" in record:
-        parts.append(
-            f"test loss {record['test/loss']:.4f} top1 {record['test/accuracy']:.4f} "
-            f"top5 {record['test/top5']:.4f}"
-        )
-    if "lr" in record:
-        parts.append(f"lr {record['lr']:.3g}")
-    if record.get("images_per_s"):
-        parts.append(f"{record['images_per_s']:.0f} img/s")
-    parts.append(f"{record['time']:.1f}s")
-    return " | ".join(parts)
-
-
-def _train_epoch(
-    trainer: Trainer,
-    state: TrainState,
-    loader: Any,
-    *,
-    epoch: int,
-    skip: int,
-    paths: Mapping[str, str],
-    writer: Any,
-    progress: bool,
-    on_step: Callable[[int, int], None] | None,
-    stop: _StopFlag,
-    mngr: Any,
-    first: bool,
-    local: bool = False,
-) -> tuple[TrainState, dict[str, Any], float | None]:
-    """The steps of one epoch (from batch ``skip`` on); NaN checks; signal checkpoints."""
-    import orbax.checkpoint as ocp
-    from tqdm.auto import tqdm
-
-    spe = trainer.steps_per_epoch
-    log_every = int(trainer.config.run.log_every_steps)
-    primary = jax.process_index() == 0
-    t0 = time.time()
-    meter = Meter()
-    bar = tqdm(
-        total=spe,
-        initial=skip,
-        desc=f"epoch {epoch + 1}/{trainer.epochs}",
-        disable=not progress,
-        leave=False,
-        dynamic_ncols=True,
-        unit="step",
+    return loop.run(
+        TrainExperiment(config, genotype, datasets),
+        config,
+        workdir,
+        resume=resume,
+        progress=progress,
+        on_step=on_step,
     )
-    t_steady, n_steady = None, 0
-    last_good = mngr.latest_step()
-
-    def nan_error(what: str, step: int) -> RunError:
-        kept = f"step {last_good}" if last_good is not None else "none (the initial state)"
-        return RunError(
-            f"non-finite {what} at epoch {epoch + 1} step {step}; stopped. The last good "
-            f"checkpoint is {kept} in {paths['checkpoints']}; try a lower learning rate"
-        )
-
-    try:
-        for i, batch in enumerate(loader.epoch(epoch)):
-            if i < skip:  # resumed mid-epoch: the loader replays the epoch exactly
-                continue
-            if i >= spe:
-                break
-            t_step = time.time()
-            state, metrics = trainer.train_step(state, trainer.shard(batch, local))
-            meter.add(metrics)
-            step = epoch * spe + i + 1
-            if i == skip and first:
-                jax.block_until_ready(metrics)
-                logger.info("first step (compiles the step) took %.1fs", time.time() - t_step)
-            if i == skip + 1:
-                jax.block_until_ready(metrics)
-                t_steady, n_steady = time.time(), 0
-            elif t_steady is not None:
-                n_steady += 1
-            if log_every > 0 and step % log_every == 0:
-                window = {f"train/{k}" if k != "lr" else k: v for k, v in meter.flush().items()}
-                if (bad := first_nonfinite(window)) is not None:
-                    raise nan_error(bad, step)
-                if primary:
-                    append_jsonl(
-                        paths["metrics"],
-                        {"kind": "step", "epoch": epoch + 1, "step": step, **window},
-                    )
-                    if writer is not None:
-                        for k, v in window.items():
-                            writer.add_scalar(f"step/{k}", v, step)
-                bar.set_postfix(
-                    {
-                        "loss": f"{window['train/loss']:.3f}",
-                        "acc": f"{window['train/accuracy']:.3f}",
-                    },
-                    refresh=False,
-                )
-            bar.update(1)
-            if on_step is not None:
-                on_step(epoch, step)
-            # a signal at an epoch's last step lets the epoch finish (its evaluation,
-            # record and checkpoint) and the caller stops after it: a resume then never
-            # starts an epoch whose record was not written
-            if stop.signal is not None and i + 1 < spe:
-                if not bool(all_finite(state)):
-                    raise nan_error("state", step)
-                mngr.save(step, args=ocp.args.StandardSave(state), force=True)
-                mngr.wait_until_finished()
-                raise Interrupted(
-                    f"stopped by {signal.Signals(stop.signal).name} at step {step} (epoch "
-                    f"{epoch + 1}); checkpoint saved, continue with --resume"
-                )
-    finally:
-        bar.close()
-    means = {f"train/{k}" if k != "lr" else k: v for k, v in meter.epoch_means().items()}
-    step = (epoch + 1) * spe
-    if (bad := first_nonfinite(means)) is not None:
-        raise nan_error(bad, step)
-    if not bool(all_finite(state)):
-        raise nan_error("weights", step)
-    ips = None
-    if t_steady is not None and n_steady > 0:
-        jax.block_until_ready(state)
-        ips = n_steady * loader.batch_size / (time.time() - t_steady)
-    record = {"kind": "epoch", "epoch": epoch + 1, "step": step, "_t0": t0, **means}
-    if ips is not None:
-        record["images_per_s"] = ips
-    record["drop_prob"] = float(trainer.drop_prob(jnp.int32(epoch * spe)))
-    return state, record, ips
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -1006,21 +764,21 @@ def evaluate(
     else:
         parent = os.path.dirname(path)
         root = os.path.dirname(parent)
-        if not (os.path.basename(path).isdigit() and os.path.isfile(_paths(root)["config"])):
+        if not (os.path.basename(path).isdigit() and os.path.isfile(TrainWorkdir(root).config)):
             raise RunError(
                 f"{path} is neither a train workdir (with config.json and checkpoints/) nor "
                 "a checkpoint folder inside one (workdir/checkpoints/<step>, workdir/best/<step>)"
             )
         step = int(os.path.basename(path))
         which = os.path.basename(parent)
-    paths = _paths(root)
-    with open(paths["config"], encoding="utf-8") as f:
+    wd = TrainWorkdir(root)
+    with open(wd.config, encoding="utf-8") as f:
         config = config_from_json(f.read())
     if config.method != "train":
         raise RunError(f"{root} is a {config.method!r} workdir, not a retraining one")
     if overrides:
         config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
-    genotype = _resolve_genotype(config, paths["genotype"])
+    genotype = _resolve_genotype(config, wd.genotype)
     mesh = parallel.data_mesh(int(config.train.num_devices))
     _, test_ds = _load_data(config, mesh)
     batches, local = _test_batches(test_ds, config, mesh)
@@ -1036,7 +794,7 @@ def evaluate(
     )
     target = trainer.init(config.seed)
     state, folder, step = restore_for_eval(
-        paths["best"], paths["checkpoints"], target, which=which, step=step, root=root
+        wd.best, wd.checkpoints, target, which=which, step=step, root=root
     )
     trainer.evaluate(state, batches[:1], local)  # compile
     t0 = time.time()
@@ -1051,5 +809,5 @@ def evaluate(
         **_network_report(trainer, state),
     )
     if jax.process_index() == 0:
-        _write_json(os.path.join(root, "eval.json"), out)
+        write_json(wd.eval_json, out)
     return out

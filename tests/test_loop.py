@@ -73,7 +73,7 @@ class LineFit(loop.Experiment):
         self.fail_setup = fail_setup
         self.ends: list[int] = []
 
-    def setup(self, wd):
+    def setup(self, wd, latest_step):
         if self.fail_setup:
             raise RunError("bad setting: data.dataset")
         rng = np.random.default_rng(12345)
@@ -175,7 +175,7 @@ def test_records_are_the_means_of_the_step_metrics(straight):
     here by running the experiment's steps by hand)."""
     wd, _ = straight
     exp = LineFit(_config())
-    exp.setup(None)
+    exp.setup(None, None)
     state, losses = exp.init(), []
     for e in range(3):
         for batch in exp.batches(e):

@@ -198,7 +198,8 @@ def test_sigterm_then_resume_continues_bit_for_bit(tmp_path):
     recs = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
     assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [1, 2]
     best = json.load(open(tmp_path / "b" / "best.json"))
-    assert best["accuracy"] == max(r["test/accuracy"] for r in recs if r["kind"] == "epoch")
+    assert best["metric"] == "test/accuracy"
+    assert best["value"] == max(r["test/accuracy"] for r in recs if r["kind"] == "epoch")
     # a checkpoint of another architecture is refused in one line
     wider = tiny_config(model__init_channels=6)
     with pytest.raises(RunError, match="does not match"):
