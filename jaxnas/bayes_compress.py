@@ -77,6 +77,7 @@ from jaxnas import bayes_groups as bg
 from jaxnas import curvature as cv
 from jaxnas import runtime
 from jaxnas.bayes import ENTROPY_THRESHOLD
+from jaxnas.optional import MissingExtraError, require
 from jaxnas.width.groups import get_leaf, set_leaf
 
 __all__ = [
@@ -838,11 +839,9 @@ def _twin(comp: Compressor, model) -> Compressor:
 
 def _plot_units(summary: Mapping[str, Any], path: str) -> None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - optional
+        require("matplotlib", "plotting").use("Agg")
+        plt = require("matplotlib.pyplot", "plotting")
+    except MissingExtraError:  # pragma: no cover - optional: no units.png
         return
     names = list(summary["units"])
     kept = [summary["units"][n][0] for n in names]

@@ -34,9 +34,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxnas.config import ConfigError
     from jaxnas.data import DatasetNotFoundError
     from jaxnas.genotype import GenotypeError
+    from jaxnas.optional import MissingExtraError
     from jaxnas.runtime import RunError
 
-    return (ConfigError, DatasetNotFoundError, GenotypeError, RunError)
+    return (ConfigError, DatasetNotFoundError, GenotypeError, MissingExtraError, RunError)
 
 
 def _one_line(e: BaseException) -> str:

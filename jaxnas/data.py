@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxnas.optional import MissingExtraError, require
+
 __all__ = [
     "DATASETS",
     "NORMALIZATION",
@@ -238,7 +240,10 @@ def _load_fashion_mnist(
 
 
 def _load_digits(split: str, limit: int | None) -> ArrayDataset:
-    from sklearn.datasets import load_digits
+    try:
+        load_digits = require("sklearn.datasets", "the DIGITS dataset").load_digits
+    except MissingExtraError as e:
+        raise DatasetNotFoundError(str(e)) from None
 
     if split not in ("train", "test"):
         raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
@@ -266,8 +271,7 @@ def _tfds_how_to(name: str, builder_dir: str) -> str:
 
 def _tfds_prepared(name: str, data_dir: str | None) -> bool:
     try:
-        import tensorflow_datasets as tfds
-
+        tfds = require("tensorflow_datasets", name)
         return bool(tfds.builder(name, data_dir=data_dir).is_prepared())
     except Exception:  # any failure means "not usable"
         return False
@@ -275,11 +279,9 @@ def _tfds_prepared(name: str, data_dir: str | None) -> bool:
 
 def _load_tfds(name: str, split: str, data_dir: str | None, limit: int | None) -> ArrayDataset:
     try:
-        import tensorflow_datasets as tfds
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise DatasetNotFoundError(
-            f"{name} needs tensorflow_datasets: `pip install tensorflow-datasets`"
-        ) from e
+        tfds = require("tensorflow_datasets", name)
+    except MissingExtraError as e:
+        raise DatasetNotFoundError(str(e)) from None
     try:
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except (KeyError, NotImplementedError, FileNotFoundError, AssertionError) as e:

@@ -48,9 +48,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
 from jaxnas.data import NORMALIZATION, DatasetNotFoundError, _mean_std, _tfds_how_to, normalize
+from jaxnas.optional import MissingExtraError, require
+
+# Pillow is the [data] extra; this module is imported only where ImageNet is loaded.
+Image = require("PIL.Image", "the ImageNet loader")
+ImageEnhance = require("PIL.ImageEnhance", "the ImageNet loader")
 
 __all__ = [
     "AUGMENT_STREAM",
@@ -166,11 +170,9 @@ class ImageNetSource:
           ValueError: tfds knows no dataset ``name``, or ``limit`` is negative.
         """
         try:
-            import tensorflow_datasets as tfds
-        except ImportError as e:  # pragma: no cover - a declared dependency
-            raise DatasetNotFoundError(
-                f"{name} needs tensorflow_datasets: `pip install tensorflow-datasets`"
-            ) from e
+            tfds = require("tensorflow_datasets", name)
+        except MissingExtraError as e:
+            raise DatasetNotFoundError(str(e)) from None
         try:
             src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         except tfds.core.registered.DatasetNotFoundError as e:
@@ -915,8 +917,7 @@ def _label_view(source: Any) -> Any:
     key = getattr(source, "_image_key", "image")
     if dataclasses.is_dataclass(src) and any(f.name == "decoders" for f in dataclasses.fields(src)):
         try:
-            import tensorflow_datasets as tfds
-
+            tfds = require("tensorflow_datasets", "a label scan")
             view = copy.copy(src)
             view.decoders = {key: tfds.decode.SkipDecoding()}
             return view

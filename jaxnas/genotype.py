@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from jaxnas.ops import DARTS_PRIMITIVES, OPS
+from jaxnas.optional import require
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 
 __all__ = [
@@ -1048,8 +1049,9 @@ def plot_cell(cell: CellGenotype, path: str | os.PathLike[str], title: str = "")
     Returns:
       ``path`` as a string.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Circle, FancyArrowPatch
+    Figure = require("matplotlib.figure", "drawing a cell").Figure
+    patches = require("matplotlib.patches", "drawing a cell")
+    Circle, FancyArrowPatch = patches.Circle, patches.FancyArrowPatch
 
     path = os.fspath(path)
     n_in, n = cell.n_inputs, cell.n_nodes

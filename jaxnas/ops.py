@@ -15,7 +15,9 @@ dil_conv_kxk    ReLU, depthwise kxk with dilation 2, pointwise 1x1, BN;
 ==============  ===========================================================
 
 In the search network (``affine=False``) BN has no scale or bias and every
-pooling op is followed by a BN, as in DARTS' ``MixedOp``.
+pooling op is followed by a BN, as in DARTS' ``MixedOp``. Every BN of the library
+is :class:`BatchNorm`: PyTorch's, whose running variance is updated with the
+unbiased batch variance (flax's ``nn.BatchNorm`` uses the biased one).
 
 Two things are this library's own, for speed on CPU and for the tests, and
 neither changes the function computed:
@@ -32,11 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import canonicalize_dtype
 from jax import lax
 
 #: The DARTS search space, in the reference code's order (genotypes.PRIMITIVES).
@@ -51,7 +55,8 @@ DARTS_PRIMITIVES: tuple[str, ...] = (
     "dil_conv_5x5",
 )
 
-#: PyTorch BatchNorm defaults (momentum 0.1 of the new value = flax momentum 0.9).
+#: PyTorch BatchNorm defaults, in flax's convention: ``momentum`` is the decay of the
+#: running averages (PyTorch's ``momentum=0.1``, the weight of the new batch, is 1 - 0.9).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -204,9 +209,86 @@ def depthwise_conv(
 # building blocks
 
 
-def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
-    """BatchNorm with PyTorch's defaults; batch statistics when ``train``."""
-    return nn.BatchNorm(
+class BatchNorm(nn.Module):
+    """PyTorch's ``BatchNorm{1,2,3}d``, a drop-in for ``flax.linen.BatchNorm``.
+
+    Training mode normalises with the batch mean and the *biased* batch variance
+    (as both libraries do) and updates the running averages as PyTorch does::
+
+        mean <- momentum * mean + (1 - momentum) * mean_B
+        var  <- momentum * var  + (1 - momentum) * var_B * n / (n - 1)
+
+    with ``n`` the number of elements reduced per feature (``N*H*W`` for NHWC).
+    ``flax.linen.BatchNorm`` feeds the biased ``var_B`` into the running variance,
+    which so ends up ``(n - 1) / n`` times PyTorch's (eval-mode outputs differ).
+    Eval mode (``use_running_average``) normalises with the running averages.
+
+    Everything else is ``nn.BatchNorm``'s, bit for bit: the variables (``"params"``:
+    ``scale``, ``bias``; ``"batch_stats"``: ``mean``, ``var``, float32), the automatic
+    name (``BatchNorm_<i>``), statistics in at least float32 from ``E[x]`` and ``E[x^2]``
+    in one fused reduction, the output dtype. ``momentum`` is flax's convention, the
+    decay of the running averages (PyTorch's ``momentum=m`` is ``1 - m`` here; the
+    default 0.9 is PyTorch's 0.1). No ``axis_name``: under ``jit`` with a sharded batch
+    (:mod:`jaxnas.parallel`) the reduction already spans the global batch.
+    """
+
+    use_running_average: bool | None = None
+    axis: int = -1
+    momentum: float = BN_MOMENTUM
+    epsilon: float = BN_EPSILON
+    dtype: jnp.dtype | None = None
+    param_dtype: jnp.dtype = jnp.float32
+    use_bias: bool = True
+    use_scale: bool = True
+    bias_init: Callable = nn.initializers.zeros
+    scale_init: Callable = nn.initializers.ones
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        axis = self.axis % x.ndim
+        reduce = tuple(i for i in range(x.ndim) if i != axis)
+        features = (x.shape[axis],)
+        shape = tuple(x.shape[axis] if i == axis else 1 for i in range(x.ndim))
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            stat_dtype = jnp.promote_types(
+                x.dtype if self.dtype is None else self.dtype, jnp.float32
+            )
+            xs = x.astype(stat_dtype)
+            mean = jnp.mean(xs, reduce)
+            # E[x^2] - E[x]^2 can round below 0
+            var = jnp.maximum(0.0, jnp.mean(lax.square(xs), reduce) - lax.square(mean))
+            if not self.is_initializing():
+                n = math.prod(x.shape[i] for i in reduce)
+                unbiased = var * (n / max(n - 1, 1))  # PyTorch: var_B * n / (n - 1)
+                m = self.momentum  # in the statistics' dtype (float64 in x64 mode)
+                ra_mean.value = m * ra_mean.value.astype(stat_dtype) + (1 - m) * mean
+                ra_var.value = m * ra_var.value.astype(stat_dtype) + (1 - m) * unbiased
+        y = x - mean.reshape(shape)
+        mul = lax.rsqrt(var + self.epsilon).reshape(shape)
+        args = [x]
+        if self.use_scale:
+            scale = self.param("scale", self.scale_init, features, self.param_dtype)
+            mul = mul * scale.reshape(shape)
+            args.append(scale)
+        y = y * mul
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, features, self.param_dtype)
+            y = y + bias.reshape(shape)
+            args.append(bias)
+        return y.astype(canonicalize_dtype(*args, dtype=self.dtype))
+
+
+def batch_norm(train: bool, affine: bool, name: str | None = None) -> BatchNorm:
+    """PyTorch's BatchNorm (:class:`BatchNorm`, its defaults); batch statistics when
+    ``train``."""
+    return BatchNorm(
         use_running_average=not train,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,

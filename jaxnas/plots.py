@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from jaxnas.optional import require
+
 __all__ = [
     "load_arch_history",
     "plot_arch_weights",
@@ -87,8 +89,8 @@ def plot_arch_weights(
     Returns:
       ``path`` as a string.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
+    Figure = require("matplotlib.figure", "plotting").Figure
+    Line2D = require("matplotlib.lines", "plotting").Line2D
 
     path = os.fspath(path)
     if not history:
@@ -179,7 +181,7 @@ def plot_curves(records: Sequence[Mapping], path: str | os.PathLike) -> str:
     Returns:
       ``path`` as a string.
     """
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "plotting").Figure
 
     path = os.fspath(path)
     keys = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float))})

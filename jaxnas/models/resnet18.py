@@ -5,7 +5,7 @@ blocks (64, 128, 256, 512 channels; stride 2 and a 1x1 projection at the first b
 of stages 2-4), global average pooling and a dense classifier: "in addition to the
 input conv layer and output fc layer, the other 16 conv layers are separated into 8
 blocks with 2 layers each".  BN after every conv (ReLU after the first BN of a block
-and after the residual addition).
+and after the residual addition); PyTorch's BN (:class:`jaxnas.ops.BatchNorm`).
 
 Pruning a filter of a block's *first* conv removes a channel that only that block
 reads (its second conv's input), so it shrinks the network physically: ``mids`` holds
@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.ops import BatchNorm
 from jaxnas.width.groups import ChannelGroup, Slice, bn_slices, normalize_keep
 
 __all__ = ["ResNet18"]
@@ -36,14 +37,14 @@ class _Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        bn = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+        bn = dict(use_running_average=not train)  # PyTorch's defaults
         y = nn.Conv(self.mid, (3, 3), self.stride, padding=1, use_bias=False, name="conv1")(x)
-        y = nn.relu(nn.BatchNorm(name="bn1", **bn)(y))
+        y = nn.relu(BatchNorm(name="bn1", **bn)(y))
         y = nn.Conv(self.out, (3, 3), padding=1, use_bias=False, name="conv2")(y)
-        y = nn.BatchNorm(name="bn2", **bn)(y)
+        y = BatchNorm(name="bn2", **bn)(y)
         if self.stride != 1 or x.shape[-1] != self.out:
             x = nn.Conv(self.out, (1, 1), self.stride, use_bias=False, name="proj_conv")(x)
-            x = nn.BatchNorm(name="proj_bn", **bn)(x)
+            x = BatchNorm(name="proj_bn", **bn)(x)
         return nn.relu(x + y)
 
 
@@ -66,9 +67,9 @@ class ResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        bn = dict(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+        bn = dict(use_running_average=not train)  # PyTorch's defaults
         x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name="stem")(x)
-        x = nn.relu(nn.BatchNorm(name="stem_bn", **bn)(x))
+        x = nn.relu(BatchNorm(name="stem_bn", **bn)(x))
         mids = self._mids()
         for i in range(8):
             out = self.width * STAGES[i // 2] // 64

@@ -19,6 +19,7 @@ import dataclasses
 import os
 
 from jaxnas.genotype import route_edges  # the CNN cell drawing's edge router
+from jaxnas.optional import require
 from jaxnas.rnn.genotype import RNNGenotype
 
 __all__ = ["CellGraph", "cell_graph", "plot_recurrent_cell", "replot", "save_pictures"]
@@ -83,8 +84,9 @@ def plot_recurrent_cell(
     Returns:
       ``path`` as a string.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Circle, FancyArrowPatch
+    Figure = require("matplotlib.figure", "drawing a cell").Figure
+    patches = require("matplotlib.patches", "drawing a cell")
+    Circle, FancyArrowPatch = patches.Circle, patches.FancyArrowPatch
 
     path = os.fspath(path)
     g = cell_graph(genotype)

@@ -66,6 +66,7 @@ import optax
 
 from jaxnas.genotype import CellGenotype, Genotype, derive_cell
 from jaxnas.ops import OpsConfig, resolve_primitives
+from jaxnas.optional import require
 from jaxnas.search.darts import cross_entropy, epoch_cosine_schedule
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 from jaxnas.supernet import SuperNet, resolve_reductions, weighted_sum
@@ -576,8 +577,8 @@ def plot_attention(
 ) -> str:
     """Per-cell heat maps of the mean coefficients (the paper's Fig. 4): one panel per
     cell, edges as rows, ops as columns; the chosen op of each edge is boxed."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+    Figure = require("matplotlib.figure", "plotting").Figure
+    Rectangle = require("matplotlib.patches", "plotting").Rectangle
 
     coef = np.asarray(coefficients)
     L, E, K = coef.shape

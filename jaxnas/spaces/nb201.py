@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from jaxnas.genotype import GenotypeError
+from jaxnas.optional import require
 from jaxnas.spaces.darts import CellTopology
 
 __all__ = [
@@ -388,7 +389,7 @@ _OP_COLORS = {
 def plot_arch(arch: NB201Arch, path: str | os.PathLike[str], title: str | None = None) -> str:
     """Draw the cell to ``path``: nodes in a row, one labelled arc per edge (``none`` dashed),
     arcs over two nodes above the row, the arc over three below it."""
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "drawing a cell").Figure
 
     path = os.fspath(path)
     fig = Figure(figsize=(7.5, 3.4))

@@ -60,6 +60,7 @@ import ml_collections
 import numpy as np
 
 from jaxnas.config import config_to_json, validate
+from jaxnas.optional import require
 from jaxnas.runtime import (
     FileLog,
     Meter,
@@ -287,10 +288,8 @@ def load_pruned(path: str) -> tuple[Any, Any, dict[str, list[int]]]:
 
 def plot_kept_widths(widths: Mapping[str, Any], path: str, title: str = "") -> str:
     """Bar chart of kept (dark) over total (light) channels per group, in group order."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "plotting").use("Agg")
+    plt = require("matplotlib.pyplot", "plotting")
 
     names = list(widths)
     kept = np.array([widths[n][0] for n in names])

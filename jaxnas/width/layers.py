@@ -4,8 +4,8 @@
   ``torch.nn.Conv2d(..., padding=k // 2)`` (flax's ``"SAME"`` pads a stride-2 conv of an
   even input on one side only), He-normal fan-out init (NetSlim's
   ``normal(0, sqrt(2 / (k k C_out)))``, torchvision's ``kaiming_normal_(mode="fan_out")``).
-* :func:`batch_norm`: PyTorch's BN defaults (momentum 0.1, eps 1e-5; see
-  :mod:`jaxnas.ops`) with a configurable initial scale.
+* :func:`batch_norm`: PyTorch's BN (:class:`jaxnas.ops.BatchNorm`: its running-variance
+  update, momentum 0.1, eps 1e-5) with a configurable initial scale.
 * :func:`scale_channels`: thesis Eq. 4.1, ``X~^i = alpha_i X^i`` on the channel axis.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from jaxnas.ops import BN_EPSILON, BN_MOMENTUM
+from jaxnas.ops import BatchNorm
 
 __all__ = ["HE_FAN_OUT", "batch_norm", "conv", "scale_channels"]
 
@@ -46,12 +46,10 @@ def conv(
     )
 
 
-def batch_norm(train: bool, *, name: str, scale_init: float = 1.0) -> nn.BatchNorm:
-    """BatchNorm with PyTorch defaults; batch statistics when ``train``."""
-    return nn.BatchNorm(
+def batch_norm(train: bool, *, name: str, scale_init: float = 1.0) -> BatchNorm:
+    """PyTorch's BatchNorm (:class:`jaxnas.ops.BatchNorm`); batch statistics when ``train``."""
+    return BatchNorm(
         use_running_average=not train,
-        momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON,
         scale_init=nn.initializers.constant(scale_init),
         name=name,
     )
