@@ -133,11 +133,11 @@ def run_row(row, config_path: str, out: str, extra: Sequence[str], progress: boo
     if os.path.exists(done):  # finished earlier: the table is rebuilt from it
         with open(done, encoding="utf-8") as f:
             return json.load(f)
-    resume = os.path.isdir(os.path.join(wd, "checkpoints"))
+    resume = os.path.isdir(os.path.join(wd, "search", "checkpoints"))
     if row.get("share") and not resume:
-        src = os.path.join(out, row["share"], "checkpoints", "search")
-        if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(wd, "checkpoints", "search"))
+        src = os.path.join(out, row["share"], "search")  # the shared row's search phase
+        if os.path.isdir(os.path.join(src, "checkpoints")):
+            shutil.copytree(src, os.path.join(wd, "search"))
             resume = True
     return compress(config, wd, resume=resume, progress=progress)
 

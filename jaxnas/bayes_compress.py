@@ -58,11 +58,8 @@ its members (B.0.5), i.e. each member keeps its own curvature.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,7 +72,7 @@ import optax
 
 from jaxnas import bayes_groups as bg
 from jaxnas import curvature as cv
-from jaxnas import runtime
+from jaxnas import loop, runtime
 from jaxnas.bayes import ENTROPY_THRESHOLD
 from jaxnas.optional import MissingExtraError, require
 from jaxnas.width.groups import get_leaf, set_leaf
@@ -631,19 +628,98 @@ def _load(config):
     return train, test
 
 
-def _check_workdir(workdir: str, config, resume: bool) -> None:
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
-        if not resume:
-            raise runtime.RunError(
-                f"{workdir} already holds a run; pass --resume to continue it or use a fresh "
-                "--workdir"
+class BayesCompressExperiment(loop.Experiment):
+    """Algorithm 3 (:func:`compress`) as an experiment of the one loop: ``epochs``
+    penalised epochs, a Hessian / gamma update and pruning every ``k`` of them, then
+    ``finetune_epochs`` plain ones; each epoch's record has ``phase``, ``test_error``,
+    the surviving ``units`` per group and ``weights_kept``."""
+
+    name = "bayes-group compression"
+    outputs = ("units.png",)
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.epochs = int(config.epochs) + int(config.finetune_epochs)
+
+    def setup(self, wd: loop.Workdir, latest_step: int | None) -> None:
+        from jaxnas.data import Augment, Loader
+
+        config = self.config
+        try:
+            check_config(config)
+        except ValueError as e:
+            raise runtime.RunError(f"bad bayes-group config: {e}") from e
+        train, self.test = _load(config)
+        dc = config.data
+        augment = Augment(crop_padding=dc.crop_padding, flip=dc.flip, cutout=dc.cutout)
+        self.loader = Loader(
+            train, None, int(dc.batch_size), seed=int(config.seed), augment=augment
+        )
+        try:
+            self.comp = Compressor(
+                config, train.images.shape[1:], train.num_classes, len(self.loader)
             )
-        diff = runtime.diff_configs(old, json.loads(config.to_json()))
-        if diff:
-            raise runtime.RunError(f"--resume with a different config: {'; '.join(diff)}")
+        except ValueError as e:  # e.g. lenet5 on images that are not 28x28
+            raise runtime.RunError(str(e)) from e
+        self.hx = _hessian_examples(train, config)
+        logger.info(
+            "bayes-group %s: %s, lam=%g",
+            config.model,
+            self.comp.model.architecture(),
+            self.comp.lam,
+        )
+
+    def steps_in(self, epoch: int) -> int:
+        return len(self.loader)
+
+    def init(self) -> State:
+        return self.comp.init(int(self.config.seed))
+
+    def batches(self, epoch: int):
+        penalise = epoch < int(self.config.epochs)
+        for x, y in self.loader.epoch(epoch):
+            yield x, y, penalise
+
+    def step(self, state: State, batch: Any):
+        x, y, penalise = batch
+        return self.comp.train_step(state, x, y, penalise=penalise)
+
+    def name_metrics(self, means):
+        return dict(means)  # ce, acc, penalty, ... as the step computes them
+
+    def end_epoch(self, wd: loop.Workdir, state: State, epoch: int):
+        config, comp = self.config, self.comp
+        penalise = epoch <= int(config.epochs)
+        record: dict[str, Any] = {"phase": "prune" if penalise else "finetune"}
+        t = epoch // int(config.k)
+        if penalise and comp.lam > 0 and epoch % int(config.k) == 0:
+            hess = comp.hessian(state, self.hx, jax.random.fold_in(jax.random.key(config.seed), t))
+            bayes, dead = comp.update(state.params, hess, state.bayes)
+            state = state.replace(bayes=bayes)
+            if t >= int(config.prune_from):
+                state = comp.prune(state, dead)
+            record["iteration"] = t
+        record["test_error"] = comp.evaluate(
+            state.params, state.batch_stats, self.test, int(config.eval_batch_size)
+        )
+        _, alive = close_masks(comp.model, state.masks)
+        record["units"] = {g: int(a.sum()) for g, a in alive.items()}
+        record["weights_kept"] = int(sum(np.sum(m) for m in jax.tree.leaves(state.masks)))
+        logger.info(
+            "epoch %d/%d test error %.4f units %s",
+            epoch,
+            self.epochs,
+            record["test_error"],
+            record["units"],
+        )
+        return state, record
+
+    def finish(self, wd: loop.Workdir, state: State, records: list[dict]) -> dict[str, Any]:
+        summary = _summarise(self.comp, state, self.test, self.config)
+        summary["time_s"] = round(sum(r.get("time", 0.0) for r in records), 2)  # all sessions
+        if self.primary:
+            _plot_units(summary, wd.path("units.png"))
+        return summary
 
 
 def compress(
@@ -656,122 +732,15 @@ def compress(
     """Algorithm 3 on ``config.model`` and ``config.data``; writes ``workdir`` and returns
     the summary (also ``workdir/summary.json``).
 
-    ``workdir``: ``config.json``, ``metrics.jsonl`` (one record per epoch), ``log.txt``,
-    ``checkpoints/`` (orbax, every epoch; ``resume=True`` continues from the last),
-    ``summary.json`` (pruned architecture, errors, FLOPs, per-layer kept units and
-    sparsity) and ``units.png`` (surviving units per layer) when matplotlib is there.
+    ``workdir``: the one loop's files (:mod:`jaxnas.loop`: ``config.json``,
+    ``metrics.jsonl`` with one record per epoch, ``log.txt``, ``checkpoints/{step}``
+    every epoch, ``resume=True`` continuing from the last), ``summary.json`` (pruned
+    architecture, errors, FLOPs, per-layer kept units and sparsity, ``time_s`` over
+    every session of the run) and ``units.png`` (surviving units per layer).
     """
-    try:
-        check_config(config)
-    except ValueError as e:
-        raise runtime.RunError(f"bad bayes-group config: {e}") from e
-    os.makedirs(workdir, exist_ok=True)
-    _check_workdir(workdir, config, resume)
-    train, test = _load(config)
-    bs = int(config.data.batch_size)
-    from jaxnas.data import Augment, Loader
-
-    dc = config.data
-    augment = Augment(crop_padding=dc.crop_padding, flip=dc.flip, cutout=dc.cutout)
-    loader = Loader(train, None, bs, seed=int(config.seed), augment=augment)
-    try:
-        comp = Compressor(config, train.images.shape[1:], train.num_classes, len(loader))
-    except ValueError as e:  # e.g. lenet5 on images that are not 28x28
-        raise runtime.RunError(str(e)) from e
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json(indent=1))
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    state = comp.init(int(config.seed))
-    ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    mngr = runtime.checkpoint_manager(ckpt_dir, int(config.run.checkpoint_keep))
-    start = 0
-    if resume and mngr.latest_step() is not None:
-        step = mngr.latest_step()
-        runtime.check_compatible(mngr, step, state, ckpt_dir)
-        state = runtime.restore(mngr, step, state, ckpt_dir)
-        start = step
-        _truncate(metrics_path, start)
-    elif os.path.exists(metrics_path):
-        os.remove(metrics_path)
-    epochs, k = int(config.epochs), int(config.k)
-    total = epochs + int(config.finetune_epochs)
-    hx = _hessian_examples(train, config)
-    t0 = time.time() - _elapsed(metrics_path)  # a resumed run's clock goes on
-    with runtime.FileLog(os.path.join(workdir, "log.txt")):
-        logger.info("bayes-group %s: %s, lam=%g", config.model, comp.model.architecture(), comp.lam)
-        for epoch in range(start, total):
-            penalise = epoch < epochs
-            meter = runtime.Meter()
-            it = loader.epoch(epoch)
-            if progress:
-                from tqdm import tqdm
-
-                it = tqdm(it, total=len(loader), desc=f"epoch {epoch + 1}/{total}", leave=False)
-            for x, y in it:
-                state, m = comp.train_step(state, x, y, penalise=penalise)
-                meter.add(m)
-            means = meter.epoch_means()
-            record = {"epoch": epoch + 1, "phase": "prune" if penalise else "finetune", **means}
-            bad = runtime.first_nonfinite(means)
-            if bad:
-                raise runtime.RunError(f"{bad} is not finite at epoch {epoch + 1}; stopped")
-            t = (epoch + 1) // k
-            if penalise and comp.lam > 0 and (epoch + 1) % k == 0:
-                hess = comp.hessian(state, hx, jax.random.fold_in(jax.random.key(config.seed), t))
-                bayes, dead = comp.update(state.params, hess, state.bayes)
-                state = state.replace(bayes=bayes)
-                if t >= int(config.prune_from):
-                    state = comp.prune(state, dead)
-                record["iteration"] = t
-            record["test_error"] = comp.evaluate(
-                state.params, state.batch_stats, test, int(config.eval_batch_size)
-            )
-            _, alive = close_masks(comp.model, state.masks)
-            record["units"] = {g: int(a.sum()) for g, a in alive.items()}
-            record["weights_kept"] = int(sum(np.sum(m) for m in jax.tree.leaves(state.masks)))
-            record["time_s"] = round(time.time() - t0, 2)
-            runtime.append_jsonl(metrics_path, record)
-            logger.info(
-                "epoch %d/%d ce %.4f acc %.4f test error %.4f units %s",
-                epoch + 1,
-                total,
-                record.get("ce", float("nan")),
-                record.get("acc", float("nan")),
-                record["test_error"],
-                record["units"],
-            )
-            mngr.save(epoch + 1, args=_save_args(state))
-            mngr.wait_until_finished()
-        summary = _summarise(comp, state, test, config)
-        summary["time_s"] = round(time.time() - t0, 2)
-    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1, default=str)
-    _plot_units(summary, os.path.join(workdir, "units.png"))
-    return summary
-
-
-def _save_args(state):
-    import orbax.checkpoint as ocp
-
-    return ocp.args.StandardSave(state)
-
-
-def _truncate(path: str, epoch: int) -> None:
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        keep = [line for line in f if json.loads(line).get("epoch", 0) <= epoch]
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(keep)
-
-
-def _elapsed(path: str) -> float:
-    """``time_s`` of the last record of ``metrics.jsonl`` (0 without one)."""
-    if not os.path.exists(path):
-        return 0.0
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    return float(json.loads(lines[-1]).get("time_s", 0.0)) if lines else 0.0
+    return loop.run(
+        BayesCompressExperiment(config), config, workdir, resume=resume, progress=progress
+    )
 
 
 def _hessian_examples(train, config) -> np.ndarray:

@@ -223,7 +223,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         best = s["best"]
         print(
             f"network:   {s['params_M']:.3f}M parameters\n"
-            f"best:      valid perplexity {best['valid_ppl']:.2f} at epoch {best['epoch']}, "
+            f"best:      valid perplexity {best['value']:.2f} at epoch {best['epoch']}, "
             f"test perplexity {s['test_ppl'] or float('nan'):.2f}\nmetrics:   {s['metrics']}"
         )
         return 0

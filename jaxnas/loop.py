@@ -50,6 +50,7 @@ import numpy as np
 
 from jaxnas import plots
 from jaxnas.config import config_to_json
+from jaxnas.optional import require
 from jaxnas.runtime import (
     FileLog,
     Interrupted,
@@ -192,6 +193,7 @@ class Experiment:
       best_metric: an epoch-record key whose best value's state is kept in ``best/``
         (None: no best state); ``best_mode``: "max" or "min".
       examples_per_step: examples per step, for the ``images_per_s`` record (None: off).
+      tags: fields added to every record (``{"phase": "search"}``).
       outputs: files and folders (relative to the workdir) that a fresh run removes
         because they belong to an earlier run that never checkpointed.
       workdir_class: the :class:`Workdir` subclass that names the experiment's files;
@@ -207,6 +209,7 @@ class Experiment:
     best_mode: str = "max"
     examples_per_step: int | None = None
     outputs: tuple[str, ...] = ()
+    tags: Mapping[str, Any] = {}
     workdir_class: type[Workdir] = Workdir
     primary: bool = True
 
@@ -231,17 +234,27 @@ class Experiment:
         """One jitted step: ``(new_state, metrics)`` with scalar array metrics."""
         raise NotImplementedError
 
+    def name_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
+        """Averaged step metrics as record keys (default :func:`metric_name`)."""
+        return {metric_name(k): v for k, v in means.items()}
+
+    def begin_epoch(self, state: Any, epoch: int, skip: int) -> Any:
+        """The state to start epoch ``epoch`` (0-based) with, ``skip`` steps of it done
+        (a resume); e.g. a recurrent model resets its hidden state when ``skip == 0``."""
+        return state
+
     def start(self, wd: Workdir, state: Any, resumed_step: int | None) -> None:
         """Called once before the first step: ``resumed_step`` is None for a fresh run
         (write what belongs to step 0) or the restored step (drop this experiment's
         files written after it)."""
 
-    def end_epoch(self, wd: Workdir, state: Any, epoch: int) -> dict[str, Any]:
+    def end_epoch(self, wd: Workdir, state: Any, epoch: int) -> tuple[Any, dict[str, Any]]:
         """After epoch ``epoch`` (1-based count of epochs done): evaluate, write the
-        epoch's own files, return extra fields for its record. Everything written here
-        comes before the epoch's checkpoint, so a kill in between leaves files that the
-        resume's :meth:`start` drops."""
-        return {}
+        epoch's own files; return the state to checkpoint (a method may switch a mode
+        here, as AWD's ASGD trigger does) and extra fields for the epoch's record.
+        Everything written here comes before the epoch's checkpoint, so a kill in
+        between leaves files that the resume's :meth:`start` drops."""
+        return state, {}
 
     def finish(self, wd: Workdir, state: Any, records: list[dict]) -> dict[str, Any]:
         """At the end of the run: final files; fields for ``summary.json``."""
@@ -283,7 +296,12 @@ def metric_name(key: str) -> str:
 
 
 _LOG_GROUPS = ("train", "valid", "test")
-_LOG_KEYS = (("loss", "loss", ".4f"), ("accuracy", "acc", ".4f"), ("top5", "top5", ".4f"))
+_LOG_KEYS = (
+    ("loss", "loss", ".4f"),
+    ("accuracy", "acc", ".4f"),
+    ("top5", "top5", ".4f"),
+    ("ppl", "ppl", ".2f"),
+)
 
 
 def log_line(record: Mapping[str, Any], epochs: int) -> str:
@@ -374,6 +392,8 @@ def run(
       Interrupted: SIGTERM/SIGINT, after saving a checkpoint.
     """
     t_start = time.time()
+    if config.run.tensorboard:  # a missing extra is one line before anything is touched
+        require("tensorboardX", "TensorBoard logging (run.tensorboard)")
     wd = experiment.workdir_class(os.fspath(workdir))
     primary = jax.process_index() == 0
     if primary:
@@ -428,6 +448,7 @@ class _Loop:
         self.mngr, self.best_mngr, self.stop, self.primary = mngr, best_mngr, stop, primary
         self.writer = None
         self.start = 0
+        self.step = 0  # global step of the state
         self.best: dict[str, Any] = {"value": None, "epoch": 0, "step": 0}
         self.pending: dict[str, Any] | None = None
         self.throughput: list[float] = []
@@ -466,16 +487,15 @@ class _Loop:
         if latest is not None:
             check_compatible(self.mngr, latest, state, wd.checkpoints)
             state = restore(self.mngr, latest, state, wd.checkpoints)
-            self.start = int(latest)
+            self.start = self.step = int(latest)
             self._resume_files()
             logger.info("resumed from %s/%d", wd.checkpoints, latest)
         if self.primary:  # after the restore: a checkpoint that does not fit changes nothing
             _write_text(wd.config, config_to_json(config) + "\n")
         exp.start(wd, state, latest)
         if config.run.tensorboard and self.primary:
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(wd.tensorboard, purge_step=self.start + 1)
+            tbx = require("tensorboardX", "TensorBoard logging (run.tensorboard)")
+            self.writer = tbx.SummaryWriter(wd.tensorboard, purge_step=self.start + 1)
         return state
 
     def _resume_files(self) -> None:
@@ -545,8 +565,8 @@ class _Loop:
 
         exp, wd, config = self.exp, self.wd, self.config
         n = exp.steps_in(epoch)
-        done = self.start if first else sum(exp.steps_in(e) for e in range(epoch))
-        done -= skip  # global step before this epoch's first step
+        done = self.step - skip  # global step before this epoch's first step
+        state = exp.begin_epoch(state, epoch, skip)
         log_every = int(config.run.log_every_steps)
         epoch_meter, window = Meter(), Meter()
         if skip and self.pending is not None:
@@ -583,13 +603,14 @@ class _Loop:
                 elif t_steady is not None:
                     n_steady += 1
                 if log_every > 0 and step % log_every == 0:
-                    means = {metric_name(k): v for k, v in window.flush().items()}
+                    means = exp.name_metrics(window.flush())
                     window = Meter()
                     if (bad := first_nonfinite(means)) is not None:
                         raise self._nan_error(bad, epoch, step)
                     if self.primary:
                         append_jsonl(
-                            wd.metrics, {"kind": "step", "epoch": epoch + 1, "step": step, **means}
+                            wd.metrics,
+                            {**exp.tags, "kind": "step", "epoch": epoch + 1, "step": step, **means},
                         )
                     _write_scalars(self.writer, means, step, prefix="step/")
                     bar.set_postfix(
@@ -622,19 +643,26 @@ class _Loop:
         finally:
             bar.close()
         step = done + n
-        means = {metric_name(k): v for k, v in epoch_meter.epoch_means().items()}
+        means = exp.name_metrics(epoch_meter.epoch_means())
         if (bad := first_nonfinite(means)) is not None:
             raise self._nan_error(bad, epoch, step)
         if not bool(all_finite(state)):
             raise self._nan_error("state (weights or architecture)", epoch, step)
-        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": step, **means}
+        record: dict[str, Any] = {
+            **exp.tags,
+            "kind": "epoch",
+            "epoch": epoch + 1,
+            "step": step,
+            **means,
+        }
         if exp.examples_per_step and t_steady is not None and n_steady > 0:
             jax.block_until_ready(state)
             ips = n_steady * exp.examples_per_step / (time.time() - t_steady)
             record["images_per_s"] = ips
             if not first:
                 self.throughput.append(ips)
-        record.update(exp.end_epoch(wd, state, epoch + 1))
+        state, extra = exp.end_epoch(wd, state, epoch + 1)
+        record.update(extra)
         record["time"] = time.time() - t0
 
         # the record and the best state come before the checkpoint: a kill in between
@@ -660,6 +688,7 @@ class _Loop:
         self.mngr.save(step, args=ocp.args.StandardSave(state), force=True)
         self.mngr.wait_until_finished()
         self.pending = None
+        self.step = step
         logger.info(log_line(record, exp.epochs))
         return state, record
 

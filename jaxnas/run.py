@@ -32,12 +32,10 @@ uninterrupted run (bit-identical on CPU).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -45,51 +43,19 @@ import ml_collections
 import numpy as np
 
 from jaxnas import loop, plots
-from jaxnas.config import config_to_json, validate
-from jaxnas.runtime import Meter, RunError, write_json
+from jaxnas.config import validate
+from jaxnas.runtime import Meter, RunError
+from jaxnas.search.base import SearchWorkdir, drop_arch_after, save_arch, write_arch_meta
 
 __all__ = ["RunError", "SearchExperiment", "Workdir", "search", "replot"]
 
 logger = logging.getLogger("jaxnas")
 
 
-@dataclasses.dataclass(frozen=True)
-class Workdir(loop.Workdir):
-    """The paths of a search workdir: the loop's (:class:`jaxnas.loop.Workdir`) and the
-    search's own (see the module docstring)."""
-
-    alphas = property(lambda self: self.path("alphas"))
-    alphas_plot = property(lambda self: self.path("alphas.png"))
-    genotype = property(lambda self: self.path("genotype.json"))
-    genotype_prefix = property(lambda self: self.path("genotype"))
-
-    def alphas_file(self, epoch: int) -> str:
-        return self.path("alphas", f"epoch_{epoch:03d}.npz")
+Workdir = SearchWorkdir  # the name this module always had
 
 
 # --------------------------------------------------------------------------------- helpers
-
-
-def _fresh_outputs(wd: Workdir) -> None:
-    """Remove the outputs of an earlier run in this workdir that never checkpointed."""
-    for path in (wd.metrics, wd.summary, wd.genotype, wd.alphas_plot, wd.curves_plot):
-        if os.path.exists(path):
-            os.remove(path)
-    for path in (wd.alphas, wd.tensorboard):
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-
-
-def _write_config(wd: Workdir, config: ml_collections.ConfigDict) -> None:
-    with open(wd.config, "w", encoding="utf-8") as f:
-        f.write(config_to_json(config) + "\n")
-
-
-def _save_arch(wd: Workdir, epoch: int, arch: Mapping[str, Any]) -> None:
-    os.makedirs(wd.alphas, exist_ok=True)
-    tmp = wd.alphas_file(epoch) + ".tmp.npz"
-    np.savez(tmp, **{k: np.asarray(v) for k, v in arch.items()})
-    os.replace(tmp, wd.alphas_file(epoch))
 
 
 def _make_loaders(config: ml_collections.ConfigDict):
@@ -250,20 +216,13 @@ class SearchExperiment(loop.Experiment):
         method = self.method
         if not self.primary:
             return
-        os.makedirs(wd.alphas, exist_ok=True)
-        meta = {"method": method.name, "primitives": list(method.primitives)}
-        if getattr(method, "edge_labels", None):
-            meta["edge_labels"] = list(method.edge_labels)
-        write_json(os.path.join(wd.alphas, "meta.json"), meta)
+        write_arch_meta(wd, method.name, method.primitives, getattr(method, "edge_labels", ()))
         if resumed_step is None:
-            _save_arch(wd, 0, method.arch_weights(state))
-            return
-        done = resumed_step // self.steps_per_epoch  # epochs complete at the checkpoint
-        for e, _ in plots.load_arch_history(wd.alphas):
-            if e > done:
-                os.remove(wd.alphas_file(e))
+            save_arch(wd, 0, method.arch_weights(state))
+        else:
+            drop_arch_after(wd, resumed_step // self.steps_per_epoch)  # epochs complete
 
-    def end_epoch(self, wd: Workdir, state: Any, epoch: int) -> dict[str, Any]:
+    def end_epoch(self, wd: Workdir, state: Any, epoch: int) -> tuple[Any, dict[str, Any]]:
         method = self.method
         extra: dict[str, Any] = {}
         if self.test_loader is not None:
@@ -272,20 +231,17 @@ class SearchExperiment(loop.Experiment):
         genotype = method.genotype(state)
         logger.info("genotype = %s", genotype)
         if not self.primary:
-            return extra
-        _save_arch(wd, epoch, method.arch_weights(state))
+            return state, extra
+        save_arch(
+            wd,
+            epoch,
+            method.arch_weights(state),
+            primitives=method.primitives,
+            title=f"{method.name}: architecture weights",
+            edge_labels=getattr(method, "edge_labels", None),
+        )
         _save_genotype(genotype, wd.genotype)
-        try:
-            plots.plot_arch_weights(
-                plots.load_arch_history(wd.alphas),
-                method.primitives,
-                wd.alphas_plot,
-                title=f"{method.name}: architecture weights",
-                edge_labels=getattr(method, "edge_labels", None),
-            )
-        except Exception as e:  # noqa: BLE001 - a picture never stops a search
-            logger.warning("could not draw %s: %s", wd.alphas_plot, e)
-        return extra
+        return state, extra
 
     def finish(self, wd: Workdir, state: Any, records: list[dict]) -> dict[str, Any]:
         from jaxnas import genotype as genotype_lib

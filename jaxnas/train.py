@@ -52,6 +52,12 @@ import numpy as np
 import optax
 
 from jaxnas import loop, parallel
+from jaxnas.common import (
+    classification_sums,
+    epoch_cosine_schedule,
+    epoch_exponential_schedule,
+    smoothed_cross_entropy,
+)
 from jaxnas.config import validate
 from jaxnas.genotype import Genotype, GenotypeError, get_genotype
 from jaxnas.ops import OpsConfig
@@ -165,31 +171,10 @@ def lr_schedule(optim: Mapping[str, Any], epochs: int, steps_per_epoch: int) -> 
     """
     lr, kind = float(optim["lr"]), optim["schedule"]
     if kind == "cosine":
-        lo = float(optim["lr_min"])
-
-        def schedule(t):
-            e = jnp.minimum(t // steps_per_epoch, epochs)
-            return lo + 0.5 * (lr - lo) * (1 + jnp.cos(jnp.pi * e / epochs))
-
-    elif kind == "exponential":
-        rate = float(optim["decay_rate"])
-
-        def schedule(t):
-            return lr * rate ** (t // steps_per_epoch).astype(jnp.float32)
-
-    else:
-        raise ValueError(f"optim.schedule must be 'cosine' or 'exponential', got {kind!r}")
-    return schedule
-
-
-def _smoothed_ce(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
-    """Mean cross entropy against ``(1 - s) onehot(y) + s / K``
-    (DARTS' ``CrossEntropyLabelSmooth``)."""
-    logits = logits.astype(jnp.float32)
-    if smoothing == 0:
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    target = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
-    return optax.softmax_cross_entropy(logits, target).mean()
+        return epoch_cosine_schedule(lr, float(optim["lr_min"]), epochs, steps_per_epoch)
+    if kind == "exponential":
+        return epoch_exponential_schedule(lr, float(optim["decay_rate"]), steps_per_epoch)
+    raise ValueError(f"optim.schedule must be 'cosine' or 'exponential', got {kind!r}")
 
 
 class Trainer:
@@ -327,10 +312,12 @@ class Trainer:
             rngs={"dropout": rng},
             mutable=["batch_stats"],
         )
-        main = _smoothed_ce(logits, labels, o.label_smoothing)
+        main = smoothed_cross_entropy(logits, labels, o.label_smoothing)
         total = main
         if aux is not None:
-            total = main + m.auxiliary_weight * _smoothed_ce(aux, labels, o.label_smoothing)
+            total = main + m.auxiliary_weight * smoothed_cross_entropy(
+                aux, labels, o.label_smoothing
+            )
         acc = jnp.mean(jnp.argmax(logits, -1) == labels)
         return total, (upd["batch_stats"], main, acc)
 
@@ -382,18 +369,7 @@ class Trainer:
         logits, _ = self.model.apply(
             {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
         )
-        logits = logits.astype(jnp.float32)
-        mask = mask.astype(jnp.float32)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-        hit5 = jnp.any(top5 == labels[:, None], axis=-1)
-        hit1 = jnp.argmax(logits, -1) == labels
-        return dict(
-            loss=jnp.sum(ce * mask),
-            top1=jnp.sum(hit1 * mask),
-            top5=jnp.sum(hit5 * mask),
-            count=jnp.sum(mask),
-        )
+        return classification_sums(logits, labels, mask)
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -653,7 +629,7 @@ class TrainExperiment(loop.Experiment):
             save = nb201.save if nb201.is_arch(self.genotype) else genotype_lib.save
             save(self.genotype, wd.genotype)
 
-    def end_epoch(self, wd: TrainWorkdir, state: TrainState, epoch: int) -> dict[str, Any]:
+    def end_epoch(self, wd: TrainWorkdir, state: TrainState, epoch: int):
         record: dict[str, Any] = {
             "drop_prob": float(
                 self.trainer.drop_prob(jnp.int32((epoch - 1) * self.steps_per_epoch))
@@ -663,7 +639,7 @@ class TrainExperiment(loop.Experiment):
             batches, local_eval = _test_batches(self.test_ds, self.config, self.mesh)
             test = self.trainer.evaluate(state, batches, local_eval)
             record.update({f"test/{k}": v for k, v in test.items()})
-        return record
+        return state, record
 
     def finish(self, wd: TrainWorkdir, state: TrainState, records: list[dict]) -> dict[str, Any]:
         return {

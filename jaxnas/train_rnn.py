@@ -21,7 +21,7 @@ but a running average of the iterates is kept from then on,
 and evaluation, the best checkpoint and the test perplexity use the average.
 Perplexity is ``exp(mean NLL)`` over every predicted token of a split.
 
-:func:`train` is the loop, with :mod:`jaxnas.train`'s habits: ``config.json``,
+:func:`train` runs on the one experiment loop (:mod:`jaxnas.loop`): ``config.json``,
 ``genotype.json`` and its picture, ``log.txt`` (a line per epoch), ``metrics.jsonl``,
 TensorBoard scalars under ``tb/`` (``run.tensorboard``: train/valid loss and
 perplexity, lr, gradient norm, ``asgd`` and ``asgd_switch_epoch``), a progress bar,
@@ -34,11 +34,9 @@ test loss and perplexity (``jaxnas eval``).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
-import shutil
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,31 +47,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas import plots
-from jaxnas.config import config_to_json, validate
+from jaxnas import loop, plots
+from jaxnas.config import validate
 from jaxnas.data_text import TextStream, load_corpus
 from jaxnas.genotype import GenotypeError
 from jaxnas.rnn.draw import save_pictures
 from jaxnas.rnn.genotype import RNNGenotype, get_rnn_genotype
-from jaxnas.rnn.loop import load_pending, locate_step, save_pending, write_scalars
 from jaxnas.rnn.model import Dropouts, discrete_cell, init_discrete_params, lm_forward, lm_loss
-from jaxnas.runtime import (
-    FileLog,
-    Interrupted,
-    Meter,
-    RunError,
-    StopFlag,
-    all_finite,
-    append_jsonl,
-    check_compatible,
-    checkpoint_manager,
-    diff_configs,
-    first_nonfinite,
-    restore,
-    restore_for_eval,
-    truncate_metrics,
-    write_json,
-)
+from jaxnas.runtime import RunError, restore_for_eval, write_json
 
 __all__ = [
     "RNNTrainer",
@@ -88,8 +69,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("jaxnas")
-
-PENDING = "pending_metrics.json"  # the metrics of an epoch cut by a signal (save_pending)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -268,25 +247,6 @@ def _genotype(config: ml_collections.ConfigDict, override: Any) -> RNNGenotype:
         raise RunError(f"model.genotype: {e}") from e
 
 
-def _paths(root: str) -> dict[str, str]:
-    names = dict(
-        config="config.json",
-        genotype="genotype.json",
-        genotype_prefix="genotype",
-        log="log.txt",
-        metrics="metrics.jsonl",
-        tensorboard="tb",
-        ckpt="checkpoints",
-        best="best",
-        best_json="best.json",
-        summary="summary.json",
-        curves="curves.png",
-        eval="eval.json",
-        pending=PENDING,
-    )
-    return {k: os.path.join(root, v) for k, v in names.items()}
-
-
 def _streams(config: ml_collections.ConfigDict, corpus: Any = None):
     """``(corpus, train, valid, test)``: the splits as BPTT window streams."""
     d, t = config.data, config.text
@@ -310,6 +270,136 @@ def _check_settings(config: ml_collections.ConfigDict) -> None:
         raise RunError(f"train.epochs must be >= 1, got {config.train.epochs}")
 
 
+@dataclasses.dataclass(frozen=True)
+class RNNTrainWorkdir(loop.Workdir):
+    """A ``train_rnn`` workdir: the loop's files (:class:`jaxnas.loop.Workdir`), the
+    cell's ``genotype.json`` and picture, ``eval.json``."""
+
+    genotype = property(lambda self: self.path("genotype.json"))
+    genotype_prefix = property(lambda self: self.path("genotype"))
+    eval_json = property(lambda self: self.path("eval.json"))
+
+
+class RNNTrainExperiment(loop.Experiment):
+    """AWD-style retraining of a recurrent cell as an experiment of the one loop.
+
+    What a resume restores on the host comes back from the (truncated) records: the
+    validation history that the non-monotone trigger reads and the ASGD switch epoch.
+    """
+
+    name = "train_rnn"
+    best_metric = "valid/ppl"
+    best_mode = "min"
+    outputs = ("eval.json",)
+    workdir_class = RNNTrainWorkdir
+
+    def __init__(self, config: ml_collections.ConfigDict, genotype: Any, corpus: Any):
+        self.config = config
+        self.genotype = genotype
+        self._corpus = corpus
+        self.epochs = int(config.train.epochs)
+        self.history: list[float] = []  # validation losses, for the non-monotone trigger
+        self.asgd_epoch: int | None = None
+        self._windows: dict[int, int] = {}
+
+    def setup(self, wd: RNNTrainWorkdir, latest_step: int | None) -> None:
+        config, genotype = self.config, self.genotype
+        if latest_step is not None and os.path.exists(wd.genotype):
+            saved = _genotype(config, wd.genotype)
+            if genotype is not None and _genotype(config, genotype) != saved:
+                raise RunError(
+                    f"--genotype differs from the one this run trained ({wd.genotype}); "
+                    "use a fresh --workdir"
+                )
+            genotype = saved
+        self.cell = _genotype(config, genotype)
+        corpus, self.stream, self.valid, self.test = _streams(config, self._corpus)
+        self.trainer = RNNTrainer(config, self.cell, corpus.vocab_size)
+        logger.info(
+            "train_rnn: %s, vocabulary %d, %d train tokens, ~%d windows/epoch x %d epochs, "
+            "workdir %s",
+            self.cell,
+            corpus.vocab_size,
+            len(corpus.train),
+            len(self.stream),
+            self.epochs,
+            wd.root,
+        )
+
+    def steps_in(self, epoch: int) -> int:
+        if epoch not in self._windows:
+            self._windows = {epoch: len(self.stream.windows(epoch))}
+        return self._windows[epoch]
+
+    def init(self) -> RNNTrainState:
+        state = self.trainer.init(
+            jax.random.key_data(jax.random.PRNGKey(self.config.seed)), self.config.data.batch_size
+        )
+        self.n_params = param_count(state.params)
+        logger.info("%.3fM parameters", self.n_params / 1e6)
+        return state
+
+    def batches(self, epoch: int):
+        return self.stream.epoch(epoch)
+
+    def step(self, state: RNNTrainState, window: Any):
+        return self.trainer.train_step(state, window)
+
+    def name_metrics(self, means):
+        return _named(means)
+
+    def begin_epoch(self, state: RNNTrainState, epoch: int, skip: int) -> RNNTrainState:
+        if skip == 0:  # the hidden state is carried across windows, reset per epoch
+            state = state.replace(hidden=jnp.zeros_like(state.hidden))
+        return state
+
+    def start(self, wd: RNNTrainWorkdir, state: RNNTrainState, resumed_step: int | None) -> None:
+        if self.primary:
+            self.cell.save_json(wd.genotype)
+        for r in plots.read_metrics(wd.metrics):  # the records up to the checkpoint
+            self.history.append(r["valid/loss"])
+            if r.get("asgd_switch_epoch") and self.asgd_epoch is None:
+                self.asgd_epoch = r["epoch"]
+
+    def end_epoch(self, wd: RNNTrainWorkdir, state: RNNTrainState, epoch: int):
+        trainer, o = self.trainer, self.config.optim
+        val_ppl = trainer.evaluate(trainer.eval_params(state), self.valid)
+        val_loss = float(np.log(val_ppl))
+        record: dict[str, Any] = {"valid/loss": val_loss, "valid/ppl": val_ppl}
+        if o.asgd and not bool(state.asgd) and nonmono_switch(self.history, val_loss, o.nonmono):
+            # averaging starts with the next iterate (AWD: ASGD(t0=0) from here)
+            state = state.replace(
+                asgd=jnp.ones((), bool), avg=state.params, avg_count=jnp.zeros((), jnp.int32)
+            )
+            self.asgd_epoch = epoch
+            record["asgd_switch_epoch"] = epoch
+            logger.info("switching to ASGD after epoch %d", epoch)
+        self.history.append(val_loss)
+        record["asgd"] = bool(state.asgd)
+        return state, record
+
+    def finish(self, wd: RNNTrainWorkdir, state: RNNTrainState, records: list[dict]):
+        trainer = self.trainer
+        test_ppl = None
+        if records:
+            best, _, step = restore_for_eval(wd.best, wd.checkpoints, state, root=wd.root)
+            test_ppl = trainer.evaluate(trainer.eval_params(best), self.test)
+            logger.info("the best state (step %d) has test perplexity %.2f", step, test_ppl)
+        pictures: list[str] = []
+        if self.primary:
+            try:
+                pictures = save_pictures(self.cell, wd.genotype_prefix)
+            except Exception as e:  # noqa: BLE001 - a picture never stops a run
+                logger.warning("could not draw the cell: %s", e)
+        return {
+            "genotype": str(self.cell),
+            "genotype_pictures": pictures,
+            "params_M": self.n_params / 1e6,
+            "test_ppl": test_ppl,
+            "asgd_epoch": self.asgd_epoch,
+        }
+
+
 def train(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike,
@@ -324,12 +414,12 @@ def train(
 
     Args:
       config: a ``train_rnn`` config (:func:`default_config`).
-      workdir: output folder: ``config.json``, ``genotype.json`` (+ its picture
-        ``genotype_recurrent.{png,svg}``), ``log.txt``, ``metrics.jsonl`` (an epoch
-        record per epoch, a step record every ``run.log_every_steps``), ``tb/``
-        (TensorBoard, ``run.tensorboard``), ``checkpoints/<step>`` (orbax, every epoch and
-        on SIGTERM/SIGINT), ``best/<step>`` + ``best.json`` (lowest validation
-        perplexity), ``curves.png``, ``summary.json``.
+      workdir: output folder: the loop's files (:mod:`jaxnas.loop`: ``config.json``,
+        ``log.txt``, ``metrics.jsonl`` with an epoch record per epoch and a step record
+        every ``run.log_every_steps``, ``tb/``, ``checkpoints/<step>`` every epoch and on
+        SIGTERM/SIGINT, ``best/<step>`` + ``best.json`` for the lowest validation
+        perplexity, ``curves.png``, ``summary.json``), ``genotype.json`` and its
+        picture ``genotype_recurrent.{png,svg}``.
       genotype: a cell, a name (``darts_v2``) or a genotype JSON; default
         ``model.genotype``. A resumed run reads ``genotype.json`` back (and refuses a
         different ``genotype``).
@@ -340,9 +430,10 @@ def train(
       on_step: called as ``on_step(epoch, global_step)`` after every step (0-based epoch).
 
     Returns:
-      The summary (also ``summary.json``): ``final`` (last epoch record),
-      ``best`` (``{"epoch", "step", "valid_ppl"}``), ``test_ppl`` (of the best state),
-      ``params_M``, ``asgd_epoch`` (when averaging started, or None), paths.
+      The summary (also ``summary.json``): the loop's fields (``final``, the last epoch
+      record; ``best``, the lowest ``valid/ppl`` as ``value`` with its ``epoch`` and
+      ``step``; paths) and ``test_ppl`` (of the best state), ``params_M``,
+      ``asgd_epoch`` (when averaging started, or None), ``genotype``.
 
     Raises:
       RunError: existing checkpoints without ``resume``; a checkpoint of another
@@ -350,7 +441,6 @@ def train(
       jaxnas.runtime.Interrupted: SIGTERM/SIGINT, after saving a checkpoint of the
         current step (after the epoch's end when it came during the last window).
     """
-    t_start = time.time()
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     if config.method != "train_rnn":
         raise RunError(
@@ -358,258 +448,14 @@ def train(
         )
     _check_settings(config)
     config.lock()
-    root = os.path.abspath(os.fspath(workdir))
-    os.makedirs(root, exist_ok=True)
-    paths = _paths(root)
-    mngr = checkpoint_manager(paths["ckpt"], config.run.checkpoint_keep)
-    best_mngr = checkpoint_manager(paths["best"], 1)
-    writer = None
-    try:
-        latest = mngr.latest_step()
-        if latest is not None and not resume:
-            raise RunError(
-                f"{root} already has checkpoints (last: step {latest}); pass --resume to "
-                "continue, or use a fresh --workdir"
-            )
-        with FileLog(paths["log"]):
-            if latest is not None and os.path.exists(paths["genotype"]):
-                saved = _genotype(config, paths["genotype"])
-                if genotype is not None and _genotype(config, genotype) != saved:
-                    raise RunError(
-                        f"--genotype differs from the one this run trained ({paths['genotype']}); "
-                        "use a fresh --workdir"
-                    )
-                genotype = saved
-            cell = _genotype(config, genotype)
-            if latest is not None and os.path.exists(paths["config"]):
-                with open(paths["config"], encoding="utf-8") as f:
-                    changed = diff_configs(json.load(f), json.loads(config_to_json(config)))
-                if changed:
-                    logger.warning("resuming with a changed config: %s", "; ".join(changed))
-            if latest is None:  # outputs of an earlier run here that never checkpointed
-                for key in ("metrics", "summary", "best_json", "eval", "pending"):
-                    if os.path.exists(paths[key]):
-                        os.remove(paths[key])
-                shutil.rmtree(paths["tensorboard"], ignore_errors=True)
-            with open(paths["config"], "w", encoding="utf-8") as f:
-                f.write(config_to_json(config) + "\n")
-            cell.save_json(paths["genotype"])
-            corpus, stream, valid, test = _streams(config, corpus)
-            trainer = RNNTrainer(config, cell, corpus.vocab_size)
-            state = trainer.init(
-                jax.random.key_data(jax.random.PRNGKey(config.seed)), config.data.batch_size
-            )
-            n_params = param_count(state.params)
-            logger.info(
-                "train_rnn: %s, %.3fM parameters, vocabulary %d, %d train tokens, ~%d "
-                "windows/epoch x %d epochs, workdir %s",
-                cell,
-                n_params / 1e6,
-                corpus.vocab_size,
-                len(corpus.train),
-                len(stream),
-                config.train.epochs,
-                root,
-            )
-            loop = _Loop(trainer, config, paths, mngr, best_mngr, stream, valid)
-            if latest is not None:
-                check_compatible(mngr, latest, state, paths["ckpt"])
-                state = restore(mngr, latest, state, paths["ckpt"])
-                loop.resume_from(latest, state)
-                logger.info("resumed from %s/%d", paths["ckpt"], latest)
-            if config.run.tensorboard:
-                from tensorboardX import SummaryWriter
-
-                writer = SummaryWriter(paths["tensorboard"], purge_step=(latest or 0) + 1)
-            loop.writer = writer
-            with StopFlag() as stop:
-                state = loop.run(state, stop, progress=progress, on_step=on_step)
-            return _finish(loop, state, cell, test, n_params, t_start)
-    finally:
-        if writer is not None:
-            writer.close()
-        for m in (mngr, best_mngr):
-            m.wait_until_finished()
-            m.close()
-
-
-class _Loop:
-    """The epochs of :func:`train`, with what a resume has to restore on the host: the
-    validation history (the ASGD trigger's), the best epoch and the switch epoch."""
-
-    def __init__(self, trainer, config, paths, mngr, best_mngr, stream, valid):
-        self.trainer, self.config, self.paths = trainer, config, paths
-        self.mngr, self.best_mngr, self.stream, self.valid = mngr, best_mngr, stream, valid
-        self.history: list[float] = []  # validation losses, for the non-monotone trigger
-        self.best = {"epoch": 0, "step": 0, "valid_ppl": float("inf")}
-        self.asgd_epoch: int | None = None
-        self.step, self.epoch, self.skip = 0, 0, 0
-        self.writer = None
-        self.pending: list | None = None  # step metrics cut by a signal (save_pending)
-        self._windows: dict[int, list[tuple[int, int]]] = {}
-
-    def windows(self, epoch: int) -> list[tuple[int, int]]:
-        if epoch not in self._windows:
-            self._windows = {epoch: self.stream.windows(epoch)}
-        return self._windows[epoch]
-
-    def resume_from(self, step: int, state: RNNTrainState) -> None:
-        import orbax.checkpoint as ocp
-
-        self.step = int(step)
-        self.epoch, self.skip = locate_step(self.step, lambda e: len(self.windows(e)))
-        self.pending = load_pending(self.paths["pending"], self.step)
-        truncate_metrics(self.paths["metrics"], self.step)
-        for r in plots.read_metrics(self.paths["metrics"]):
-            self.history.append(r["valid/loss"])
-            if r["valid/ppl"] < self.best["valid_ppl"]:
-                self.best = {"epoch": r["epoch"], "step": r["step"], "valid_ppl": r["valid/ppl"]}
-            if r.get("asgd_switch") and self.asgd_epoch is None:
-                self.asgd_epoch = r["epoch"]
-        if self.best["epoch"] and self.best_mngr.latest_step() != self.best["step"]:
-            # killed between the epoch checkpoint and the best one: the best is that epoch
-            if self.best["step"] == self.step and self.skip == 0:
-                self.best_mngr.save(self.step, args=ocp.args.StandardSave(state), force=True)
-                self.best_mngr.wait_until_finished()
-                write_json(self.paths["best_json"], self.best)
-
-    def run(self, state, stop: StopFlag, *, progress: bool, on_step) -> RNNTrainState:
-        for epoch in range(self.epoch, int(self.config.train.epochs)):
-            state = self.run_epoch(state, epoch, stop, progress=progress, on_step=on_step)
-            self.skip = 0
-            if stop.signal is not None:  # came during the epoch's last window
-                raise Interrupted(
-                    f"stopped by {stop.name} after epoch {epoch + 1} (step {self.step}); "
-                    "checkpoint saved, continue with --resume"
-                )
-        return state
-
-    def run_epoch(self, state, epoch: int, stop: StopFlag, *, progress: bool, on_step):
-        import orbax.checkpoint as ocp
-        from tqdm.auto import tqdm
-
-        trainer, o, paths = self.trainer, self.config.optim, self.paths
-        epochs = int(self.config.train.epochs)
-        log_every = int(self.config.run.log_every_steps)
-        t0 = time.time()
-        first = True
-        if self.skip == 0:
-            state = state.replace(hidden=jnp.zeros_like(state.hidden))  # per-epoch reset
-        meter, window_meter = Meter(), Meter()
-        if self.skip and self.pending:  # resumed after a signal: the epoch's metrics so far
-            meter.window, window_meter.window = (list(p) for p in self.pending)
-        n = len(self.windows(epoch))
-        bar = tqdm(
-            total=n,
-            initial=self.skip,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not progress,
-            leave=False,
-            dynamic_ncols=True,
-            unit="step",
-        )
-        try:
-            for k, window in enumerate(self.stream.epoch(epoch)):
-                if k < self.skip:  # resumed mid-epoch: the windows replay exactly
-                    continue
-                t_step = time.time()
-                state, metrics = trainer.train_step(state, window)
-                meter.add(metrics)
-                window_meter.add(metrics)
-                self.step += 1
-                if first:
-                    first = False
-                    jax.block_until_ready(metrics)
-                    logger.info("first step (compiles) took %.1fs", time.time() - t_step)
-                if log_every > 0 and self.step % log_every == 0:
-                    w = _named(window_meter.flush())
-                    if (bad := first_nonfinite(w)) is not None:
-                        raise self._nan_error(bad, epoch)
-                    append_jsonl(
-                        paths["metrics"],
-                        {"kind": "step", "epoch": epoch + 1, "step": self.step, **w},
-                    )
-                    write_scalars(self.writer, w, self.step, prefix="step/")
-                    bar.set_postfix({"ppl": f"{w['train/ppl']:.1f}"}, refresh=False)
-                bar.update(1)
-                if on_step is not None:
-                    on_step(epoch, self.step)
-                if stop.signal is not None and k + 1 < n:
-                    if not bool(all_finite(state)):
-                        raise self._nan_error("state", epoch)
-                    save_pending(self.paths["pending"], self.step, (meter, window_meter))
-                    self.mngr.save(self.step, args=ocp.args.StandardSave(state), force=True)
-                    self.mngr.wait_until_finished()
-                    raise Interrupted(
-                        f"stopped by {stop.name} at step {self.step} (epoch {epoch + 1}, "
-                        f"window {k + 1}/{n}); checkpoint saved, continue with --resume"
-                    )
-        finally:
-            bar.close()
-        means = _named(meter.epoch_means())
-        if (bad := first_nonfinite(means)) is not None or not bool(all_finite(state)):
-            raise self._nan_error(bad or "state", epoch)
-        val_ppl = trainer.evaluate(trainer.eval_params(state), self.valid)
-        val_loss = float(np.log(val_ppl))
-        switched = False
-        if o.asgd and not bool(state.asgd) and nonmono_switch(self.history, val_loss, o.nonmono):
-            # averaging starts with the next iterate (AWD: ASGD(t0=0) from here)
-            state = state.replace(
-                asgd=jnp.ones((), bool),
-                avg=state.params,
-                avg_count=jnp.zeros((), jnp.int32),
-            )
-            self.asgd_epoch, switched = epoch + 1, True
-            logger.info("switching to ASGD after epoch %d", epoch + 1)
-        self.history.append(val_loss)
-        record = {
-            "kind": "epoch",
-            "epoch": epoch + 1,
-            "step": self.step,
-            **means,
-            "valid/loss": val_loss,
-            "valid/ppl": val_ppl,
-            "asgd": bool(state.asgd),
-            "time": time.time() - t0,
-        }
-        if switched:
-            record["asgd_switch"] = epoch + 1
-        # the record goes first, then the checkpoint: a kill in between leaves a record
-        # that the resume drops (truncate_metrics)
-        append_jsonl(paths["metrics"], record)
-        if self.writer is not None:
-            write_scalars(self.writer, record, self.step)
-            if switched:
-                self.writer.add_scalar("asgd_switch_epoch", epoch + 1, self.step)
-            self.writer.flush()
-        self.mngr.save(self.step, args=ocp.args.StandardSave(state))
-        self.mngr.wait_until_finished()
-        if val_ppl < self.best["valid_ppl"]:
-            self.best = {"epoch": epoch + 1, "step": self.step, "valid_ppl": val_ppl}
-            self.best_mngr.save(self.step, args=ocp.args.StandardSave(state), force=True)
-            self.best_mngr.wait_until_finished()
-            write_json(paths["best_json"], self.best)
-        logger.info(
-            "epoch %d/%d | train loss %.4f ppl %.2f | valid loss %.4f ppl %.2f | lr %.3g%s | %.1fs",
-            epoch + 1,
-            epochs,
-            record["train/loss"],
-            record["train/ppl"],
-            val_loss,
-            val_ppl,
-            record["lr"],
-            " | ASGD" if bool(state.asgd) else "",
-            record["time"],
-        )
-        return state
-
-    def _nan_error(self, what: str, epoch: int) -> RunError:
-        kept = self.mngr.latest_step()
-        kept = f"step {kept}" if kept is not None else "none (the initial state)"
-        return RunError(
-            f"non-finite {what} in epoch {epoch + 1}, step {self.step}; stopped. The last good "
-            f"checkpoint is {kept} in {self.paths['ckpt']}; try a lower optim.lr"
-        )
+    return loop.run(
+        RNNTrainExperiment(config, genotype, corpus),
+        config,
+        workdir,
+        resume=resume,
+        progress=progress,
+        on_step=on_step,
+    )
 
 
 def _named(means: dict[str, float]) -> dict[str, float]:
@@ -618,50 +464,6 @@ def _named(means: dict[str, float]) -> dict[str, float]:
     if "train/loss" in out:
         out["train/ppl"] = float(np.exp(out["train/loss"]))
     return out
-
-
-def _finish(loop: _Loop, state, cell: RNNGenotype, test: TextStream, n_params, t_start):
-    paths, trainer = loop.paths, loop.trainer
-    best_step = loop.best_mngr.latest_step()
-    test_ppl = None
-    if best_step is not None:
-        best_state = restore(loop.best_mngr, best_step, state, paths["best"])
-        test_ppl = trainer.evaluate(trainer.eval_params(best_state), test)
-        logger.info(
-            "best valid ppl %.2f (epoch %d), its test ppl %.2f",
-            loop.best["valid_ppl"],
-            loop.best["epoch"],
-            test_ppl,
-        )
-    records = plots.read_metrics(paths["metrics"])
-    curves = None
-    if records:
-        try:
-            curves = plots.plot_curves(records, paths["curves"])
-        except Exception as e:  # noqa: BLE001 - a picture never stops a run
-            logger.warning("could not draw %s: %s", paths["curves"], e)
-    try:
-        pictures = save_pictures(cell, paths["genotype_prefix"])
-    except Exception as e:  # noqa: BLE001
-        logger.warning("could not draw the cell: %s", e)
-        pictures = []
-    summary = {
-        "workdir": os.path.dirname(paths["config"]),
-        "genotype": str(cell),
-        "genotype_pictures": pictures,
-        "params_M": n_params / 1e6,
-        "final": records[-1] if records else {},
-        "best": loop.best,
-        "test_ppl": test_ppl,
-        "asgd_epoch": loop.asgd_epoch,
-        "curves_plot": curves,
-        "metrics": paths["metrics"],
-        "checkpoints": paths["ckpt"],
-        "tensorboard": paths["tensorboard"] if loop.config.run.tensorboard else None,
-        "wall_time": time.time() - t_start,
-    }
-    write_json(paths["summary"], summary)
-    return summary
 
 
 # -------------------------------------------------------------------------------- evaluation
@@ -712,23 +514,23 @@ def evaluate(
         step, which = int(os.path.basename(path)), os.path.basename(parent)
     if which not in ("best", "latest", "checkpoints"):
         raise RunError(f"which must be 'best' or 'latest', got {which!r}")
-    paths = _paths(root)
-    with open(paths["config"], encoding="utf-8") as f:
+    wd = RNNTrainWorkdir(root)
+    with open(wd.config, encoding="utf-8") as f:
         config = config_from_json(f.read())
     if config.method != "train_rnn":
         raise RunError(f"{root} is a {config.method!r} workdir, not a train_rnn one")
     if overrides:
         config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
-    if not os.path.exists(paths["genotype"]):
+    if not os.path.exists(wd.genotype):
         raise RunError(f"{root} has no genotype.json")
-    cell = _genotype(config, paths["genotype"])
+    cell = _genotype(config, wd.genotype)
     corpus, _, valid, test = _streams(config, corpus)
     trainer = RNNTrainer(config, cell, corpus.vocab_size)
     target = trainer.init(
         jax.random.key_data(jax.random.PRNGKey(config.seed)), config.data.batch_size
     )
     state, folder, step = restore_for_eval(
-        paths["best"], paths["ckpt"], target, which=which, step=step, root=root
+        wd.best, wd.checkpoints, target, which=which, step=step, root=root
     )
     params = trainer.eval_params(state)
     test_ppl = trainer.evaluate(params, test)
@@ -745,5 +547,5 @@ def evaluate(
         "checkpoint": os.path.join(folder, str(step)),
         "step": int(step),
     }
-    write_json(paths["eval"], out)
+    write_json(wd.eval_json, out)
     return out

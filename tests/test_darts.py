@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from jaxnas import data
+from jaxnas.common import epoch_cosine_schedule
 from jaxnas.config import default_config
 from jaxnas.search import build
-from jaxnas.search.darts import epoch_cosine_schedule
 
 #: Four of DARTS' eight ops (zero, identity / factorized reduce, pooling, a separable
 #: conv): every kind of mixed-op path, for the tests that compile several second-order

@@ -110,7 +110,7 @@ class LineFit(loop.Experiment):
     def end_epoch(self, wd, state, epoch):
         self.ends.append(epoch)
         loss = float(jnp.mean((self.x_test @ state["w"] - self.y_test) ** 2))
-        return {"test/score": -loss}
+        return state, {"test/score": -loss}
 
     def finish(self, wd, state, records):
         return {"w": [float(v) for v in np.asarray(state["w"])]}
@@ -333,18 +333,6 @@ def test_workdir_that_is_a_file_is_one_line(tmp_path):
     with pytest.raises(RunError) as e:
         _run(str(path), _config(epochs=1))
     assert "\n" not in str(e.value) and "is a file" in str(e.value)
-
-
-def test_locate_step_across_uneven_epochs():
-    steps_in = lambda e: 3 + e % 2  # 3, 4, 3, 4
-    assert loop.locate_step(0, steps_in) == (0, 0)
-    assert loop.locate_step(2, steps_in) == (0, 2)
-    assert loop.locate_step(3, steps_in) == (1, 0)
-    assert loop.locate_step(6, steps_in) == (1, 3)
-    assert loop.locate_step(7, steps_in) == (2, 0)
-    assert loop.locate_step(10, steps_in) == (3, 0)
-    with pytest.raises(ValueError):
-        loop.locate_step(-1, steps_in)
 
 
 def test_metric_names_and_log_line():

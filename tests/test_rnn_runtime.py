@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from jaxnas.config import load_config
+from jaxnas.loop import locate_step
 from jaxnas.rnn import DARTS_V2, RNN_OPS, RNNGenotype, derive_rnn, edge_index
 from jaxnas.rnn.draw import H_IN, X_IN, cell_graph, plot_recurrent_cell, save_pictures
-from jaxnas.rnn.loop import locate_step
 from jaxnas.runtime import Interrupted, RunError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -75,7 +75,7 @@ def test_locate_step_inverts_the_cumulative_window_counts():
         epoch, skip = locate_step(step, lambda e: counts[e])
         assert bounds[epoch] + skip == step and 0 <= skip < counts[epoch]
     assert locate_step(8, lambda e: counts[e]) == (2, 0)  # a finished epoch: the next one
-    with pytest.raises(ValueError, match="no windows"):
+    with pytest.raises(ValueError, match="no steps"):
         locate_step(1, lambda e: 0)
 
 
@@ -229,7 +229,7 @@ def test_cli_eval_and_plot_on_rnn_workdirs(tmp_path, capsys):
     ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert ev["test/ppl"] == pytest.approx(summary["test_ppl"], rel=1e-12)
     assert ev["test/loss"] == pytest.approx(np.log(summary["test_ppl"]), rel=1e-12)
-    assert ev["valid/ppl"] == pytest.approx(summary["best"]["valid_ppl"], rel=1e-12)
+    assert ev["valid/ppl"] == pytest.approx(summary["best"]["value"], rel=1e-12)
     assert ev["checkpoint"].endswith(os.path.join("best", str(summary["best"]["step"])))
     last = summary["final"]["step"]
     assert cli.main(["eval", "--checkpoint", str(wd), "--which", "latest"]) == 0

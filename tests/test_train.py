@@ -15,6 +15,7 @@ import pytest
 from _train_dist import GENOTYPE as CHEAP  # pools and skips: quick to compile
 
 from jaxnas import cli
+from jaxnas.common import smoothed_cross_entropy
 from jaxnas.config import default_config
 from jaxnas.data import ArrayDataset
 from jaxnas.genotype import DARTS_V2, CellGenotype, Genotype, GenotypeError
@@ -23,7 +24,6 @@ from jaxnas.train import (
     Interrupted,
     Trainer,
     TrainState,
-    _smoothed_ce,
     eval_batches,
     lr_schedule,
     train,
@@ -79,9 +79,9 @@ def test_label_smoothing_is_darts_cross_entropy_label_smooth():
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     target = (1 - eps) * np.eye(5)[labels] + eps / 5
     want = -(target * logp).sum(-1).mean()
-    np.testing.assert_allclose(_smoothed_ce(logits, labels, eps), want, rtol=1e-5)
+    np.testing.assert_allclose(smoothed_cross_entropy(logits, labels, eps), want, rtol=1e-5)
     plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    np.testing.assert_allclose(_smoothed_ce(logits, labels, 0.0), plain, rtol=1e-6)
+    np.testing.assert_allclose(smoothed_cross_entropy(logits, labels, 0.0), plain, rtol=1e-6)
 
 
 def test_eval_batches_cover_each_example_once_with_a_masked_tail():

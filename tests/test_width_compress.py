@@ -154,7 +154,7 @@ def test_cli_compress_errors(tmp_path, capsys):
     assert rc == cli.EXIT_ERROR and "prunes to a ratio" in capsys.readouterr().err
     rc = cli.main(["compress", "--config", DEMO, "--set", "search.order=darts3", "--workdir", wd])
     assert rc == cli.EXIT_ERROR and "search.order" in capsys.readouterr().err
-    assert not os.path.exists(os.path.join(wd, "checkpoints"))
+    assert not os.path.exists(os.path.join(wd, "search"))  # refused before any phase ran
 
 
 # ------------------------------------------------------------------ end to end (slow)
@@ -198,7 +198,8 @@ def test_compress_resume_and_determinism(tmp_path):
             if json.loads(line)["phase"] == "finetune"
         ]
 
-    assert records(a["metrics"]) == records(b["metrics"]) and len(records(a["metrics"])) == 2
+    fa, fb = a["metrics"]["finetune"], b["metrics"]["finetune"]
+    assert records(fa) == records(fb) and len(records(fa)) == 2
     for name in ("config.json", "log.txt", "scores.npz", "kept_widths.png", "summary.json"):
         assert os.path.exists(tmp_path / "a" / name), name
     _, pruned, keep = load_pruned(a["pruned_json"])

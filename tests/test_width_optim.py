@@ -179,4 +179,4 @@ def test_compress_rejects_bad_optimizer_before_any_work(tmp_path):
     )
     with pytest.raises(RunError, match="finetune"):
         compress(config, str(tmp_path / "wd"))
-    assert not (tmp_path / "wd" / "checkpoints").exists()
+    assert not (tmp_path / "wd" / "search").exists()  # no phase ran

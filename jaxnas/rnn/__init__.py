@@ -5,8 +5,7 @@ mixed-path form), JSON, the SparseNAS derivation :func:`derive_rnn`.
 ``model``: the search (linear mixing by ``A``) and discrete cells and the
 language model with AWD-style dropouts, as pure functions over parameter dicts.
 ``draw``: the cell's picture (``genotype_recurrent.{png,svg}``) and ``jaxnas plot``
-for recurrent workdirs. ``loop``: what the search and retraining loops share
-(step-keyed checkpoints, TensorBoard scalars, the metrics a signal cut).
+for recurrent workdirs. The search and retraining run on :mod:`jaxnas.loop`.
 """
 
 from jaxnas.rnn.genotype import (

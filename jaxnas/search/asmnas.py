@@ -64,10 +64,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxnas.common import cross_entropy, epoch_cosine_schedule
 from jaxnas.genotype import CellGenotype, Genotype, derive_cell
 from jaxnas.ops import OpsConfig, resolve_primitives
 from jaxnas.optional import require
-from jaxnas.search.darts import cross_entropy, epoch_cosine_schedule
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 from jaxnas.supernet import SuperNet, resolve_reductions, weighted_sum
 
@@ -674,10 +674,10 @@ def select_workdir(
     """
     from jaxnas import data
     from jaxnas.config import config_from_json
-    from jaxnas.run import Workdir
     from jaxnas.runtime import RunError, checkpoint_manager, restore
+    from jaxnas.search.base import SearchWorkdir
 
-    wd = Workdir(os.fspath(workdir))
+    wd = SearchWorkdir(os.fspath(workdir))
     with open(wd.config, encoding="utf-8") as f:
         config = config_from_json(f.read())
     d = config.data

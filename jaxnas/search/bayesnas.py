@@ -93,9 +93,9 @@ import optax
 
 from jaxnas import bayes
 from jaxnas import curvature as cv
+from jaxnas.common import cross_entropy, epoch_cosine_schedule
 from jaxnas.genotype import CellGenotype, Genotype, GenotypeError
 from jaxnas.ops import OpsConfig, resolve_primitives
-from jaxnas.search.darts import cross_entropy, epoch_cosine_schedule
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 from jaxnas.supernet import SuperNet, resolve_reductions
 

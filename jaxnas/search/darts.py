@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxnas.common import cross_entropy, epoch_cosine_schedule, momentum_buffer
 from jaxnas.genotype import Genotype, derive
 from jaxnas.ops import OpsConfig, resolve_primitives
 from jaxnas.search.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
@@ -112,32 +113,6 @@ class SearchState(flax.struct.PyTreeNode):
     w_opt: optax.OptState
     a_opt: optax.OptState
     rng: jax.Array  # raw uint32 key, for stochastic mixers of later methods
-
-
-def epoch_cosine_schedule(
-    lr: float, lr_min: float, epochs: int, steps_per_epoch: int
-) -> optax.Schedule:
-    """``CosineAnnealingLR(T_max=epochs, eta_min=lr_min)`` stepped once per epoch:
-    ``lr_e = lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2``, ``e = step // steps_per_epoch``.
-    """
-
-    def schedule(step):
-        e = jnp.minimum(step // steps_per_epoch, epochs)
-        return lr_min + 0.5 * (lr - lr_min) * (1 + jnp.cos(jnp.pi * e / epochs))
-
-    return schedule
-
-
-def momentum_buffer(w_opt: optax.OptState) -> Any:
-    """The SGD momentum buffer ``m`` inside the weight optimiser's state."""
-    return optax.tree_utils.tree_get(w_opt, "trace")
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross entropy and top-1 accuracy."""
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return loss, acc
 
 
 def _fuse_phases(setting: str, order: str, mode: str) -> bool:

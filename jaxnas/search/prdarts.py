@@ -67,9 +67,10 @@ import numpy as np
 import optax
 
 from jaxnas import gates
+from jaxnas.common import epoch_cosine_schedule
 from jaxnas.genotype import Genotype
 from jaxnas.ops import OpsConfig, resolve_primitives
-from jaxnas.search.darts import DARTS, SearchState, epoch_cosine_schedule
+from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.prdarts_reg import (
     DERIVE_RULES,
     LAMBDA_NONSKIP,

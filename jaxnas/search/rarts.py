@@ -52,9 +52,10 @@ import numpy as np
 import optax
 
 from jaxnas import latency as latency_lib
+from jaxnas.common import cross_entropy, epoch_cosine_schedule
 from jaxnas.ops import OpsConfig
 from jaxnas.search import darts
-from jaxnas.search.darts import DARTS, cross_entropy, epoch_cosine_schedule
+from jaxnas.search.darts import DARTS
 from jaxnas.search.rarts_update import RARTSState, rarts_step
 
 __all__ = ["RARTS", "RARTSSearchState", "default_config"]

@@ -62,9 +62,10 @@ import numpy as np
 import optax
 
 from jaxnas import optim
+from jaxnas.common import epoch_cosine_schedule
 from jaxnas.genotype import CellGenotype, Genotype, GenotypeError
 from jaxnas.ops import PRIMITIVE_SETS
-from jaxnas.search.darts import DARTS, SearchState, epoch_cosine_schedule
+from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.darts import default_config as darts_default_config
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 from jaxnas.supernet import weighted_sum

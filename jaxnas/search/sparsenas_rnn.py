@@ -27,21 +27,18 @@ The network uses the extrapolated ``A_t`` (Eq. 8); the sparse prox output
 ``theta`` is what :meth:`SparseNASRNN.genotype`, ``arch_weights`` and the
 validation perplexity read (as in the CNN search, :mod:`jaxnas.search.sparsenas`).
 
-:func:`search` is the loop (the image runner :mod:`jaxnas.run` assumes labelled
-image batches and stateless steps): a workdir like the runner's (``config.json``,
-``log.txt``, ``metrics.jsonl``, ``tb/``, ``alphas/``, ``alphas.png``, ``curves.png``,
+:func:`search` runs it on the one experiment loop (:mod:`jaxnas.loop`): a search
+workdir (:class:`jaxnas.search.base.SearchWorkdir`: ``alphas/``, ``alphas.png``,
 ``genotype.json`` and its picture ``genotype_recurrent.{png,svg}``
-(:mod:`jaxnas.rnn.draw`), ``checkpoints/``, ``summary.json``), a progress bar, orbax
-checkpoints keyed by the global step every epoch and on SIGTERM/SIGINT, and a resume
-from either that ends with the same theta and genotype (bit-identical on CPU).
+(:mod:`jaxnas.rnn.draw`), beside the loop's files), orbax checkpoints keyed by the
+global step every epoch and on SIGTERM/SIGINT, and a resume from either that ends
+with the same theta, genotype and records (bit-identical on CPU).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,36 +49,22 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas import plots
-from jaxnas.config import config_to_json, validate
+from jaxnas import loop
+from jaxnas.config import validate
 from jaxnas.data_text import TextStream, load_corpus
 from jaxnas.rnn.draw import save_pictures
 from jaxnas.rnn.genotype import RNN_OPS, RNNGenotype, derive_rnn, edge_index, node_groups
-from jaxnas.rnn.loop import load_pending, locate_step, save_pending, write_scalars
 from jaxnas.rnn.model import Dropouts, init_supernet_params, lm_forward, lm_loss, supernet_cell
-from jaxnas.runtime import (
-    FileLog,
-    Interrupted,
-    Meter,
-    RunError,
-    StopFlag,
-    all_finite,
-    append_jsonl,
-    check_compatible,
-    checkpoint_manager,
-    diff_configs,
-    first_nonfinite,
-    restore,
-    truncate_metrics,
-    write_json,
-)
+from jaxnas.runtime import RunError
+from jaxnas.search.base import SearchWorkdir, drop_arch_after, save_arch, write_arch_meta
 from jaxnas.search.sparsenas import arch_optimizer
 
 __all__ = ["RNNSearchState", "SparseNASRNN", "default_config", "search"]
 
 logger = logging.getLogger("jaxnas")
 
-PENDING = "pending_metrics.json"  # the metrics of an epoch cut by a signal (save_pending)
+# the recurrent cell's pictures (jaxnas.rnn.draw.save_pictures)
+RNN_PICTURES = ("genotype_recurrent.png", "genotype_recurrent.svg")
 
 OPTIMIZERS = ("adam_hapg", "hapg")
 
@@ -397,6 +380,121 @@ def _arch_window(stream: TextStream, start: int, max_len: int):
     return x, y, np.int32(seq_len)
 
 
+class RNNSearchExperiment(loop.Experiment):
+    """The SparseNAS RNN search as an experiment of the one loop (:func:`search`)."""
+
+    workdir_class = SearchWorkdir
+    outputs = ("genotype.json", "alphas", "alphas.png", *RNN_PICTURES)
+
+    def __init__(self, config: ml_collections.ConfigDict, corpus: Any):
+        self.config = config
+        self._corpus = corpus
+        self.epochs = int(config.search.epochs)
+        self.name = f"{config.method} search"
+        self._windows: dict[int, list[tuple[int, int]]] = {}
+
+    def setup(self, wd: SearchWorkdir, latest_step: int | None) -> None:
+        config = self.config
+        corpus, self.train, self.arch_stream, self.valid = _streams(config, self._corpus)
+        try:
+            self.method = SparseNASRNN(
+                config, vocab_size=corpus.vocab_size, steps_per_epoch=len(self.train)
+            )
+        except ValueError as e:
+            raise RunError(f"cannot set up method {config.method!r}: {e}") from e
+        logger.info(
+            "%s search: vocabulary %d, %d train tokens, ~%d windows/epoch x %d epochs, workdir %s",
+            self.method.name,
+            corpus.vocab_size,
+            len(corpus.train),
+            len(self.train),
+            self.epochs,
+            wd.root,
+        )
+
+    def windows(self, epoch: int) -> list[tuple[int, int]]:
+        if epoch not in self._windows:
+            self._windows = {epoch: self.train.windows(epoch)}
+        return self._windows[epoch]
+
+    def steps_in(self, epoch: int) -> int:
+        return len(self.windows(epoch))
+
+    def init(self) -> RNNSearchState:
+        return self.method.init(jax.random.PRNGKey(self.config.seed), self.config.data.batch_size)
+
+    def batches(self, epoch: int):
+        starts = [start for start, _ in self.windows(epoch)]
+        for window, start in zip(self.train.epoch(epoch), starts):
+            yield window, _arch_window(self.arch_stream, start, self.train.max_len)
+
+    def step(self, state: RNNSearchState, batch: Any):
+        return self.method.train_step(state, *batch)
+
+    def name_metrics(self, means):
+        out = {}
+        for k, v in means.items():
+            if k == "loss":
+                out["train/loss"], out["train/ppl"] = v, float(np.exp(v))
+            else:
+                out["arch/valid_loss" if k == "valid_loss" else k] = v
+        return out
+
+    def begin_epoch(self, state: RNNSearchState, epoch: int, skip: int) -> RNNSearchState:
+        if skip == 0:  # DARTS resets both hidden states every epoch
+            zeros = jnp.zeros_like(state.h_train)
+            state = state.replace(h_train=zeros, h_valid=zeros)
+        return state
+
+    def start(self, wd: SearchWorkdir, state: RNNSearchState, resumed_step: int | None) -> None:
+        if not self.primary:
+            return
+        write_arch_meta(wd, self.method.name, RNN_OPS, self.method.edge_labels)
+        if resumed_step is None:
+            save_arch(wd, 0, self.method.arch_weights(state))
+        else:
+            drop_arch_after(wd, loop.locate_step(resumed_step, self.steps_in)[0])
+
+    def end_epoch(self, wd: SearchWorkdir, state: RNNSearchState, epoch: int):
+        method = self.method
+        ppl = evaluate_perplexity(method, state, self.valid, self.config.text.eval_batch_size)
+        genotype = method.genotype(state)
+        logger.info("genotype = %s", genotype)
+        if self.primary:
+            save_arch(
+                wd,
+                epoch,
+                method.arch_weights(state),
+                primitives=RNN_OPS,
+                title=f"{method.name}: theta",
+                edge_labels=method.edge_labels,
+            )
+            genotype.save_json(wd.genotype)
+        return state, {
+            "valid/loss": float(np.log(ppl)),
+            "valid/ppl": ppl,
+            "n_nodes": len([n for n in genotype.nodes if n]),
+        }
+
+    def finish(self, wd: SearchWorkdir, state: RNNSearchState, records: list[dict]):
+        genotype = self.method.genotype(state)
+        pictures: list[str] = []
+        if self.primary:
+            genotype.save_json(wd.genotype)
+            try:
+                pictures = save_pictures(genotype, wd.genotype_prefix)
+            except Exception as e:  # noqa: BLE001 - a picture never stops a search
+                logger.warning("could not draw the genotype: %s", e)
+        logger.info("genotype in %s", wd.genotype)
+        return {
+            "method": self.method.name,
+            "genotype": str(genotype),
+            "genotype_json": wd.genotype,
+            "genotype_pictures": pictures,
+            "alphas_plot": wd.alphas_plot if os.path.exists(wd.alphas_plot) else None,
+        }
+
+
 def search(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike,
@@ -410,307 +508,34 @@ def search(
 
     Args:
       config: a ``sparsenas_rnn`` config.
-      workdir: output folder (the runner's layout, :class:`jaxnas.run.Workdir`; the cell's
-        picture is ``genotype_recurrent.{png,svg}``, TensorBoard under ``tb/``).
+      workdir: output folder (a search workdir, :class:`jaxnas.search.base.SearchWorkdir`;
+        the cell's picture is ``genotype_recurrent.{png,svg}``).
       resume: continue from the latest checkpoint (an epoch's end or a signal's step);
-        ends with the same theta and genotype as an uninterrupted run.
+        ends with the same theta, genotype and records as an uninterrupted run.
       progress: tqdm bar over each epoch's windows.
       corpus: a :class:`jaxnas.data_text.Corpus` to use instead of ``data.data_dir``.
       on_step: called as ``on_step(epoch, global_step)`` after every step (0-based epoch).
 
     Returns:
-      The summary (also ``summary.json``): ``final`` (last epoch record),
-      ``genotype`` (string), ``genotype_json``, ``genotype_pictures``, ``alphas_plot``,
-      ``curves_plot``, ``metrics``, ``checkpoints``, ``tensorboard``, ``wall_time``.
+      The summary (also ``summary.json``): the loop's fields (:func:`jaxnas.loop.run`:
+      ``final``, the last epoch record, ``curves_plot``, ``metrics``, ``checkpoints``,
+      ``tensorboard``, ``wall_time``, ...) and ``method``, ``genotype`` (string),
+      ``genotype_json``, ``genotype_pictures``, ``alphas_plot``.
 
     Raises:
       RunError: existing checkpoints without ``resume``, a checkpoint of another
-        config, NaN/Inf (the last good checkpoint is kept), bad data settings.
+        config, NaN/Inf (the last good checkpoint is kept), bad data settings, a
+        workdir in use.
       jaxnas.runtime.Interrupted: SIGTERM/SIGINT, after a checkpoint of the current step
         (after the epoch's end when it came during the epoch's last window).
     """
-    from jaxnas.run import Workdir, _fresh_outputs, _save_arch, _write_config
-
-    t_start = time.time()
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     config.lock()
-    wd = Workdir(os.fspath(workdir))
-    os.makedirs(wd.root, exist_ok=True)
-    mngr = checkpoint_manager(wd.checkpoints, config.run.checkpoint_keep)
-    writer = None
-    try:
-        latest = mngr.latest_step()
-        if latest is not None and not resume:
-            raise RunError(
-                f"{wd.root} already has checkpoints (last: step {latest}); pass --resume to "
-                "continue that search, or use a fresh --workdir"
-            )
-        with FileLog(wd.log):
-            if latest is None:
-                _fresh_outputs(wd)
-                old = [wd.genotype_prefix + f"_recurrent.{ext}" for ext in ("png", "svg")]
-                for path in (os.path.join(wd.root, PENDING), *old):  # not this run's
-                    if os.path.exists(path):
-                        os.remove(path)
-                _write_config(wd, config)
-            elif os.path.exists(wd.config):
-                with open(wd.config, encoding="utf-8") as f:
-                    changed = diff_configs(json.load(f), json.loads(config_to_json(config)))
-                if changed:
-                    logger.warning("resuming with a changed config: %s", "; ".join(changed))
-            corpus, train, arch_stream, valid = _streams(config, corpus)
-            steps_per_epoch = len(train)
-            try:
-                method = SparseNASRNN(
-                    config, vocab_size=corpus.vocab_size, steps_per_epoch=steps_per_epoch
-                )
-            except ValueError as e:
-                raise RunError(f"cannot set up method {config.method!r}: {e}") from e
-            logger.info(
-                "%s search: vocabulary %d, %d train tokens, ~%d windows/epoch x %d epochs, "
-                "workdir %s",
-                method.name,
-                corpus.vocab_size,
-                len(corpus.train),
-                steps_per_epoch,
-                config.search.epochs,
-                wd.root,
-            )
-            state = method.init(jax.random.PRNGKey(config.seed), config.data.batch_size)
-            os.makedirs(wd.alphas, exist_ok=True)
-            with open(os.path.join(wd.alphas, "meta.json"), "w", encoding="utf-8") as f:
-                meta = {"method": method.name, "primitives": list(RNN_OPS)}
-                json.dump({**meta, "edge_labels": method.edge_labels}, f)
-            loop = _SearchLoop(method, config, wd, mngr, train, arch_stream, valid)
-            if latest is not None:
-                check_compatible(mngr, latest, state, wd.checkpoints)
-                state = restore(mngr, latest, state, wd.checkpoints)
-                loop.resume_from(latest)
-                _write_config(wd, config)
-                logger.info("resumed from %s/%d", wd.checkpoints, latest)
-            else:
-                _save_arch(wd, 0, method.arch_weights(state))
-            if config.run.tensorboard:
-                from tensorboardX import SummaryWriter
-
-                writer = SummaryWriter(wd.tensorboard, purge_step=(latest or 0) + 1)
-            loop.writer = writer
-            with StopFlag() as stop:
-                state = loop.run(state, stop, progress=progress, on_step=on_step)
-            return _finish(loop, state, steps_per_epoch, t_start)
-    finally:
-        if writer is not None:
-            writer.close()
-        mngr.wait_until_finished()
-        mngr.close()
-
-
-class _SearchLoop:
-    """The epochs of :func:`search`; checkpoints keyed by the global step
-    (:func:`jaxnas.rnn.loop.locate_step` finds the epoch and window of a resume)."""
-
-    def __init__(self, method, config, wd, mngr, train, arch_stream, valid):
-        self.method, self.config, self.wd, self.mngr = method, config, wd, mngr
-        self.train, self.arch_stream, self.valid = train, arch_stream, valid
-        self.step, self.epoch, self.skip = 0, 0, 0
-        self.writer = None
-        self.pending: list | None = None  # step metrics cut by a signal (save_pending)
-        self._windows: dict[int, list[tuple[int, int]]] = {}
-
-    def windows(self, epoch: int) -> list[tuple[int, int]]:
-        if epoch not in self._windows:
-            self._windows = {epoch: self.train.windows(epoch)}
-        return self._windows[epoch]
-
-    def resume_from(self, step: int) -> None:
-        """Drop what was written after the checkpoint of ``step``."""
-        self.step = int(step)
-        self.epoch, self.skip = locate_step(self.step, lambda e: len(self.windows(e)))
-        self.pending = load_pending(os.path.join(self.wd.root, PENDING), self.step)
-        truncate_metrics(self.wd.metrics, self.step)
-        for e, _ in plots.load_arch_history(self.wd.alphas):
-            if e > self.epoch:
-                os.remove(self.wd.alphas_file(e))
-
-    def run(self, state, stop: StopFlag, *, progress: bool, on_step) -> RNNSearchState:
-        for epoch in range(self.epoch, int(self.config.search.epochs)):
-            state = self.run_epoch(state, epoch, stop, progress=progress, on_step=on_step)
-            self.skip = 0
-            if stop.signal is not None:  # came during the epoch's last window
-                raise Interrupted(
-                    f"stopped by {stop.name} after epoch {epoch + 1} (step {self.step}); "
-                    "checkpoint saved, continue with --resume"
-                )
-        return state
-
-    def run_epoch(self, state, epoch: int, stop: StopFlag, *, progress: bool, on_step):
-        import orbax.checkpoint as ocp
-        from tqdm.auto import tqdm
-
-        from jaxnas.run import _save_arch
-
-        method, config, wd = self.method, self.config, self.wd
-        epochs = int(config.search.epochs)
-        log_every = int(config.run.log_every_steps)
-        t0 = time.time()
-        first = True
-        if self.skip == 0:
-            zeros = jnp.zeros_like(state.h_train)
-            state = state.replace(h_train=zeros, h_valid=zeros)  # DARTS: per-epoch reset
-        meter, window_meter = Meter(), Meter()
-        if self.skip and self.pending:  # resumed after a signal: the epoch's metrics so far
-            meter.window, window_meter.window = (list(p) for p in self.pending)
-        windows = self.windows(epoch)
-        n = len(windows)
-        bar = tqdm(
-            total=n,
-            initial=self.skip,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not progress,
-            leave=False,
-            dynamic_ncols=True,
-            unit="step",
-        )
-        try:
-            for k, window in enumerate(self.train.epoch(epoch)):
-                if k < self.skip:  # resumed mid-epoch: the windows replay exactly
-                    continue
-                vw = _arch_window(self.arch_stream, windows[k][0], self.train.max_len)
-                t_step = time.time()
-                state, metrics = method.train_step(state, window, vw)
-                meter.add(metrics)
-                window_meter.add(metrics)
-                self.step += 1
-                if first:
-                    first = False
-                    jax.block_until_ready(metrics)
-                    logger.info("first step (compiles) took %.1fs", time.time() - t_step)
-                if log_every > 0 and self.step % log_every == 0:
-                    w = window_meter.flush()
-                    if (bad := first_nonfinite(w)) is not None:
-                        raise self._nan_error(bad, epoch)
-                    append_jsonl(
-                        wd.metrics, {"kind": "step", "epoch": epoch + 1, "step": self.step, **w}
-                    )
-                    write_scalars(self.writer, w, self.step, prefix="step/")
-                    bar.set_postfix({"loss": f"{w['loss']:.3f}"}, refresh=False)
-                bar.update(1)
-                if on_step is not None:
-                    on_step(epoch, self.step)
-                if stop.signal is not None and k + 1 < n:
-                    if not bool(all_finite(state)):
-                        raise self._nan_error("state", epoch)
-                    save_pending(
-                        os.path.join(self.wd.root, PENDING), self.step, (meter, window_meter)
-                    )
-                    self.mngr.save(self.step, args=ocp.args.StandardSave(state), force=True)
-                    self.mngr.wait_until_finished()
-                    raise Interrupted(
-                        f"stopped by {stop.name} at step {self.step} (epoch {epoch + 1}, "
-                        f"window {k + 1}/{n}); checkpoint saved, continue with --resume"
-                    )
-        finally:
-            bar.close()
-        means = meter.epoch_means()
-        if (bad := first_nonfinite(means)) is not None or not bool(all_finite(state)):
-            raise self._nan_error(bad or "state", epoch)
-        ppl = evaluate_perplexity(method, state, self.valid, config.text.eval_batch_size)
-        genotype = method.genotype(state)
-        record = {
-            "kind": "epoch",
-            "epoch": epoch + 1,
-            "step": self.step,
-            "train/loss": means["loss"],
-            "train/ppl": float(np.exp(means["loss"])),
-            "arch/valid_loss": means["valid_loss"],
-            "valid/loss": float(np.log(ppl)),
-            "valid/ppl": ppl,
-            "lr": means["lr"],
-            "lam": means["lam"],
-            "theta_zero_frac": means["theta_zero_frac"],
-            "zero_groups": means["zero_groups"],
-            "grad_norm": means["grad_norm"],
-            "n_nodes": len([n for n in genotype.nodes if n]),
-            "time": time.time() - t0,
-        }
-        # everything for this epoch is written before its checkpoint: a kill in between
-        # leaves files that the resume drops (resume_from)
-        _save_arch(wd, epoch + 1, method.arch_weights(state))
-        genotype.save_json(wd.genotype)
-        append_jsonl(wd.metrics, record)
-        if self.writer is not None:
-            write_scalars(self.writer, record, self.step)
-            self.writer.flush()
-        try:
-            plots.plot_arch_weights(
-                plots.load_arch_history(wd.alphas),
-                RNN_OPS,
-                wd.alphas_plot,
-                title=f"{method.name}: theta",
-                edge_labels=method.edge_labels,
-            )
-        except Exception as e:  # noqa: BLE001 - a picture never stops a search
-            logger.warning("could not draw %s: %s", wd.alphas_plot, e)
-        self.mngr.save(self.step, args=ocp.args.StandardSave(state))
-        self.mngr.wait_until_finished()
-        logger.info(
-            "epoch %d/%d | train ppl %.2f | valid ppl %.2f | lam %.3f | theta zero %.2f | "
-            "dead nodes %d | %.1fs",
-            epoch + 1,
-            epochs,
-            record["train/ppl"],
-            ppl,
-            record["lam"],
-            record["theta_zero_frac"],
-            record["zero_groups"],
-            record["time"],
-        )
-        logger.info("genotype = %s", genotype)
-        return state
-
-    def _nan_error(self, what: str, epoch: int) -> RunError:
-        kept = self.mngr.latest_step()
-        kept = f"step {kept}" if kept is not None else "none (the initial state)"
-        return RunError(
-            f"non-finite {what} in epoch {epoch + 1}, step {self.step}; stopped. The last good "
-            f"checkpoint is {kept} in {self.wd.checkpoints}; try a lower learning rate"
-        )
-
-
-def _finish(loop: _SearchLoop, state, steps_per_epoch: int, t_start: float) -> dict[str, Any]:
-    wd, method, config = loop.wd, loop.method, loop.config
-    genotype = method.genotype(state)
-    genotype.save_json(wd.genotype)
-    pictures: list[str] = []
-    try:
-        pictures = save_pictures(genotype, wd.genotype_prefix)
-    except Exception as e:  # noqa: BLE001 - a picture never stops a search
-        logger.warning("could not draw the genotype: %s", e)
-    records = plots.read_metrics(wd.metrics)
-    curves = None
-    if records:
-        try:
-            curves = plots.plot_curves(records, wd.curves_plot)
-        except Exception as e:  # noqa: BLE001
-            logger.warning("could not draw %s: %s", wd.curves_plot, e)
-    summary = {
-        "workdir": wd.root,
-        "method": method.name,
-        "dataset": config.data.dataset,
-        "seed": config.seed,
-        "epochs": int(config.search.epochs),
-        "steps_per_epoch": steps_per_epoch,
-        "final": records[-1] if records else {},
-        "genotype": str(genotype),
-        "genotype_json": wd.genotype,
-        "genotype_pictures": pictures,
-        "alphas_plot": wd.alphas_plot if os.path.exists(wd.alphas_plot) else None,
-        "curves_plot": curves,
-        "metrics": wd.metrics,
-        "checkpoints": wd.checkpoints,
-        "tensorboard": wd.tensorboard if config.run.tensorboard else None,
-        "wall_time": time.time() - t_start,
-    }
-    write_json(wd.summary, summary)
-    logger.info("search done in %.1fs; genotype in %s", summary["wall_time"], wd.genotype)
-    return summary
+    return loop.run(
+        RNNSearchExperiment(config, corpus),
+        config,
+        workdir,
+        resume=resume,
+        progress=progress,
+        on_step=on_step,
+    )

@@ -25,10 +25,10 @@ fixed; the teacher is the unpruned searched network.
 
 A compress workdir holds::
 
-  config.json            the full config
-  log.txt, metrics.jsonl log lines; records per epoch ("kind": "epoch") and every
-                         run.log_every_steps steps, each with "phase": search | finetune
-  checkpoints/search/{e}, checkpoints/finetune/{e}   orbax states after e epochs
+  config.json, log.txt   the full config, the log lines
+  search/, finetune/     the two phases, each a workdir of the one loop
+                         (:mod:`jaxnas.loop`: config.json, log.txt, metrics.jsonl with
+                         records that carry "phase", tb/, checkpoints/{step}, curves.png)
   scores.npz             the searched scores (NetSlim: BN scales; random: the draw)
   pruned.json            the model config and the kept channel indices per group
                          (:func:`load_pruned` rebuilds the pruned network)
@@ -52,27 +52,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
+from jaxnas import loop
 from jaxnas.config import config_to_json, validate
 from jaxnas.optional import require
-from jaxnas.runtime import (
-    FileLog,
-    Meter,
-    RunError,
-    all_finite,
-    append_jsonl,
-    check_compatible,
-    checkpoint_manager,
-    diff_configs,
-    first_nonfinite,
-    restore,
-)
+from jaxnas.runtime import FileLog, RunError
 
 __all__ = [
     "CNN_MODELS",
@@ -339,141 +329,55 @@ def _evaluate(eval_step, state, batches: Iterable) -> dict[str, float]:
 # ------------------------------------------------------------------------------ loop
 
 
-def _truncate(path: str, phase: str, epoch: int, later: bool) -> None:
-    """Drop this phase's records after ``epoch`` (and, with ``later``, every later
-    phase's: they were computed from a state that is about to change) on resume."""
-    if not os.path.exists(path):
-        return
-    order = {"search": 0, "finetune": 1}
-    keep = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            p = order.get(r.get("phase"), 0)
-            if p < order[phase] or (p == order[phase] and r.get("epoch", 0) <= epoch):
-                keep.append(line)
-            elif p > order[phase] and not later:
-                keep.append(line)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(keep)
-    os.replace(path + ".tmp", path)
+class PhaseExperiment(loop.Experiment):
+    """One phase of :func:`compress` (the search or the fine-tuning) as an experiment of
+    the one loop, in its own sub-workdir; every record carries ``"phase"``. After the run,
+    :attr:`state` is the phase's final state (also when a resume found it finished)."""
 
+    def __init__(
+        self,
+        phase: str,
+        *,
+        init: Callable[[], Any],
+        step: Callable[..., Any],
+        eval_step: Callable[..., Any],
+        batches: Callable[[int], Iterable],
+        steps_per_epoch: int,
+        epochs: int,
+        test_batches: Callable[[], Iterable] | None,
+    ):
+        self.name = phase
+        self.tags = {"phase": phase}
+        self.epochs = int(epochs)
+        self._init, self._step, self._eval = init, step, eval_step
+        self._batches, self._spe, self._test = batches, int(steps_per_epoch), test_batches
+        self.state: Any = None
 
-def _run_phase(
-    phase: str,
-    step_fn,
-    eval_step,
-    state: Any,
-    *,
-    batches,
-    steps_per_epoch: int,
-    epochs: int,
-    ckpt_dir: str,
-    config,
-    metrics_path: str,
-    test_batches,
-    resume: bool,
-    progress: bool,
-) -> Any:
-    """Epochs ``[start, epochs)`` of ``step_fn`` with records and a checkpoint per epoch."""
-    import orbax.checkpoint as ocp
-    from tqdm.auto import tqdm
+    def steps_in(self, epoch: int) -> int:
+        return self._spe
 
-    mngr = checkpoint_manager(ckpt_dir, config.run.checkpoint_keep)
-    try:
-        start = mngr.latest_step()
-        if start is not None and not resume:
-            raise RunError(
-                f"{ckpt_dir} already has checkpoints; pass --resume or use a fresh --workdir"
-            )
-        if start is not None:
-            check_compatible(mngr, start, state, ckpt_dir)
-            state = restore(mngr, start, state, ckpt_dir)
-            logger.info("%s: resumed after epoch %d", phase, start)
-        else:
-            start = 0
-        _truncate(metrics_path, phase, start, later=start < epochs)
-        log_every = int(config.run.log_every_steps)
-        for epoch in range(start, epochs):
-            t0, meter = time.time(), Meter()
-            bar = tqdm(
-                total=steps_per_epoch,
-                desc=f"{phase} {epoch + 1}/{epochs}",
-                disable=not progress,
-                leave=False,
-                dynamic_ncols=True,
-                unit="step",
-            )
-            try:
-                for i, batch in enumerate(batches(epoch)):
-                    if i >= steps_per_epoch:
-                        break
-                    state, metrics = step_fn(state, *batch)
-                    meter.add(metrics)
-                    step = epoch * steps_per_epoch + i + 1
-                    if log_every > 0 and step % log_every == 0:
-                        window = meter.flush()
-                        if (bad := first_nonfinite(window)) is not None:
-                            raise RunError(
-                                f"{phase}: non-finite {bad} at step {step}; lower the learning rate"
-                            )
-                        append_jsonl(
-                            metrics_path,
-                            {
-                                "phase": phase,
-                                "kind": "step",
-                                "epoch": epoch + 1,
-                                "step": step,
-                                **window,
-                            },
-                        )
-                        bar.set_postfix(
-                            {
-                                k[:4]: f"{v:.3f}"
-                                for k, v in window.items()
-                                if k in ("loss", "accuracy")
-                            },
-                            refresh=False,
-                        )
-                    bar.update(1)
-            finally:
-                bar.close()
-            means = meter.epoch_means()
-            if (bad := first_nonfinite(means)) is not None or not bool(all_finite(state)):
-                raise RunError(
-                    f"{phase}: non-finite {bad or 'state'} in epoch {epoch + 1}; "
-                    "the last good checkpoint is kept"
-                )
-            record = {
-                "phase": phase,
-                "kind": "epoch",
-                "epoch": epoch + 1,
-                "step": (epoch + 1) * steps_per_epoch,
-            }
-            record.update({f"train/{k}": v for k, v in means.items()})
-            if test_batches is not None and config.run.eval_test:
-                record.update(
-                    {f"test/{k}": v for k, v in _evaluate(eval_step, state, test_batches()).items()}
-                )
-            record["time"] = time.time() - t0
-            append_jsonl(metrics_path, record)
-            mngr.save(epoch + 1, args=ocp.args.StandardSave(state))
-            mngr.wait_until_finished()
-            parts = [
-                f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "time"
-            ]
-            logger.info(
-                "%s epoch %d/%d: %s (%.1fs)",
-                phase,
-                epoch + 1,
-                epochs,
-                " ".join(parts),
-                record["time"],
-            )
-        return state
-    finally:
-        mngr.wait_until_finished()
-        mngr.close()
+    def init(self) -> Any:
+        return self._init()
+
+    def batches(self, epoch: int) -> Iterable:
+        return self._batches(epoch)
+
+    def step(self, state: Any, batch: Any):
+        return self._step(state, *batch)
+
+    def name_metrics(self, means):
+        return {f"train/{k}": v for k, v in means.items()}
+
+    def end_epoch(self, wd: loop.Workdir, state: Any, epoch: int):
+        if self._test is None:
+            return state, {}
+        return state, {
+            f"test/{k}": v for k, v in _evaluate(self._eval, state, self._test()).items()
+        }
+
+    def finish(self, wd: loop.Workdir, state: Any, records: list[dict]) -> dict[str, Any]:
+        self.state = state
+        return {}
 
 
 def _score_source(
@@ -552,47 +456,28 @@ def compress(
     order = s.order if searching else "joint"
     target = "scores" if searching else ("bn" if method == "netslim" else "none")
 
-    wd = os.path.abspath(workdir)
-    os.makedirs(wd, exist_ok=True)
+    wd = loop.Workdir(os.fspath(workdir))
+    wd.make()
     paths = {
-        k: os.path.join(wd, v)
+        k: wd.path(v)
         for k, v in dict(
             config="config.json",
-            metrics="metrics.jsonl",
             log="log.txt",
             scores="scores.npz",
             pruned="pruned.json",
             plot="kept_widths.png",
             summary="summary.json",
-            search_ckpt=os.path.join("checkpoints", "search"),
-            finetune_ckpt=os.path.join("checkpoints", "finetune"),
         ).items()
     }
-    has_ckpt = any(
-        os.path.isdir(paths[k]) and os.listdir(paths[k]) for k in ("search_ckpt", "finetune_ckpt")
-    )
-    if has_ckpt and not resume:
-        raise RunError(
-            f"{wd} already has checkpoints; pass --resume to continue, or use a fresh --workdir"
-        )
+    phase_dirs = {p: wd.path(p) for p in ("search", "finetune")}
 
     with FileLog(paths["log"]):
-        if has_ckpt and os.path.exists(paths["config"]):
-            with open(paths["config"], encoding="utf-8") as fh:
-                changed = diff_configs(json.load(fh), json.loads(config_to_json(config)))
-            if changed:
-                logger.warning("resuming with a changed config: %s", "; ".join(changed))
-        elif not has_ckpt:
-            for k in ("metrics", "summary", "pruned", "plot", "scores"):
-                if os.path.exists(paths[k]):
-                    os.remove(paths[k])
         with open(paths["config"], "w", encoding="utf-8") as fh:
             fh.write(config_to_json(config) + "\n")
-
         data = _data(config, split=order != "joint")
         la, lp, full = data.weights, data.arch, data.full
         if data.info:  # a class subset (ImageNet-20): which classes, for the record
-            with open(os.path.join(wd, "classes.json"), "w", encoding="utf-8") as fh:
+            with open(wd.path("classes.json"), "w", encoding="utf-8") as fh:
                 json.dump(data.info, fh, indent=1)
         num_classes = int(m.num_classes or data.num_classes)
         input_shape = tuple(int(v) for v in data.input_shape)
@@ -643,32 +528,28 @@ def compress(
             num_classes,
             spe,
             s.epochs,
-            wd,
+            wd.root,
         )
-        test_batches = data.test
-        state = search.init(config.seed, sample)
+        test_batches = data.test if config.run.eval_test else None
         if lp is None:
             batches = lambda e: ((b,) for b in data.epochs(la)(e))
         else:  # (D_a batch, D_p batch)
             batches = lambda e: zip(data.epochs(la)(e), data.epochs(lp)(e))
-        state = _run_phase(
+        phase = PhaseExperiment(
             "search",
-            search.train_step,
-            search.eval_step,
-            state,
+            init=lambda: search.init(config.seed, sample),
+            step=search.train_step,
+            eval_step=search.eval_step,
             batches=batches,
             steps_per_epoch=spe,
             epochs=s.epochs,
-            ckpt_dir=paths["search_ckpt"],
-            config=config,
-            metrics_path=paths["metrics"],
             test_batches=test_batches,
-            resume=True,
-            progress=progress,
         )
+        loop.run(phase, config, phase_dirs["search"], resume=resume, progress=progress)
+        state = phase.state
         variables = search.variables(state)
         groups = model.channel_groups()
-        before = _evaluate(search.eval_step, state, test_batches())
+        before = _evaluate(search.eval_step, state, data.test())
 
         # ---- prune (thesis Algorithm 3, pruning stage) ----
         scores = _score_source(method, search, state, groups, variables, config.seed)
@@ -739,24 +620,22 @@ def compress(
             )
         except ValueError as e:
             raise RunError(f"cannot set up fine-tuning: {e}") from e
-        ft_state = tuner.init(small_vars, seed=config.seed)
-        pruned_err = _evaluate(tuner.eval_step, ft_state, test_batches())
-        ft_state = _run_phase(
+        pruned_err = _evaluate(
+            tuner.eval_step, tuner.init(small_vars, seed=config.seed), data.test()
+        )
+        phase = PhaseExperiment(
             "finetune",
-            tuner.train_step,
-            tuner.eval_step,
-            ft_state,
+            init=lambda: tuner.init(small_vars, seed=config.seed),
+            step=tuner.train_step,
+            eval_step=tuner.eval_step,
             batches=lambda e: ((b,) for b in data.epochs(full)(1000 + e)),
             steps_per_epoch=f_spe,
             epochs=f.epochs,
-            ckpt_dir=paths["finetune_ckpt"],
-            config=config,
-            metrics_path=paths["metrics"],
             test_batches=test_batches,
-            resume=True,
-            progress=progress,
         )
-        after = _evaluate(tuner.eval_step, ft_state, test_batches()) if f.epochs else pruned_err
+        loop.run(phase, config, phase_dirs["finetune"], resume=resume, progress=progress)
+        ft_state = phase.state
+        after = _evaluate(tuner.eval_step, ft_state, data.test()) if f.epochs else pruned_err
         zero = float(
             np.mean(np.concatenate([np.ravel(v) for v in variables["arch"].values()]) == 0)
         )
@@ -770,10 +649,10 @@ def compress(
             "error_pruned": pruned_err["error"],
             "error_finetuned": after["error"],
             "score_zero_fraction": zero,
-            "workdir": wd,
+            "workdir": wd.root,
             "pruned_json": paths["pruned"],
             "kept_widths_plot": paths["plot"],
-            "metrics": paths["metrics"],
+            "metrics": {p: os.path.join(d, "metrics.jsonl") for p, d in phase_dirs.items()},
             "wall_time": time.time() - t_start,
         }
         with open(paths["summary"], "w", encoding="utf-8") as fh:

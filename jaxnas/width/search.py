@@ -56,8 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas.common import cross_entropy, momentum_buffer
 from jaxnas.optim.l1 import add_l1_subgradient, l1_penalty, l1_prox
-from jaxnas.search.darts import cross_entropy, momentum_buffer
 from jaxnas.search.hypergrad import first_order, hypergradient
 from jaxnas.search.rarts_update import RARTSState, rarts_step
 from jaxnas.width.groups import ChannelGroup, get_leaf, set_leaf

@@ -1,0 +1,91 @@
+"""What the step functions of every method and trainer share: losses, per-epoch
+learning-rate schedules, the SGD momentum buffer and evaluation sums.
+
+Shapes: ``logits`` ``(B, K)`` (any float dtype; losses are computed in float32),
+``labels`` int ``(B,)``, ``mask`` ``(B,)`` with 1 for real rows and 0 for padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = [
+    "classification_sums",
+    "cross_entropy",
+    "epoch_cosine_schedule",
+    "epoch_exponential_schedule",
+    "momentum_buffer",
+    "smoothed_cross_entropy",
+]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross entropy and top-1 accuracy:
+    ``(mean_b -log softmax(z_b)[y_b], mean_b [argmax z_b == y_b])``."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, acc
+
+
+def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
+    """Mean cross entropy against ``(1 - s) onehot(y) + s / K`` (DARTS'
+    ``CrossEntropyLabelSmooth``); ``s = 0`` is the plain cross entropy."""
+    logits = logits.astype(jnp.float32)
+    if smoothing == 0:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    target = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+    return optax.softmax_cross_entropy(logits, target).mean()
+
+
+def epoch_cosine_schedule(
+    lr: float, lr_min: float, epochs: int, steps_per_epoch: int
+) -> optax.Schedule:
+    """``CosineAnnealingLR(T_max=epochs, eta_min=lr_min)`` stepped once per epoch:
+    ``lr_e = lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2``, ``e = step //
+    steps_per_epoch`` (held at ``epochs`` after the last epoch)."""
+
+    def schedule(step):
+        e = jnp.minimum(step // steps_per_epoch, epochs)
+        return lr_min + 0.5 * (lr - lr_min) * (1 + jnp.cos(jnp.pi * e / epochs))
+
+    return schedule
+
+
+def epoch_exponential_schedule(lr: float, rate: float, steps_per_epoch: int) -> optax.Schedule:
+    """``StepLR(step_size=1, gamma=rate)`` stepped once per epoch: ``lr * rate^e``,
+    ``e = step // steps_per_epoch``."""
+
+    def schedule(step):
+        return lr * rate ** (step // steps_per_epoch).astype(jnp.float32)
+
+    return schedule
+
+
+def momentum_buffer(opt_state: optax.OptState) -> Any:
+    """The SGD momentum buffer ``m`` (the ``trace`` of ``optax.sgd``) inside an optimiser
+    state; DARTS' second order needs it for the virtual step (Eq. 6)."""
+    return optax.tree_utils.tree_get(opt_state, "trace")
+
+
+def classification_sums(
+    logits: jax.Array, labels: jax.Array, mask: jax.Array
+) -> dict[str, jax.Array]:
+    """Sums over the ``mask``-ed rows: cross entropy ``loss``, ``top1`` and ``top5``
+    hits and the row ``count`` (divide by ``count`` after summing over batches, so that
+    padded last batches weigh right)."""
+    logits = logits.astype(jnp.float32)
+    mask = mask.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    hit5 = jnp.any(top5 == labels[:, None], axis=-1)
+    hit1 = jnp.argmax(logits, -1) == labels
+    return dict(
+        loss=jnp.sum(ce * mask),
+        top1=jnp.sum(hit1 * mask),
+        top5=jnp.sum(hit5 * mask),
+        count=jnp.sum(mask),
+    )
