@@ -1,6 +1,6 @@
 """The benchmark suite's plumbing (benchmarks/): comparison table, argument checks, the
-machine description, the child-process watchdog and the timing helper.  Nothing here
-asserts a time."""
+machine description, the child-process watchdog, the timing helper and the side-by-side
+comparison with the DARTS reference (vs_reference.py).  Nothing here asserts a time."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "ben
 import bench_suite  # noqa: E402
 import common  # noqa: E402
 import compare  # noqa: E402
+import vs_reference  # noqa: E402
 
 
 def _suite(rows: list[dict], **machine) -> dict:
@@ -328,3 +329,317 @@ def test_jobs_measure_every_row_and_write_each(tmp_path, monkeypatch):
     assert locks == [None] * 3  # one row at a time: no lock
     with pytest.raises(SystemExit):
         bench_suite.main(["--out", out, "--jobs", "0"])
+
+
+# --------------------------------------------------------------- vs_reference.py
+
+#: the DARTS code's cnn/ folder, for the tests that import it (skipped where it is absent)
+REFERENCE_DIR = os.environ.get(
+    "JAXNAS_DARTS_REFERENCE",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+    + "/peers/darts/cnn",
+)
+#: module names the reference's files define (removed from sys.modules after a test)
+_REFERENCE_MODULES = ("model_search", "architect", "model", "operations", "genotypes", "utils")
+
+
+@pytest.fixture
+def fake_reference(tmp_path):
+    """A folder with the reference's file names (empty files): enough for the checks."""
+    d = tmp_path / "darts" / "cnn"
+    d.mkdir(parents=True)
+    for name in vs_reference.REFERENCE_FILES:
+        (d / name).write_text("")
+    return d
+
+
+@pytest.fixture
+def reference(monkeypatch):
+    """The reference folder, imported from; what importing it adds to sys.modules,
+    sys.path and torch is undone afterwards."""
+    if not os.path.isfile(os.path.join(REFERENCE_DIR, "model_search.py")):
+        pytest.skip(f"no DARTS reference code at {REFERENCE_DIR} (set JAXNAS_DARTS_REFERENCE)")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield os.path.abspath(REFERENCE_DIR)
+    for name in set(sys.modules) - before:
+        if name in _REFERENCE_MODULES or name.startswith("torchvision"):
+            del sys.modules[name]
+
+
+def _main_error(argv, capsys) -> str:
+    assert vs_reference.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line
+    return err
+
+
+def test_vs_reference_rejects_bad_arguments_in_one_line(tmp_path, fake_reference, capsys):
+    missing = str(tmp_path / "nowhere")
+    assert "no such directory" in _main_error(["--reference-dir", missing], capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = _main_error(["--reference-dir", str(empty)], capsys)
+    assert "not the DARTS code's cnn/ folder" in err and "model_search.py" in err
+    ref = ["--reference-dir", str(fake_reference)]
+    err = _main_error([*ref, "--rows", "search1-proto,search3-huge"], capsys)
+    assert "unknown row 'search3-huge'" in err and "retrain-cifar" in err
+    assert "give one" in _main_error([*ref, "--quick", "--rows", "retrain-cifar"], capsys)
+    assert "--steps must be >= 1" in _main_error([*ref, "--steps", "0"], capsys)
+    assert "--threads must be in" in _main_error([*ref, "--threads", "100000"], capsys)
+
+
+def test_vs_reference_rows_and_reference_dir_resolution(fake_reference):
+    assert vs_reference.parse_rows(None, quick=True) == ["search1-proto", "search2-proto"]
+    assert vs_reference.parse_rows(None, quick=False) == list(vs_reference.ROWS)
+    # the order given, each row once
+    assert vs_reference.parse_rows("retrain-cifar,search1-proto,retrain-cifar", False) == [
+        "retrain-cifar",
+        "search1-proto",
+    ]
+    # a checkout of the whole repository is found through its cnn/ folder
+    root = str(fake_reference.parent)
+    assert vs_reference.resolve_reference_dir(root) == str(fake_reference)
+    # the rows' sizes are the issue's (C, cells, batch)
+    sizes = {r: vs_reference.row_spec(r) for r in vs_reference.ROWS}
+    got = {r: (s["init_channels"], s["layers"], s["batch"]) for r, s in sizes.items()}
+    assert got == {
+        "search1-proto": (8, 5, 16),
+        "search1-paper": (16, 8, 64),
+        "search2-proto": (8, 5, 16),
+        "search2-paper": (16, 8, 64),
+        "retrain-cifar": (36, 20, 96),
+    }
+    assert all(s["input_shape"] == [32, 32, 3] for s in sizes.values())
+
+
+def test_vs_reference_hparams_are_jaxnas_defaults():
+    """The reference's train scripts' defaults, replayed by the benchmark, are the values
+    jaxnas' default configs use: the two sides run the same optimisation."""
+    from jaxnas.config import default_config
+
+    s, o = vs_reference.SEARCH_HPARAMS, default_config("darts").optim
+    assert (s["lr"], s["momentum"], s["weight_decay"], s["grad_clip"]) == (
+        o.w_lr,
+        o.w_momentum,
+        o.w_weight_decay,
+        o.grad_clip,
+    )
+    assert (s["arch_lr"], s["arch_betas"], s["arch_weight_decay"]) == (
+        o.a_lr,
+        (o.a_beta1, o.a_beta2),
+        o.a_weight_decay,
+    )
+    r, t = vs_reference.RETRAIN_HPARAMS, default_config("train")
+    assert (r["lr"], r["momentum"], r["weight_decay"], r["grad_clip"]) == (
+        t.optim.lr,
+        t.optim.momentum,
+        t.optim.weight_decay,
+        t.optim.grad_clip,
+    )
+    assert (r["auxiliary_weight"], r["drop_path_prob"]) == (
+        t.model.auxiliary_weight,
+        t.model.drop_path_prob,
+    )
+    assert t.model.auxiliary and t.model.genotype == "DARTS_V2"
+
+
+def _fake_side(side: str, row: str, step_s: float, rss: float, **kw) -> dict:
+    return dict(side=side, row=row, init_s=1.0, first_step_s=2 * step_s, step_s=step_s,
+                step_cpu_s=step_s / 2, peak_rss_gb=rss, peak_device_gb=None, **kw)  # fmt: skip
+
+
+def test_vs_reference_json_has_both_sides_and_ratio_jaxnas_over_reference(
+    tmp_path, fake_reference, monkeypatch, capsys
+):
+    """The whole command with fake children: one JSON, both sides per row, the ratio."""
+    calls = []
+
+    def fake_child(script, args, env, **kw):
+        side, row = args[args.index("--child") + 1].split(":")
+        calls.append((side, row, env["JAX_PLATFORMS"]))
+        if (side, row) == ("jaxnas", "search2-proto"):
+            return {"error": "killed: ran past the 9 s limit", "observed_peak_gb": 7.0}
+        if side == "reference":
+            step = {"search1-proto": 2.0, "search2-proto": 5.0}[row]
+            return _fake_side(side, row, step, 1.0, torch="2.13.0", device="cpu", shims=["x"])
+        return _fake_side(side, row, 0.5, 3.0, compile_s=30.0, device="cpu", backend="cpu",
+                          jax="0.0")  # fmt: skip
+
+    monkeypatch.setattr(vs_reference, "run_child", fake_child)
+    monkeypatch.setattr(
+        vs_reference, "machine", lambda: dict(cpu_model="test cpu", loadavg=[1.0, 1.0, 1.0])
+    )
+    monkeypatch.setenv("JAX_PLATFORMS", "")  # main sets it for itself: restored here
+    out = tmp_path / "vs.json"
+    argv = ["--reference-dir", str(fake_reference), "--quick", "--steps", "2"]
+    assert vs_reference.main([*argv, "--out", str(out), "--note", "loaded machine"]) == 0
+    # the reference rows first (alone), then jaxnas', all on the CPU
+    assert calls == [
+        ("reference", "search1-proto", "cpu"),
+        ("reference", "search2-proto", "cpu"),
+        ("jaxnas", "search1-proto", "cpu"),
+        ("jaxnas", "search2-proto", "cpu"),
+    ]
+    data = json.loads(out.read_text())
+    assert data["tool"] == vs_reference.TOOL and data["notes"] == "loaded machine"
+    assert data["cpu_model"] == "test cpu" and data["torch"] == "2.13.0"
+    assert data["loadavg_start"] == [1.0, 1.0, 1.0] and len(data["loadavg_end"]) == 3
+    assert data["threads_per_side"] == len(os.sched_getaffinity(0)) and data["steps"] == 2
+    first, second = data["results"]
+    assert first["row"] == "search1-proto" and first["order"] == "first"
+    assert first["reference"]["step_s"] == 2.0 and first["jaxnas"]["step_s"] == 0.5
+    assert first["ratio"]["step_s"] == 0.25  # jaxnas / reference
+    assert first["ratio"]["peak_rss_gb"] == 3.0 and first["ratio"]["first_step_s"] == 0.25
+    assert first["ratio"]["peak_device_gb"] is None  # no device memory on a CPU
+    assert first["jaxnas_compile_s"] == 30.0 and first["reference_step_s"] == 2.0
+    # a failed side: its error kept, no ratios
+    assert second["jaxnas"]["error"].startswith("killed") and second["reference"]["step_s"] == 5
+    assert set(second["ratio"].values()) == {None}
+    text = capsys.readouterr().out
+    assert "| search1-proto | (8, 5, 16) | 2 | 0.5 | 0.25x |" in text
+    assert "jaxnas: killed: ran past the 9 s limit" in text
+
+
+def test_vs_reference_ratio_needs_two_positive_numbers():
+    assert vs_reference.ratio(1.0, 4.0) == 0.25
+    assert vs_reference.ratio(1.0, 0.0) is None
+    assert vs_reference.ratio(None, 2.0) is None and vs_reference.ratio(1.0, None) is None
+    assert vs_reference.ratio(True, 2.0) is None
+
+
+def test_vs_reference_gives_both_sides_the_same_numbers(monkeypatch):
+    """The reference's batch is the one jaxnas' benchmark draws, transposed to NCHW."""
+    import numpy as np
+
+    seen = {}
+
+    def fake_time_step(init, step, args, steps):
+        seen["batch"] = args(None)[1]
+        return {}
+
+    monkeypatch.setattr(vs_reference.bench_supernet, "time_step", fake_time_step)
+    spec = vs_reference.row_spec("search1-proto")
+    cfg = vs_reference.jaxnas_search_config("search1-proto")
+    vs_reference.bench_supernet.search_row(cfg, tuple(spec["input_shape"]), spec["batch"], 1)
+    x, y = (np.asarray(v) for v in seen["batch"])
+    xr, yr = vs_reference.make_batch(spec, "NCHW")
+    assert xr.shape == (16, 3, 32, 32) and x.shape == (16, 32, 32, 3)
+    np.testing.assert_array_equal(xr, x.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(yr, y)
+    with pytest.raises(ValueError, match="layout"):
+        vs_reference.make_batch(spec, "HWCN")
+
+
+def test_reference_genotype_and_primitives_are_jaxnas(reference):
+    """DARTS_V2 and the op list of the reference's genotypes.py are jaxnas' (no torch)."""
+    sys.path.insert(0, reference)
+    import genotypes
+
+    from jaxnas.genotype import DARTS_V2
+    from jaxnas.ops import DARTS_PRIMITIVES
+
+    assert tuple(genotypes.PRIMITIVES) == tuple(DARTS_PRIMITIVES)
+    g = genotypes.DARTS_V2
+    ref = dict(normal=g.normal, normal_concat=g.normal_concat, reduce=g.reduce,
+               reduce_concat=g.reduce_concat)  # fmt: skip
+    mine = DARTS_V2.to_darts_dict()
+    assert {k: [list(p) if isinstance(p, tuple) else p for p in v] for k, v in ref.items()} == {
+        k: list(v) for k, v in mine.items()
+    }
+
+
+@pytest.fixture
+def reference_cpu(reference, monkeypatch):
+    """``(torch, the reference's modules)`` set up as the benchmark's CPU child does, with
+    one thread (OpenMP's spinning threads make a forward crawl on a loaded machine); the
+    patches to torch are undone afterwards."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.Tensor, "cuda", torch.Tensor.cuda)
+    monkeypatch.setattr(torch.nn.Module, "cuda", torch.nn.Module.cuda)
+    monkeypatch.setattr(torch.cuda, "FloatTensor", torch.cuda.FloatTensor)
+    threads = torch.get_num_threads()
+    vs_reference.setup_torch("cpu", 1)
+    with warnings.catch_warnings():
+        mods, _ = vs_reference.load_reference(reference, torch, "cpu")
+    yield torch, mods
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("row", ["search1-proto", "search1-paper", "retrain-cifar"])
+def test_reference_and_jaxnas_see_identical_inputs(row, reference_cpu, monkeypatch):
+    """Per row: the batch of the reference's step is jaxnas' batch (NCHW vs NHWC, the same
+    numbers) and its network has jaxnas' C and cells; for the small supernet, its stem
+    sees that batch and its alphas have jaxnas' shape.  No step is compiled or run."""
+    import numpy as np
+
+    torch, mods = reference_cpu
+    ref = vs_reference.build_reference(row, mods, torch, "cpu")
+    net, (x, y) = ref["model"], ref["batch"]
+    spec = vs_reference.row_spec(row)
+    seen = {}
+
+    def fake_time_step(init, step, args, steps):
+        seen.update(init=init, batch=args(None)[1])
+        return dict(step_s=1.0, metrics={"loss": 0.0})
+
+    if spec["kind"] == "search":
+        monkeypatch.setattr(vs_reference.bench_supernet, "time_step", fake_time_step)
+        cfg = vs_reference.jaxnas_search_config(row)
+        vs_reference.bench_supernet.search_row(cfg, tuple(spec["input_shape"]), spec["batch"], 1)
+        assert (net._C, len(net.cells)) == (cfg.model.init_channels, cfg.model.layers)
+        assert cfg.search.order == "first" and ref["architect"] is not None
+    else:
+        monkeypatch.setattr(vs_reference.bench_train, "time_step", fake_time_step)
+        r = vs_reference.bench_train.measure(spec["net"], 1, "float32")
+        assert (r["init_channels"], r["layers"], r["auxiliary"]) == (36, 20, True)
+        assert len(net.cells) == 20 and net._auxiliary and net.drop_path_prob == 0.2
+    jx, jy = (np.asarray(v) for v in seen["batch"])
+    assert tuple(x.shape) == (spec["batch"], 3, 32, 32)
+    np.testing.assert_array_equal(x.numpy(), jx.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(y.numpy(), jy)
+    if row == "search1-proto":  # one forward of the small supernet: cheap enough
+        import jax
+
+        shapes = []
+        net.stem.register_forward_pre_hook(lambda m, inp: shapes.append(tuple(inp[0].shape)))
+        with torch.no_grad():
+            assert net(x).shape == (16, 10)
+        assert shapes == [(16, 3, 32, 32)]
+        # the same architecture variables: one row of alphas per edge, one column per op
+        arch = jax.eval_shape(seen["init"]).arch
+        assert tuple(net.alphas_normal.shape) == arch["normal"].shape == (14, 8)
+        assert tuple(net.alphas_reduce.shape) == arch["reduce"].shape
+
+
+def test_trace_summary_counts_each_process_and_stream(tmp_path):
+    """A Perfetto file (Chrome trace events) as jax.profiler writes it: per process and
+    per thread the event count, summed duration and span, in milliseconds."""
+    import gzip
+
+    run = tmp_path / "plugins" / "profile" / "2026_01_01"
+    run.mkdir(parents=True)
+    meta = [
+        dict(ph="M", pid=1, name="process_name", args=dict(name="/host:CPU")),
+        dict(ph="M", pid=1, tid=10, name="thread_name", args=dict(name="python")),
+        dict(ph="M", pid=2, name="process_name", args=dict(name="/device:GPU:0")),
+        dict(ph="M", pid=2, tid=7, name="thread_name", args=dict(name="Stream #7")),
+    ]
+    x = lambda pid, tid, ts, dur: dict(ph="X", pid=pid, tid=tid, ts=ts, dur=dur, name="k")
+    # three kernels on one stream with gaps, one on another; two nested host events
+    events = [x(2, 7, 0, 1000), x(2, 7, 3000, 1000), x(2, 7, 9000, 1000), x(2, 8, 500, 500)]
+    events += [x(1, 10, 0, 10000), x(1, 10, 100, 200)]
+    with gzip.open(run / "perfetto_trace.json.gz", "wt") as f:
+        json.dump(dict(traceEvents=meta + events), f)
+    s = vs_reference.summarize_trace(str(tmp_path))
+    gpu = s["/device:GPU:0"]
+    assert (gpu["events"], gpu["sum_dur_ms"], gpu["span_ms"]) == (4, 3.5, 10.0)
+    assert gpu["threads"]["Stream #7"] == dict(events=3, sum_dur_ms=3.0, span_ms=10.0)
+    assert gpu["threads"]["8"] == dict(events=1, sum_dur_ms=0.5, span_ms=0.5)  # unnamed
+    assert list(gpu["threads"]) == ["Stream #7", "8"]  # by event count
+    host = s["/host:CPU"]["threads"]["python"]
+    assert host == dict(events=2, sum_dur_ms=10.2, span_ms=10.0)
+    with pytest.raises(ValueError, match="no perfetto_trace"):
+        vs_reference.summarize_trace(str(tmp_path / "plugins" / "nothing"))
