@@ -41,14 +41,15 @@ ResNet-18) stay zeros and are reported as sparsity.
 Hessian estimators (``hessian.estimator``), both of the *mean* loss over
 ``hessian.examples`` training examples, with the model in inference mode:
 
-* ``"ggn_exact"`` (default; LeNets): the exact diagonal of the generalised Gauss-
+* ``"ggn_exact"``: the exact diagonal of the generalised Gauss-
   Newton matrix ``sum_n J_n^T H_n J_n / N``, from ``K`` back-propagations per example
   of the columns of ``L_n`` (``L_n L_n^T = diag(p) - p p^T``, the softmax-CE output
   Hessian): :func:`ggn_diag_per_example`.  For ReLU networks with a linear last layer
   this is the Hessian without its (indefinite) second-order-activation terms, which is
   what App. C's recursions approximate (they also drop off-diagonal blocks).
-* ``"ggn_mc"`` (ResNet-18): :func:`jaxnas.curvature.ggn_diag_mc` with
-  ``hessian.samples`` Rademacher probes per batch, averaged over the batches.
+* ``"ggn_mc"`` (the default, and what every shipped config uses):
+  :func:`jaxnas.curvature.ggn_diag_mc` with ``hessian.samples`` Rademacher probes per
+  batch, averaged over the batches.
 
 A group's ``H`` enters only through ``alpha_i = H_i/(1 + gamma_g H_i)`` summed over
 its members (B.0.5), i.e. each member keeps its own curvature.

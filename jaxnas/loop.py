@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -73,6 +74,7 @@ __all__ = [
     "Workdir",
     "WorkdirLock",
     "locate_step",
+    "resumed_artifact",
     "log_line",
     "metric_name",
     "run",
@@ -100,6 +102,8 @@ class Workdir:
       checkpoints/{s}/ orbax checkpoints after global step s
       pending.json     step metrics not yet averaged at a signal checkpoint
       best/{s}/, best.json   the state with the best Experiment.best_metric
+      digests.json     sha256 of each checkpoint's state, checked on resume
+      corrupt/         checkpoints a resume found unusable (moved aside, not deleted)
       curves.png       learning curves
       summary.json     what the run reports at its end
       .lock            held by the live run (fcntl), with its PID
@@ -125,6 +129,7 @@ class Workdir:
     curves_plot = property(lambda self: self.path("curves.png"))
     summary = property(lambda self: self.path("summary.json"))
     lock = property(lambda self: self.path(".lock"))
+    digests = property(lambda self: self.path("digests.json"))
 
     def make(self) -> None:
         """Create the folder; one-line :class:`RunError` when that cannot be done."""
@@ -285,6 +290,26 @@ def locate_step(step: int, steps_in: Callable[[int], int]) -> tuple[int, int]:
         epoch += 1
 
 
+def resumed_artifact(
+    saved: str, given: Any, resolve: Callable[[Any], Any], latest_step: int | None
+) -> Any:
+    """What a run trains: ``resolve(given)``, except that a resume (``latest_step`` not
+    None) with the file ``saved`` keeps what that file holds and refuses a ``given``
+    that differs (a resumed run must go on with the architecture it started with).
+
+    Raises:
+      RunError: ``given`` is not what the run being resumed trained.
+    """
+    if latest_step is None or not os.path.exists(saved):
+        return resolve(given)
+    kept = resolve(saved)
+    if given is not None and resolve(given) != kept:
+        raise RunError(
+            f"--genotype differs from the one this run trained ({saved}); use a fresh --workdir"
+        )
+    return kept
+
+
 def metric_name(key: str) -> str:
     """Step metric key -> record key: ``valid_x`` -> ``valid/x``, ``lr*`` as is, a key
     with a ``/`` as is, any other ``x`` -> ``train/x``."""
@@ -341,6 +366,55 @@ def _load_meter(meter: Meter, saved: Mapping[str, Any]) -> None:
     meter.window = [dict(m) for m in saved["window"]]
     meter.sums = dict(saved["sums"])
     meter.count = int(saved["count"])
+
+
+def state_digest(state: Any) -> str:
+    """sha256 over every leaf's dtype, shape and bytes (typed PRNG keys by their key
+    data), in tree order: what a restored checkpoint is checked against."""
+
+    def raw(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.key_data(x)
+        return x
+
+    h = hashlib.sha256()
+    for leaf in jax.device_get(jax.tree.leaves(jax.tree.map(raw, state))):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_digests(path: str, key: str = "checkpoints") -> dict[str, str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return dict(json.load(f).get(key, {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_digests(path: str, key: str, digests: Mapping[str, str]) -> None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            everything = json.load(f)
+    except (OSError, ValueError):
+        everything = {}
+    everything[key] = dict(digests)
+    write_json(path, everything)
+
+
+def _disk_full(e: BaseException) -> str | None:
+    """The path (or "") of a write that failed because the disk is full, else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return e.filename or ""
+        text = str(e)
+        if "No space left on device" in text or "RESOURCE_EXHAUSTED" in text:
+            return ""
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _remove(path: str) -> None:
@@ -423,13 +497,24 @@ def run(
             where = f"step {last}" if last is not None else "none yet"
             logger.warning("interrupted; last checkpoint: %s; continue with --resume", where)
             raise
+        except Exception as e:  # noqa: BLE001 - a full disk surfaces as many kinds
+            path = _disk_full(e)
+            if path is None:
+                raise
+            raise RunError(
+                f"no space left on the device writing {path or wd.root}; the checkpoints "
+                f"before it in {wd.checkpoints} are intact: free space, then --resume"
+            ) from e
         finally:
             if loop is not None and loop.writer is not None:
                 loop.writer.close()
             for m in (mngr, best_mngr):
                 if m is not None:
-                    m.wait_until_finished()
-                    m.close()
+                    try:
+                        m.wait_until_finished()
+                        m.close()
+                    except Exception as e:  # noqa: BLE001 - the run's own error goes first
+                        logger.warning("closing %s: %s", m.directory, e)
 
 
 class _null:
@@ -484,19 +569,84 @@ class _Loop:
         state = exp.init()
         jax.block_until_ready(state)
         logger.info("initialised the %s state in %.1fs", exp.name, time.time() - t0)
+        resumed = None
         if latest is not None:
-            check_compatible(self.mngr, latest, state, wd.checkpoints)
-            state = restore(self.mngr, latest, state, wd.checkpoints)
-            self.start = self.step = int(latest)
+            state, resumed = self._restore_newest_good(state)
+            self.start = self.step = resumed
             self._resume_files()
-            logger.info("resumed from %s/%d", wd.checkpoints, latest)
+            logger.info("resumed from %s/%d", wd.checkpoints, resumed)
         if self.primary:  # after the restore: a checkpoint that does not fit changes nothing
             _write_text(wd.config, config_to_json(config) + "\n")
-        exp.start(wd, state, latest)
+        exp.start(wd, state, resumed)
         if config.run.tensorboard and self.primary:
             tbx = require("tensorboardX", "TensorBoard logging (run.tensorboard)")
             self.writer = tbx.SummaryWriter(wd.tensorboard, purge_step=self.start + 1)
         return state
+
+    def _restore_newest_good(self, target: Any) -> tuple[Any, int]:
+        """The newest checkpoint that reads back whole: ``(state, step)``.
+
+        A checkpoint that is incomplete (a stray or unfinished folder), unreadable, not
+        the bytes that were saved (its digest differs from the one recorded when it
+        was written) or not finite is moved to ``corrupt/`` with a warning, and the
+        one before it is tried. A checkpoint of another config is an error, not a
+        fallback: it says the config is wrong, not the files.
+        """
+        wd, mngr = self.wd, self.mngr
+        digests = _read_digests(wd.digests)
+        for step in sorted(mngr.all_steps(), reverse=True):
+            folder = os.path.join(wd.checkpoints, str(step))
+            why = None
+            if not os.path.exists(os.path.join(folder, "_CHECKPOINT_METADATA")):
+                why = "it is incomplete (no _CHECKPOINT_METADATA)"
+            else:
+                try:
+                    mngr.item_metadata(step).tree  # noqa: B018 - reading is the check
+                except Exception as e:  # noqa: BLE001 - whatever orbax raises: unreadable
+                    why = f"its metadata is unreadable ({type(e).__name__})"
+            if why is None:
+                check_compatible(mngr, step, target, wd.checkpoints)  # another config: raise
+                try:
+                    state = restore(mngr, step, target, wd.checkpoints)
+                except RunError as e:
+                    why = str(e)
+            if why is None:
+                saved = digests.get(str(step))
+                if saved is not None and saved != state_digest(state):
+                    why = "its data differ from what was saved (digest mismatch)"
+                elif not bool(all_finite(state)):
+                    why = "it holds non-finite values"
+            if why is None:
+                return state, int(step)
+            if self.primary:
+                os.makedirs(wd.path("corrupt"), exist_ok=True)
+                aside = wd.path("corrupt", f"checkpoint_{step}_{int(time.time())}")
+                os.replace(folder, aside)
+                digests.pop(str(step), None)
+                _write_digests(wd.digests, "checkpoints", digests)
+                logger.warning(
+                    "checkpoint %s is not usable: %s; moved to %s, trying the one before it",
+                    folder,
+                    why,
+                    aside,
+                )
+            mngr.reload()
+        raise RunError(
+            f"no usable checkpoint in {wd.checkpoints} (the bad ones are in "
+            f"{wd.path('corrupt')}); start again in a fresh --workdir"
+        )
+
+    def _save(self, mngr: Any, folder: str, step: int, state: Any, key: str) -> None:
+        """Checkpoint ``state`` at ``step`` and record its digest under ``key``."""
+        import orbax.checkpoint as ocp
+
+        mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+        mngr.wait_until_finished()
+        if self.primary:
+            digests = _read_digests(self.wd.digests, key)
+            digests[str(step)] = state_digest(state)
+            keep = {str(s) for s in mngr.all_steps()}
+            _write_digests(self.wd.digests, key, {k: v for k, v in digests.items() if k in keep})
 
     def _resume_files(self) -> None:
         wd, step = self.wd, self.start
@@ -560,7 +710,6 @@ class _Loop:
         )
 
     def _epoch(self, state, epoch, skip, *, progress, on_step, first):
-        import orbax.checkpoint as ocp
         from tqdm.auto import tqdm
 
         exp, wd, config = self.exp, self.wd, self.config
@@ -634,8 +783,7 @@ class _Loop:
                                 "window": _meter_state(window),
                             },
                         )
-                    self.mngr.save(step, args=ocp.args.StandardSave(state), force=True)
-                    self.mngr.wait_until_finished()
+                    self._save(self.mngr, wd.checkpoints, step, state, "checkpoints")
                     raise Interrupted(
                         f"stopped by {self.stop.name} at step {step} (epoch {epoch + 1}); "
                         "checkpoint saved, continue with --resume"
@@ -681,12 +829,10 @@ class _Loop:
                 "epoch": epoch + 1,
                 "step": step,
             }
-            self.best_mngr.save(step, args=ocp.args.StandardSave(state), force=True)
-            self.best_mngr.wait_until_finished()
+            self._save(self.best_mngr, wd.best, step, state, "best")
             if self.primary:
                 write_json(wd.best_json, self.best)
-        self.mngr.save(step, args=ocp.args.StandardSave(state), force=True)
-        self.mngr.wait_until_finished()
+        self._save(self.mngr, wd.checkpoints, step, state, "checkpoints")
         self.pending = None
         self.step = step
         logger.info(log_line(record, exp.epochs))

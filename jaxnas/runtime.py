@@ -52,7 +52,11 @@ class RunError(RuntimeError):
 def checkpoint_manager(path: str, keep: int):
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True)
+    # cleanup_tmp_directories: a write that a kill cut short leaves a *.orbax-checkpoint-tmp
+    # folder, which orbax never takes for a step; it is removed when the next run opens it
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max(1, keep), create=True, cleanup_tmp_directories=True
+    )
     return ocp.CheckpointManager(
         path, options=options, item_handlers=ocp.StandardCheckpointHandler()
     )
@@ -189,15 +193,23 @@ class FileLog:
 
 
 def restore(mngr, step: int, target: Any, ckpt_dir: str) -> Any:
+    """The checkpoint at ``step`` restored into ``target``'s structure.
+
+    Callers check the structure first (:func:`check_compatible`), so a failure here
+    means the files themselves are bad (a corrupt or truncated data file).
+
+    Raises:
+      RunError: one line naming the checkpoint and what went wrong.
+    """
     import orbax.checkpoint as ocp
 
     try:
         return mngr.restore(step, args=ocp.args.StandardRestore(target))
-    except ValueError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - orbax / tensorstore raise many kinds
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise RunError(
-            f"checkpoint {ckpt_dir}/{step} does not match this config ({first}); "
-            "resume with the config it was written with, or use a fresh --workdir"
+            f"checkpoint {ckpt_dir}/{step} cannot be read (corrupt or incomplete: "
+            f"{type(e).__name__}: {first[:200]})"
         ) from e
 
 

@@ -549,16 +549,10 @@ class TrainExperiment(loop.Experiment):
         self.report: dict[str, Any] = {}
 
     def setup(self, wd: TrainWorkdir, latest_step: int | None) -> None:
-        config, genotype = self.config, self.genotype
-        if latest_step is not None and os.path.exists(wd.genotype):
-            saved = _resolve_genotype(config, wd.genotype)
-            if genotype is not None and _resolve_genotype(config, genotype) != saved:
-                raise RunError(
-                    f"--genotype differs from the one this run trained ({wd.genotype}); "
-                    "use a fresh --workdir"
-                )
-            genotype = saved
-        self.genotype = genotype = _resolve_genotype(config, genotype)
+        config = self.config
+        self.genotype = genotype = loop.resumed_artifact(
+            wd.genotype, self.genotype, lambda g: _resolve_genotype(config, g), latest_step
+        )
         try:
             self.mesh = mesh = parallel.data_mesh(int(config.train.num_devices))
         except ValueError as e:

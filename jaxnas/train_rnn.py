@@ -303,16 +303,10 @@ class RNNTrainExperiment(loop.Experiment):
         self._windows: dict[int, int] = {}
 
     def setup(self, wd: RNNTrainWorkdir, latest_step: int | None) -> None:
-        config, genotype = self.config, self.genotype
-        if latest_step is not None and os.path.exists(wd.genotype):
-            saved = _genotype(config, wd.genotype)
-            if genotype is not None and _genotype(config, genotype) != saved:
-                raise RunError(
-                    f"--genotype differs from the one this run trained ({wd.genotype}); "
-                    "use a fresh --workdir"
-                )
-            genotype = saved
-        self.cell = _genotype(config, genotype)
+        config = self.config
+        self.cell = loop.resumed_artifact(
+            wd.genotype, self.genotype, lambda g: _genotype(config, g), latest_step
+        )
         corpus, self.stream, self.valid, self.test = _streams(config, self._corpus)
         self.trainer = RNNTrainer(config, self.cell, corpus.vocab_size)
         logger.info(

@@ -344,3 +344,148 @@ def test_metric_names_and_log_line():
         {"epoch": 2, "train/loss": 0.5, "valid/accuracy": 0.25, "lr": 0.1, "time": 3.0}, 5
     )
     assert line == "epoch 2/5 | train loss 0.5000 | valid acc 0.2500 | lr 0.1 | 3.0s"
+
+
+# ------------------------------------------------------------------ crash safety
+
+
+def _largest_data_file(folder):
+    files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+    return max(files, key=os.path.getsize)
+
+
+def _corrupt_random_bytes(folder):
+    path = _largest_data_file(folder)
+    with open(path, "r+b") as f:
+        f.seek(max(0, os.path.getsize(path) // 2 - 2048))
+        f.write(np.random.default_rng(0).bytes(4096))
+
+
+def _truncate_data(folder):
+    path = _largest_data_file(folder)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 3)
+
+
+def _stray_folder(wd):
+    os.makedirs(os.path.join(wd, "checkpoints", "11"))  # newer than the last real one
+
+
+@pytest.mark.parametrize("damage", ["random_bytes", "truncated", "stray_folder"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(straight, tmp_path, damage):
+    """The latest checkpoint (or a stray newer folder) is unusable: the resume moves it
+    to corrupt/, says so in one warning, continues from the checkpoint before it and
+    ends as the uninterrupted run did."""
+    wd_ref, ref = straight
+    wd = str(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        _run(wd, on_epoch_end=lambda done, r: (_ for _ in ()).throw(Kill) if done == 2 else 0)
+    assert sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints"))) == [3, 7]
+    if damage == "stray_folder":
+        _stray_folder(wd)
+    else:
+        {"random_bytes": _corrupt_random_bytes, "truncated": _truncate_data}[damage](
+            os.path.join(wd, "checkpoints", "7")
+        )
+    summary = _run(wd, resume=True)
+    assert summary["w"] == ref["w"]
+    assert _strip(_records(wd)) == _strip(_records(wd_ref))
+    moved = os.listdir(os.path.join(wd, "corrupt"))
+    assert len(moved) == 1 and moved[0].startswith(
+        "checkpoint_11_" if damage == "stray_folder" else "checkpoint_7_"
+    )
+    assert "is not usable" in open(os.path.join(wd, "log.txt")).read()
+
+
+def test_no_usable_checkpoint_is_one_line(tmp_path):
+    wd = str(tmp_path)
+    _run(wd, _config(epochs=1))
+    _corrupt_random_bytes(os.path.join(wd, "checkpoints", "3"))
+    with pytest.raises(RunError) as e:
+        _run(wd, _config(epochs=2), resume=True)
+    assert "\n" not in str(e.value) and "no usable checkpoint" in str(e.value)
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_checkpoints_before(straight, tmp_path, monkeypatch):
+    import errno
+
+    wd_ref, ref = straight
+    wd = str(tmp_path)
+    real = loop.append_jsonl
+
+    def full_at_epoch_2(path, record):
+        if record.get("kind") == "epoch" and record["epoch"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(path, record)
+
+    monkeypatch.setattr(loop, "append_jsonl", full_at_epoch_2)
+    with pytest.raises(RunError) as e:
+        _run(wd)
+    msg = str(e.value)
+    assert "\n" not in msg and "no space left" in msg and "metrics.jsonl" in msg
+    assert os.listdir(os.path.join(wd, "checkpoints")) == ["3"]
+    monkeypatch.setattr(loop, "append_jsonl", real)
+    assert _run(wd, resume=True)["w"] == ref["w"]
+    assert _strip(_records(wd)) == _strip(_records(wd_ref))
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import orbax.checkpoint as ocp
+import test_loop as T
+from jaxnas import loop
+moment, wd = sys.argv[2], sys.argv[3]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if moment == "mid_epoch":
+    on_step = lambda epoch, step: die() if step == 5 else None
+else:
+    on_step = None
+if moment == "between_record_and_checkpoint":  # epoch 2's record is written, its checkpoint not
+    real = loop.append_jsonl
+    def append(path, record):
+        real(path, record)
+        if record.get("kind") == "epoch" and record["epoch"] == 2:
+            die()
+    loop.append_jsonl = append
+if moment == "during_checkpoint":  # epoch 2's checkpoint write has started, not finished
+    real_save = ocp.CheckpointManager.save
+    def save(self, step, *a, **k):
+        out = real_save(self, step, *a, **k)
+        if step == 7 and "best" not in str(self.directory):
+            die()
+        return out
+    ocp.CheckpointManager.save = save
+if moment == "after_checkpoint":
+    on_epoch_end = lambda done, record: die() if done == 2 else None
+else:
+    on_epoch_end = None
+loop.run(T.LineFit(T._config()), T._config(), wd, progress=False, on_step=on_step,
+         on_epoch_end=on_epoch_end)
+"""
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["mid_epoch", "between_record_and_checkpoint", "during_checkpoint", "after_checkpoint"],
+)
+def test_kill_9_at_any_moment_then_resume_equals_straight_run(straight, tmp_path, moment):
+    """A real SIGKILL of a run in a child process (no cleanup of any kind runs), then a
+    resume here: same final state, records without duplicates or gaps, same best."""
+    wd_ref, ref = straight
+    wd = str(tmp_path / "wd")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, tests, moment, wd],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    summary = _run(wd, resume=True)
+    assert summary["w"] == ref["w"]
+    assert _strip(_records(wd)) == _strip(_records(wd_ref))
+    assert _strip(_records(wd, "step")) == _strip(_records(wd_ref, "step"))
+    assert summary["best"] == ref["best"]
+    assert json.load(open(os.path.join(wd, "best.json"))) == ref["best"]
+    assert os.listdir(os.path.join(wd, "best")) == [str(ref["best"]["step"])]

@@ -18,7 +18,7 @@ train=...)``: ``"params"`` are trained, ``"batch_stats"`` (if any) are updated i
 training mode, any other collection (e.g. the ``"arch"`` scores of a scored network)
 is held fixed.  Learning rates come from :func:`jaxnas.width.search.make_schedule`
 (:func:`jaxnas.train.lr_schedule` for the cosine), evaluation sums from
-:func:`jaxnas.width.search.eval_sums`, test batches from
+:func:`jaxnas.common.classification_sums`, test batches from
 :func:`jaxnas.train.eval_batches`.
 """
 
@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnas.width.search import eval_sums, make_schedule, weight_tx
+from jaxnas.common import classification_sums
+from jaxnas.width.search import make_schedule, weight_tx
 
 __all__ = ["FineTuneState", "FineTuner", "kd_loss"]
 
@@ -228,4 +229,4 @@ class FineTuner:
     def _eval_step(self, state: FineTuneState, batch):
         x, y, mask = batch
         logits = self.model.apply(_join(state.params, state.stats, state.fixed), x, train=False)
-        return eval_sums(logits, y, mask)
+        return classification_sums(logits, y, mask)

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnas.common import cross_entropy, momentum_buffer
+from jaxnas.common import classification_sums, cross_entropy, momentum_buffer
 from jaxnas.optim.l1 import add_l1_subgradient, l1_penalty, l1_prox
 from jaxnas.search.hypergrad import first_order, hypergradient
 from jaxnas.search.rarts_update import RARTSState, rarts_step
@@ -71,7 +71,6 @@ __all__ = [
     "WidthState",
     "bn_scale_mask",
     "decay_mask",
-    "eval_sums",
     "make_schedule",
     "score_tx",
     "weight_tx",
@@ -266,23 +265,6 @@ def _variables(params, arch, stats) -> dict[str, Any]:
     if stats:
         out["batch_stats"] = stats
     return out
-
-
-def eval_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-    """Sums over the ``mask``-ed rows: ``loss``, ``top1``, ``top5``, ``count`` (as
-    :class:`jaxnas.train.Trainer`'s eval step)."""
-    logits = logits.astype(jnp.float32)
-    mask = mask.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-    hit5 = jnp.any(top5 == labels[:, None], axis=-1)
-    hit1 = jnp.argmax(logits, -1) == labels
-    return dict(
-        loss=jnp.sum(ce * mask),
-        top1=jnp.sum(hit1 * mask),
-        top5=jnp.sum(hit5 * mask),
-        count=jnp.sum(mask),
-    )
 
 
 class WidthSearch:
@@ -603,7 +585,7 @@ class WidthSearch:
     def _eval_step(self, state: WidthState, batch):
         x, y, mask = batch
         logits = self.model.apply(_variables(state.params, state.arch, state.stats), x, train=False)
-        return eval_sums(logits, y, mask)
+        return classification_sums(logits, y, mask)
 
 
 def score_vector(arch: Mapping[str, Any]) -> np.ndarray:
