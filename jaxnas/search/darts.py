@@ -130,12 +130,19 @@ def _fuse_phases(setting: str, order: str, mode: str) -> bool:
 class DARTS:
     """The DARTS search method (implements ``jaxnas.search.base.SearchMethod``).
 
-    Subclasses change ``make_mixer`` (how edges mix ops), ``arch_regularizer``
-    (extra terms of the upper-level objective) or ``_train_step`` (the update rule).
+    The method contract of the DARTS family: a subclass overrides hooks, never the
+    constructor: ``check_config``, ``setup``, ``weight_optimizer``, ``arch_optimizer``,
+    ``make_mixer`` (how edges mix ops), ``arch_regularizer`` (extra terms of the
+    upper-level objective), ``_train_step`` (the update rule), ``entry_points``.
     ``train_step`` and ``eval_step`` are the jitted entry points.
     """
 
     name = "darts"
+
+    #: the jitted entry points; each ``name`` is ``jax.jit(self._name)``, made once in
+    #: ``__init__`` (RARTS and PR-DARTS add ``step_with``, the step with traced
+    #: hyperparameters)
+    entry_points: tuple[str, ...] = ("train_step", "eval_step")
 
     def __init__(
         self,
@@ -145,40 +152,70 @@ class DARTS:
         num_classes: int,
         input_shape: tuple[int, int, int],
     ):
+        """The setup every method of the DARTS family shares, in this order: the space
+        (``model.space``), :meth:`check_config` (bad settings fail before anything is
+        built), the supernet with :meth:`make_mixer`'s edges, the weight schedule
+        (``lr_schedule``: cosine per epoch), :meth:`setup` (what the method adds),
+        :meth:`weight_optimizer`, :meth:`arch_optimizer`, then the jitted
+        ``entry_points``. A method overrides hooks, never this constructor.
+        """
         m, o, s = config.model, config.optim, config.search
+        self.config = config
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self._setup_space()  # self.space, self.primitives
+        self.check_config()
+        depthwise = "custom_vjp" if m.depthwise == "auto" else m.depthwise
+        self.model = self._build_model(int(num_classes), OpsConfig(depthwise=depthwise))
+        self.lr_schedule = epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, self.steps_per_epoch)
+        self.setup()
+        self.w_tx = self.weight_optimizer()
+        self.a_tx = self.arch_optimizer()
+        self._init = jax.jit(functools.partial(self.model.init, train=True))
+        for name in self.entry_points:
+            setattr(self, name, jax.jit(getattr(self, "_" + name)))
+
+    # ---- what a method changes (hooks of __init__) ---------------------------------------
+
+    def check_config(self) -> None:
+        """Raise ``ValueError`` (one line) on a bad setting of this method."""
+        s = self.config.search
         if s.order not in ("first", "second"):
             raise ValueError(f"search.order must be 'first' or 'second', got {s.order!r}")
-        self.config = config
-        self._setup_space()  # self.space, self.primitives
-        self.input_shape = tuple(input_shape)
+
+    def setup(self) -> None:
+        """What the method builds besides the supernet and the two optimisers. DARTS:
+        the hypergradient's settings and, for the exact HVP, a twin supernet in plain
+        autodiff (forward mode cannot pass the depthwise conv's custom_vjp)."""
+        s = self.config.search
         self.order, self.mode = s.order, s.hypergradient
         self.exact_hvp = s.order == "second" and s.hypergradient == "exact"
         self.fuse_phases = _fuse_phases(s.fuse_phases, s.order, s.hypergradient)
-        depthwise = m.depthwise
-        if depthwise == "auto":
-            depthwise = "custom_vjp"
-        self.model = self._build_model(num_classes, OpsConfig(depthwise=depthwise))
-        # forward mode cannot pass a custom_vjp: the exact HVP uses plain autodiff
         self.hvp_model = (
             self.model.clone(cfg=OpsConfig(depthwise="shifted"))
-            if self.exact_hvp and depthwise == "custom_vjp"
+            if self.exact_hvp and self.model.cfg.depthwise == "custom_vjp"
             else self.model
         )
-        self.lr_schedule = epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, steps_per_epoch)
-        self.w_tx = optax.chain(
+
+    def weight_optimizer(self) -> optax.GradientTransformation:
+        """SGD with momentum on ``lr_schedule``, weight decay added to the gradient and the
+        gradient norm clipped first (the reference's ``train_search.py``)."""
+        o = self.config.optim
+        return optax.chain(
             optax.clip_by_global_norm(o.grad_clip),
             optax.add_decayed_weights(o.w_weight_decay),
             optax.sgd(
                 self.lr_schedule, momentum=o.w_momentum, nesterov=bool(o.get("w_nesterov", False))
             ),
         )
-        self.a_tx = optax.chain(
+
+    def arch_optimizer(self) -> optax.GradientTransformation:
+        """Adam with PyTorch's coupled weight decay (the reference's ``architect.py``)."""
+        o = self.config.optim
+        return optax.chain(
             optax.add_decayed_weights(o.a_weight_decay),
             optax.adam(o.a_lr, b1=o.a_beta1, b2=o.a_beta2),
         )
-        self._init = jax.jit(functools.partial(self.model.init, train=True))
-        self.train_step = jax.jit(self._train_step)
-        self.eval_step = jax.jit(self._eval_step)
 
     # ---- the search space (model.space) ------------------------------------------
 
@@ -242,8 +279,6 @@ class DARTS:
         if self.space != "nb201" or not path:
             return None
         return nb201.lookup(genotype, path)
-
-    # ---- what subclasses change -------------------------------------------------
 
     def make_mixer(self):
         """DARTS mixes ops by ``softmax(alpha)`` (DARTS Eq. 1)."""

@@ -56,7 +56,6 @@ genotype keeps the top two (predecessor, op) pairs per node by that probability
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,9 +66,7 @@ import numpy as np
 import optax
 
 from jaxnas import gates
-from jaxnas.common import epoch_cosine_schedule
 from jaxnas.genotype import Genotype
-from jaxnas.ops import OpsConfig, resolve_primitives
 from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.prdarts_reg import (
     DERIVE_RULES,
@@ -213,19 +210,11 @@ class PRDARTS(DARTS):
     #: the regularizers and the derivation assume the DARTS cell (its chain 1 -> 2 -> ... -> 5)
     spaces = ("darts",)
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        steps_per_epoch: int,
-        num_classes: int,
-        input_shape: tuple[int, int, int],
-    ):
-        m, o, s = config.model, config.optim, config.search
-        self.config = config
-        self.primitives = resolve_primitives(m.primitives)
-        self.input_shape = tuple(input_shape)
-        self.steps_per_epoch = int(steps_per_epoch)
+    entry_points = ("train_step", "step_with", "eval_step")
+
+    def check_config(self) -> None:
+        """The gate, regularizer and derivation settings (one line each)."""
+        s = self.config.search
         n_ops = len(self.primitives)
         _check(s.gates in GATE_MODES, f"search.gates must be one of {GATE_MODES}, got {s.gates!r}")
         _check(
@@ -254,28 +243,17 @@ class PRDARTS(DARTS):
             f"need 0 < search.tau_min <= search.tau_max, got {s.tau_min}, {s.tau_max}",
         )
         _check(s.epochs >= 1, f"search.epochs must be >= 1, got {s.epochs}")
-        _check(self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        _check(
+            self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}"
+        )
         for key in ("lambda_skip", "lambda_nonskip", "lambda_path"):
             _check(s[key] >= 0, f"search.{key} must be >= 0, got {s[key]}")
         op_groups(self.primitives, s.reg_variant)  # needs skip_connect and a conv op
-        self.threshold = None if s.reg_threshold < 0 else float(s.reg_threshold)
 
-        depthwise = "custom_vjp" if m.depthwise == "auto" else m.depthwise
-        self.model = self._build_model(num_classes, OpsConfig(depthwise=depthwise))
-        self.lr_schedule = epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, steps_per_epoch)
-        self.w_tx = optax.chain(
-            optax.clip_by_global_norm(o.grad_clip),
-            optax.add_decayed_weights(o.w_weight_decay),
-            optax.sgd(self.lr_schedule, momentum=o.w_momentum, nesterov=o.w_nesterov),
-        )
-        self.a_tx = optax.chain(
-            optax.add_decayed_weights(o.a_weight_decay),
-            optax.adam(o.a_lr, b1=o.a_beta1, b2=o.a_beta2),
-        )
-        self._init = jax.jit(functools.partial(self.model.init, train=True))
-        self.step_with = jax.jit(self._step)
-        self.train_step = jax.jit(self._train_step)
-        self.eval_step = jax.jit(self._eval_step)
+    def setup(self) -> None:
+        """The regularizer's threshold (None: off)."""
+        s = self.config.search
+        self.threshold = None if s.reg_threshold < 0 else float(s.reg_threshold)
 
     # ---- the supernet's mixer ----------------------------------------------------------
 
@@ -349,9 +327,9 @@ class PRDARTS(DARTS):
     # ---- the step ---------------------------------------------------------------------------
 
     def _train_step(self, state: SearchState, train_batch, valid_batch):
-        return self._step(state, train_batch, valid_batch, self.hyper_at(state.step))
+        return self._step_with(state, train_batch, valid_batch, self.hyper_at(state.step))
 
-    def _step(self, state: SearchState, train_batch, valid_batch, hyper):
+    def _step_with(self, state: SearchState, train_batch, valid_batch, hyper):
         """One PR-DARTS iteration (W step, then beta step) with traced ``hyper``."""
         s = self.config.search
         tau = hyper["tau"]

@@ -41,7 +41,6 @@ is then derived by NAS-Bench-201's rule and ``search.nats_bench`` reads its accu
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.struct
@@ -53,7 +52,6 @@ import optax
 
 from jaxnas import latency as latency_lib
 from jaxnas.common import cross_entropy, epoch_cosine_schedule
-from jaxnas.ops import OpsConfig
 from jaxnas.search import darts
 from jaxnas.search.darts import DARTS
 from jaxnas.search.rarts_update import RARTSState, rarts_step
@@ -150,38 +148,34 @@ class RARTS(DARTS):
 
     name = "rarts"
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        steps_per_epoch: int,
-        num_classes: int,
-        input_shape: tuple[int, int, int],
-    ):
-        m, o, s = config.model, config.optim, config.search
+    entry_points = ("train_step", "step_with", "eval_step")
+
+    def check_config(self) -> None:
+        """lam, beta, gamma >= 0 and a known ``search.w_init``."""
+        s = self.config.search
         for key in ("lam", "beta", "gamma"):
             if s[key] < 0:
                 raise ValueError(f"search.{key} must be >= 0, got {s[key]}")
         if s.w_init not in ("copy", "independent"):
             raise ValueError(f"search.w_init must be 'copy' or 'independent', got {s.w_init!r}")
-        self.config = config
-        self._setup_space()  # self.space, self.primitives (DARTS' model.space hook)
-        self.input_shape = tuple(input_shape)
-        depthwise = "custom_vjp" if m.depthwise == "auto" else m.depthwise
-        self.model = self._build_model(num_classes, OpsConfig(depthwise=depthwise))
-        sgd = functools.partial(
-            _sgd, clip=o.grad_clip, epochs=s.epochs, steps_per_epoch=steps_per_epoch
-        )
-        self.w_tx, self.lr_schedule = sgd(o.w_lr, o.w_lr_min, o.w_momentum, o.w_weight_decay)
-        self.u_tx, self.u_lr_schedule = sgd(o.u_lr, o.u_lr_min, o.u_momentum, o.u_weight_decay)
-        self.a_tx = optax.chain(
-            optax.add_decayed_weights(o.a_weight_decay),
-            optax.adam(o.a_lr, b1=o.a_beta1, b2=o.a_beta2),
+        if s.latency_table and self.space != "darts":
+            raise ValueError("search.latency_table is measured on the DARTS space only")
+
+    def setup(self) -> None:
+        """The second weight copy's optimiser (``u``), the latency table, the
+        hyperparameters of the jitted ``train_step``."""
+        m, o, s = self.config.model, self.config.optim, self.config.search
+        self.u_tx, self.u_lr_schedule = _sgd(
+            o.u_lr,
+            o.u_lr_min,
+            o.u_momentum,
+            o.u_weight_decay,
+            clip=o.grad_clip,
+            epochs=s.epochs,
+            steps_per_epoch=self.steps_per_epoch,
         )
         self.latency_table = None
         self.latency = None  # {"normal": (14, n_ops), "reduce": ...} ms, summed over cells
-        if s.latency_table and self.space != "darts":
-            raise ValueError("search.latency_table is measured on the DARTS space only")
         if s.latency_table:
             table = latency_lib.load_table(s.latency_table)
             latency_lib.check_table(
@@ -198,10 +192,20 @@ class RARTS(DARTS):
                 for k, v in latency_lib.cell_type_latency(table).items()
             }
         self.hyper = dict(lam=float(s.lam), beta=float(s.beta), gamma=float(s.gamma))
-        self._init = jax.jit(functools.partial(self.model.init, train=True))
-        self.step_with = jax.jit(self._step)
-        self.train_step = jax.jit(self._train_step)
-        self.eval_step = jax.jit(self._eval_step)
+
+    def weight_optimizer(self) -> optax.GradientTransformation:
+        """The primary copy ``w``'s SGD (no Nesterov option, as ``u``'s)."""
+        o, s = self.config.optim, self.config.search
+        tx, _ = _sgd(
+            o.w_lr,
+            o.w_lr_min,
+            o.w_momentum,
+            o.w_weight_decay,
+            clip=o.grad_clip,
+            epochs=s.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+        )
+        return tx
 
     # ---- the latency penalty (thesis Sec. 3.1.4, Eq. 2.11, 2.38) ----------------------
 
@@ -245,9 +249,9 @@ class RARTS(DARTS):
 
     def _train_step(self, state: RARTSSearchState, train_batch, valid_batch):
         hyper = {k: jnp.asarray(v, jnp.float32) for k, v in self.hyper.items()}
-        return self._step(state, train_batch, valid_batch, hyper)
+        return self._step_with(state, train_batch, valid_batch, hyper)
 
-    def _step(self, state: RARTSSearchState, train_batch, valid_batch, hyper):
+    def _step_with(self, state: RARTSSearchState, train_batch, valid_batch, hyper):
         """One RARTS iteration (Eq. 2.12 / Algorithm 2) with ``hyper = {lam, beta, gamma}``."""
         rng_next, rng_a, rng_p = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
         rng_a, rng_p = jax.random.key_data(rng_a), jax.random.key_data(rng_p)

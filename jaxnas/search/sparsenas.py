@@ -403,45 +403,42 @@ class SparseNAS(DARTS):
     name = "sparsenas"
     spaces = ("darts",)  # node groups and the mixed-path derivation assume the DARTS cell
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        steps_per_epoch: int,
-        num_classes: int,
-        input_shape: tuple[int, int, int],
-    ):
-        m, o, s = config.model, config.optim, config.search
+    def check_config(self) -> None:
+        """DARTS' checks and the optimiser, A's init, clip and path-end settings."""
+        super().check_config()
+        m, o, s = self.config.model, self.config.optim, self.config.search
         if s.optimizer not in OPTIMIZERS:
             raise ValueError(f"search.optimizer must be one of {OPTIMIZERS}, got {s.optimizer!r}")
         if m.arch_init not in ("uniform", "ones"):
             raise ValueError(f"model.arch_init must be 'uniform' or 'ones', got {m.arch_init!r}")
-        super().__init__(
-            config,
-            steps_per_epoch=steps_per_epoch,
-            num_classes=num_classes,
-            input_shape=input_shape,
-        )
-        self.steps_per_epoch = steps_per_epoch
-        self.masks = cell_masks(self.primitives, m.primitives)
+        if o.a_grad_clip < 0:
+            raise ValueError(f"optim.a_grad_clip must be >= 0 (0: off), got {o.a_grad_clip}")
+        if s.max_ops < 0:
+            raise ValueError(f"search.max_ops must be >= 0 (0: off), got {s.max_ops}")
+
+    def setup(self) -> None:
+        """DARTS' and the op masks of the primitive set and the node groups of Eq. 2."""
+        super().setup()
+        self.masks = cell_masks(self.primitives, self.config.model.primitives)
         self.groups = node_groups(self.masks, self.model.topology)
+
+    def arch_optimizer(self) -> optax.GradientTransformation:
+        """HAPG / AdamHAPG with the SGL prox (Alg. 1), after masking, per-cell clipping and
+        weight decay of the gradient; ends the lambda path at ``search.max_ops`` ops."""
+        o, s = self.config.optim, self.config.search
         a_opt, self.a_lr_schedule, self.lam_schedule = arch_optimizer(
-            config, steps_per_epoch, self.groups
+            self.config, self.steps_per_epoch, self.groups
         )
         chain = []
         if not all(mk.all() for mk in self.masks.values()):
             chain.append(_mask_gradient(self.masks))
-        if o.a_grad_clip < 0:
-            raise ValueError(f"optim.a_grad_clip must be >= 0 (0: off), got {o.a_grad_clip}")
         if o.a_grad_clip:
             chain.append(clip_each_cell(o.a_grad_clip))
         if o.a_weight_decay:  # folded into g before the prox (never after: zeros would move)
             chain.append(optax.add_decayed_weights(o.a_weight_decay))
-        if s.max_ops < 0:
-            raise ValueError(f"search.max_ops must be >= 0 (0: off), got {s.max_ops}")
         if s.max_ops:
             a_opt = optim.path_snapshot(a_opt, s.max_ops)
-        self.a_tx = optax.chain(*chain, a_opt)
+        return optax.chain(*chain, a_opt)
 
     def make_mixer(self):
         """Eq. 1: linear mixing by ``A`` (init rescaled per cell type in :meth:`init`)."""
