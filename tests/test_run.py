@@ -587,3 +587,66 @@ def test_search_turns_off_triton_gemm_unless_the_user_chose(tmp_path, monkeypatc
     bad = ["search", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path / "w")]
     assert cli.main(bad) == cli.EXIT_ERROR
     assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/d {flag}"
+
+
+_KILLED_SEARCH = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import orbax.checkpoint as ocp
+import test_run as T
+from jaxnas import loop
+from jaxnas.run import search
+moment, wd = sys.argv[2], sys.argv[3]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+on_step = (lambda epoch, step: die() if step == 6 else None) if moment == "mid_epoch" else None
+if moment == "between_record_and_checkpoint":  # epoch 2's record written, its checkpoint not
+    real = loop.append_jsonl
+    def append(path, record):
+        real(path, record)
+        if record.get("kind") == "epoch" and record["epoch"] == 2:
+            die()
+    loop.append_jsonl = append
+if moment == "during_checkpoint":  # epoch 2's checkpoint write started, not finished
+    real_save = ocp.CheckpointManager.save
+    def save(self, step, *a, **k):
+        out = real_save(self, step, *a, **k)
+        if step == 8:
+            die()
+        return out
+    ocp.CheckpointManager.save = save
+search(T.tiny_config(3), wd, build=T.toy_build, progress=False, on_step=on_step)
+"""
+
+
+@pytest.mark.parametrize(
+    "moment", ["mid_epoch", "between_record_and_checkpoint", "during_checkpoint"]
+)
+def test_kill_9_of_a_search_then_resume_matches_straight_run(straight_run, tmp_path, moment):
+    """A real SIGKILL of a search in a child process, then a resume: the same alphas,
+    genotype file and records (no duplicates, no gaps) as the uninterrupted run."""
+    import subprocess
+    import sys
+
+    wd_ref, summary_ref = straight_run
+    wd = str(tmp_path / "wd")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_SEARCH, tests, moment, wd],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    summary = search(tiny_config(3), wd, build=toy_build, progress=False, resume=True)
+    assert summary["genotype"] == summary_ref["genotype"]
+    assert _same_arch(_final_arch(wd_ref, 3), _final_arch(wd, 3))
+    assert sorted(os.listdir(os.path.join(wd, "alphas"))) == sorted(
+        os.listdir(os.path.join(wd_ref, "alphas"))
+    )
+    drop = ("time",)
+    for kind in ("epoch", "step"):
+        got = plots.read_metrics(os.path.join(wd, "metrics.jsonl"), kind=kind)
+        ref = plots.read_metrics(os.path.join(wd_ref, "metrics.jsonl"), kind=kind)
+        assert [{k: v for k, v in r.items() if k not in drop} for r in got] == [
+            {k: v for k, v in r.items() if k not in drop} for r in ref
+        ]

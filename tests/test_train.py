@@ -358,3 +358,47 @@ def test_summary_of_a_retraining_config_is_the_papers_network(capsys):
     assert s["params"] == 4_718_752  # DARTS_V2, the config's genotype
     search_cfg = os.path.join(HERE, "..", "configs", "darts_fmnist_tiny.py")
     assert cli.main(["summary", "--config", search_cfg]) == 2
+
+
+_KILLED_TRAIN = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import orbax.checkpoint as ocp
+import test_train as T
+from jaxnas.train import train
+wd, last = sys.argv[2], int(sys.argv[3])
+real_save = ocp.CheckpointManager.save
+def save(self, step, *a, **k):  # the best state of step `last` is being written: die
+    out = real_save(self, step, *a, **k)
+    if step == last and str(self.directory).endswith("best"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+ocp.CheckpointManager.save = save
+train(T.tiny_config(), wd, genotype=T.CHEAP, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_while_the_best_state_is_written_then_resume(tmp_path):
+    """The case a kill -9 trial found: a retraining killed while a best state was being
+    written (the straight run's best epoch). The resume redoes that epoch and ends with the straight
+    run's weights, best (value, epoch, step and state) and final record."""
+    import subprocess
+    import sys
+
+    a = train(tiny_config(), tmp_path / "a", genotype=CHEAP, progress=False)
+    end, best_step = 2 * a["steps_per_epoch"], a["best"]["step"]
+    tests = os.path.dirname(os.path.abspath(__file__))
+    child = subprocess.run(  # dies while writing the best state (the straight run's best)
+        [sys.executable, "-c", _KILLED_TRAIN, tests, str(tmp_path / "b"), str(best_step)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    b = train(tiny_config(), tmp_path / "b", genotype=CHEAP, progress=False, resume=True)
+    assert b["best"] == a["best"] and b["final"]["test/accuracy"] == a["final"]["test/accuracy"]
+    np.testing.assert_array_equal(_params(tmp_path / "a", end), _params(tmp_path / "b", end))
+    assert os.listdir(tmp_path / "b" / "best") == [str(best_step)]
+    recs = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [1, 2]
