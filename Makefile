@@ -32,6 +32,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # Tests run in PYTEST_WORKERS processes (pytest-xdist): XLA compiles one program
 # per thread, so two workers roughly halve the suite on a 2-core machine.

@@ -8,7 +8,7 @@ is only used for selection (Algorithm 1, lines 6-13). A GPU run, then selection 
 the whole held-out half:
 
     jaxnas search --config configs/asmnas_cifar10.py --workdir runs/asmnas_cifar10
-    python -m jaxnas.search.asmnas select --workdir runs/asmnas_cifar10
+    python -m jaxnas.asmnas_select --workdir runs/asmnas_cifar10
 
 Not given by the paper (our choices, see the README's deviations table): batch 64,
 50/50 split, crop 4 + flip during search, gradient clipping 5, attention widths 16.

@@ -5,7 +5,7 @@ reduction cells 4 and 9); the paper reports 3.70 % test error with 2.6M paramete
 for the retrained 15-cell network. GPU run, then selection on the held-out half:
 
     jaxnas search --config configs/asmnas_fmnist.py --workdir runs/asmnas_fmnist
-    python -m jaxnas.search.asmnas select --workdir runs/asmnas_fmnist
+    python -m jaxnas.asmnas_select --workdir runs/asmnas_fmnist
 
 Crop 2 + flip during search (the paper gives no search augmentation).
 """

@@ -7,7 +7,7 @@ the first 1600 training images (800 train (w, Theta); 800 are held out for
 selection only), 5 epochs. Debian's ``dataset-fashion-mnist`` files, no network:
 
     jaxnas search --config configs/asmnas_fmnist_tiny.py --workdir runs/asm_demo
-    python -m jaxnas.search.asmnas select --workdir runs/asm_demo
+    python -m jaxnas.asmnas_select --workdir runs/asm_demo
 """
 
 from jaxnas.config import default_config

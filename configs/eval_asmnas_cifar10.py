@@ -1,6 +1,6 @@
 """ASM-NAS retraining on CIFAR-10 (Hao & Zhu, 2021, Sec. 5.2, Table 1).
 
-The 15 cells found by selection (``python -m jaxnas.search.asmnas select``), each
+The 15 cells found by selection (``python -m jaxnas.asmnas_select``), each
 its own architecture, stacked end to end with reductions at the 5th and 10th cells
 (0-based 4 and 9: the positions the genotype records, since it was searched there),
 trained from scratch: batch 64, 600 epochs, SGD lr 0.025 (cosine to 0, the DARTS
@@ -11,7 +11,7 @@ reports 2.59 % test error at 3.1M parameters (2.49 % with an undefined "large
 setting" of 4.0M). After the search and the selection:
 
     jaxnas search --config configs/asmnas_cifar10.py --workdir runs/asmnas_cifar10
-    python -m jaxnas.search.asmnas select --workdir runs/asmnas_cifar10
+    python -m jaxnas.asmnas_select --workdir runs/asmnas_cifar10
     jaxnas summary --config configs/eval_asmnas_cifar10.py      # parameters, before training
     jaxnas train --config configs/eval_asmnas_cifar10.py --workdir runs/asmnas_cifar10_eval
 

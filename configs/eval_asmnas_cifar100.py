@@ -8,7 +8,7 @@ crop + flip + cutout 16, clipping 5. The paper reports 15.60 % test error at 3.1
 parameters:
 
     jaxnas search --config configs/asmnas_cifar100.py --workdir runs/asmnas_cifar100
-    python -m jaxnas.search.asmnas select --workdir runs/asmnas_cifar100
+    python -m jaxnas.asmnas_select --workdir runs/asmnas_cifar100
     jaxnas summary --config configs/eval_asmnas_cifar100.py
     jaxnas train --config configs/eval_asmnas_cifar100.py --workdir runs/asmnas_cifar100_eval
 

@@ -9,7 +9,7 @@ of cell 9 to 2x2), clipping 5. Augmentation: random crop (pad 2) + flip (the pap
 32 pixels scaled to 28). The paper reports 3.70 % test error with 2.6M parameters:
 
     jaxnas search --config configs/asmnas_fmnist.py --workdir runs/asmnas_fmnist
-    python -m jaxnas.search.asmnas select --workdir runs/asmnas_fmnist
+    python -m jaxnas.asmnas_select --workdir runs/asmnas_fmnist
     jaxnas summary --config configs/eval_asmnas_fmnist.py
     jaxnas train --config configs/eval_asmnas_fmnist.py --workdir runs/asmnas_fmnist_eval
 

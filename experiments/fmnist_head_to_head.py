@@ -241,7 +241,7 @@ def run_one(
 
 def _asmnas_selection(search_dir: str, times_path: str) -> str:
     """ASM-NAS' Algorithm-1 selection on the held-out half (once); its genotype file."""
-    from jaxnas.search.asmnas import select_workdir
+    from jaxnas.asmnas_select import select_workdir
 
     out = os.path.join(search_dir, "selection")
     genotype_file = os.path.join(out, "genotype.json")
@@ -581,8 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         # before jax is imported: XLA sizes its CPU thread pool from the affinity mask
         os.sched_setaffinity(0, {args.cpu})
-    from jaxnas.cli import CliLogging, enable_compilation_cache
+    from jaxnas.logs import CliLogging
     from jaxnas.runtime import Interrupted, RunError
+    from jaxnas.xla import enable_compilation_cache
 
     enable_compilation_cache()
     try:

@@ -40,7 +40,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxnas.search import prdarts_theory as T
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # experiments/support
+from support import prdarts_theory as T  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # analysis: Theorem 1 on the analysis model
@@ -490,12 +491,14 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     import shutil
 
     from jaxnas import genotype as G
-    from jaxnas.cli import enable_compilation_cache
     from jaxnas.config import load_config
     from jaxnas.run import search
     from jaxnas.search.prdarts_reg import prdarts_derive
+    from jaxnas.xla import enable_compilation_cache
 
-    if not args.no_cache:
+    if args.no_cache:  # jaxnas.run.search turns the cache on itself unless this is empty
+        os.environ["JAXNAS_CACHE_DIR"] = ""
+    else:
         enable_compilation_cache()
     root = os.path.join(args.out, "ablation_runs")
     runs: list[dict[str, Any]] = []
@@ -675,8 +678,8 @@ def _mean_of(result: dict[str, Any], variant: str, key: str) -> float:
 
 # --------------------------------------------------------------------------------------
 # fig2 and thm4: fixed-cell CNNs on Fashion-MNIST (Fig. 2) and deep vs shallow cells
-# (Theorem 4) -- the helpers of jaxnas.search.prdarts_cnn and the thm4_* functions of
-# jaxnas.search.prdarts_theory
+# (Theorem 4) -- the helpers of support.prdarts_cnn and the thm4_* functions of
+# support.prdarts_theory
 # --------------------------------------------------------------------------------------
 
 
@@ -700,12 +703,12 @@ def _add_cnn_arguments(p: argparse.ArgumentParser, steps: int) -> None:
 
 def _cnn_setup(args: argparse.Namespace) -> tuple[Any, Any, int]:
     """``(data, settings, window)`` from the shared CNN arguments."""
-    from jaxnas.search import prdarts_cnn as CNN
+    from support import prdarts_cnn as CNN
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if not args.no_cache:
-        from jaxnas.cli import enable_compilation_cache
+        from jaxnas.xla import enable_compilation_cache
 
         enable_compilation_cache()
     settings = CNN.TrainSettings(
@@ -829,7 +832,7 @@ def add_fig2_arguments(p: argparse.ArgumentParser) -> None:
 def run_fig2(args: argparse.Namespace) -> dict[str, Any]:
     """The Fig. 2 miniature; write ``fig2.{json,png}`` and ``fig2_verdict.txt``.
 
-    Networks: :func:`jaxnas.search.prdarts_cnn.fig2_genotype` -- ``--layers`` cells whose
+    Networks: :func:`support.prdarts_cnn.fig2_genotype` -- ``--layers`` cells whose
     8 ops are ``conv_3x3`` with ``k`` of them (``--skips``) replaced by skips, in the
     edges of ``--wiring``.  Each ``(k, seed)`` trains from the seed's init and batch
     order (the same for every ``k``).  Fig. 2's claim (L98: "more skip connections
@@ -838,8 +841,9 @@ def run_fig2(args: argparse.Namespace) -> dict[str, Any]:
     as ``k`` grows.  The final test accuracy is reported too; Fig. 2 makes no claim
     about it (the paper's Sec. 1 says skip-dominated cells perform worse).
     """
+    from support import prdarts_cnn as CNN
+
     from jaxnas.genotype import get_genotype
-    from jaxnas.search import prdarts_cnn as CNN
 
     data, settings, window = _cnn_setup(args)
     wiring = get_genotype(args.wiring)
@@ -1038,7 +1042,7 @@ def run_thm4(args: argparse.Namespace) -> dict[str, Any]:
     * ``analysis`` -- the theorem's own setting.  Deep cell A = the analysis model of
       Eqs. 3-5 with ``h`` nodes (every node fed by all earlier ones); shallow cell B =
       two branches of ``h/2`` nodes each fed by ``X`` (Fig. 3b,
-      :func:`jaxnas.search.prdarts_theory.forward_shallow`), every gate B has equal to
+      :func:`support.prdarts_theory.forward_shallow`), every gate B has equal to
       A's.  Full-batch GD (Eq. 6) at fixed step sizes; compared quantity: the
       relative loss ``L_K / L_0`` (geometric mean over seeds) at K = a quarter, half
       and all of the steps.  Theorem 4 says ``F(W(k+1)) <= (1 - eta lambda / 4) F(W(k))``
@@ -1050,14 +1054,14 @@ def run_thm4(args: argparse.Namespace) -> dict[str, Any]:
       gates (0.5 on the edges ``l-1 -> l`` only) compare a chain of depth ``h`` with
       two chains of depth ``h/2`` at nearly the same weights in use.
     * ``cnn`` -- the search-space reading: the fig2 network with the deep chain cell
-      (:func:`~jaxnas.search.prdarts_cnn.chain_cell`, conv path depth 4) against the
-      shallow wide cell (:func:`~jaxnas.search.prdarts_cnn.wide_cell`, depth 1), both 8
+      (:func:`~support.prdarts_cnn.chain_cell`, conv path depth 4) against the
+      shallow wide cell (:func:`~support.prdarts_cnn.wide_cell`, depth 1), both 8
       ``conv_3x3`` ops per cell, hence exactly the same parameters.  Compared: the
       training loss averaged over the first quarter / all steps and at the end (lower =
       faster: Theorem 4 predicts the wide cell), and the final test accuracy (Sec. 4.2
       says deep cells "can achieve superior final performance", the reason for L_path).
     """
-    from jaxnas.search import prdarts_cnn as CNN
+    from support import prdarts_cnn as CNN
 
     t_all = time.perf_counter()
     result: dict[str, Any] = dict(experiment="thm4", parts=list(args.parts))

@@ -1,7 +1,7 @@
 """Thesis Tables 4.1, 4.2 and 4.4 (width search and SiDT), on GPU or as CPU miniatures.
 
 F. Xue, PhD thesis (UC Irvine 2022), Ch. 4.  Each subcommand runs ``jaxnas compress``
-(:func:`jaxnas.width.compress.compress`) once per row and writes ``table.md`` and
+(:func:`jaxnas.width_compress.compress`) once per row and writes ``table.md`` and
 ``table.json`` (error vs pruning ratio vs parameters / MACs) and ``kept_widths.png``
 (kept channels per layer of every row) under ``--out``:
 
@@ -119,7 +119,7 @@ def rows(table: str, fmnist: bool = False) -> list[dict[str, Any]]:
 
 def run_row(row, config_path: str, out: str, extra: Sequence[str], progress: bool) -> dict:
     from jaxnas.config import load_config
-    from jaxnas.width.compress import compress
+    from jaxnas.width_compress import compress
 
     wd = os.path.join(out, row["name"])
     from jaxnas.config import validate

@@ -1,12 +1,25 @@
 """jaxnas: differentiable neural architecture search in JAX/Flax.
 
-Modules:
-  ops        candidate operations (NHWC Flax modules) and their registry
-  spaces     search-space topologies (the DARTS cell)
-  supernet   the search network, parameterised by an edge mixer
-  genotype   discrete architectures: derive, validate, JSON, draw
-  data       datasets, the bi-level split, augmentation, batching
-  search     one module per method (darts, ...)
+The package in layers, top to bottom (a module imports only from layers below its own;
+the contract is ``[tool.importlinter]`` in pyproject.toml, checked by ``make lint``):
+
+  cli                      the ``jaxnas`` command
+  compress                 ``jaxnas compress``: picks a compression run
+  run, run_rnn, train,     the runs, each an experiment of the one loop: image and
+  train_rnn, asmnas_select,  recurrent search, retraining, ASM-NAS selection,
+  bayes_compress,            BayesNAS and width compression
+  width_compress
+  search_workdir           what a search run writes beside the loop's files
+  loop                     the one experiment loop (workdir, checkpoints, resume, signals)
+  search, width, toys      the methods: one module per search method, width search
+  models, rnn, latency,    discrete and prunable networks, the recurrent cell,
+  bayes_groups               op latencies, BayesNAS groups
+  supernet, bayes, gates   the supernet and its edge mixers' building blocks
+  genotype, spaces         DARTS genotypes; the search spaces
+  ops, common, data*,      the core: ops, losses and schedules, data, checkpoints,
+  runtime, config, ...       configs, plots, logging, XLA setup
+  optim, curvature,        jax/optax/numpy only, usable on their own
+  bilevel, optional
 """
 
 __version__ = "0.1.0"

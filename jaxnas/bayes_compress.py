@@ -73,10 +73,12 @@ import optax
 
 from jaxnas import bayes_groups as bg
 from jaxnas import curvature as cv
-from jaxnas import loop, runtime
+from jaxnas import loop, runtime, xla
 from jaxnas.bayes import ENTROPY_THRESHOLD
+from jaxnas.common import lr_schedule
+from jaxnas.data import eval_batches
+from jaxnas.models.prunable import get_leaf, set_leaf
 from jaxnas.optional import MissingExtraError, require
-from jaxnas.width.groups import get_leaf, set_leaf
 
 __all__ = [
     "MODELS",
@@ -375,8 +377,6 @@ class State(flax.struct.PyTreeNode):
 
 
 def _optimizer(optim: Mapping[str, Any], epochs: int, steps: int):
-    from jaxnas.train import lr_schedule
-
     sched = lr_schedule(optim, epochs, steps)
     if optim["name"] == "sgd":
         base = optax.sgd(sched, momentum=float(optim["momentum"]) or None)
@@ -578,8 +578,6 @@ class Compressor:
 
     # -- reports --------------------------------------------------------------------------
     def evaluate(self, params, batch_stats, test, batch_size: int, limit: int = 0) -> float:
-        from jaxnas.train import eval_batches
-
         correct = total = 0.0
         for x, y, m in eval_batches(test, batch_size, limit=limit):
             c, t = self.eval_step(params, batch_stats, x, y, m)
@@ -739,6 +737,7 @@ def compress(
     architecture, errors, FLOPs, per-layer kept units and sparsity, ``time_s`` over
     every session of the run) and ``units.png`` (surviving units per layer).
     """
+    xla.prepare()
     return loop.run(
         BayesCompressExperiment(config), config, workdir, resume=resume, progress=progress
     )

@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+
+from jaxnas import xla
+from jaxnas.logs import CliLogging
+
+# the names these had here before they moved to jaxnas.xla (tests and benchmarks use them)
+from jaxnas.xla import NO_TRITON_GEMM, enable_compilation_cache, search_xla_flags  # noqa: F401
 
 __all__ = ["main", "COMMANDS"]
 
@@ -45,45 +50,6 @@ def _one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the record (tests swap it)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value):
-        pass
-
-
-class CliLogging:
-    """For the duration of a command: INFO lines of the ``jaxnas`` logger to stderr, not
-    propagated (absl, imported by orbax, installs a root handler that would print them
-    twice); absl/orbax at ERROR. Restores the previous setup afterwards."""
-
-    def __init__(self, verbose: bool):
-        self.verbose = verbose
-        self.log = logging.getLogger("jaxnas")
-        self.absl = logging.getLogger("absl")
-
-    def __enter__(self):
-        self.saved = (self.log.level, self.log.propagate, self.absl.level)
-        self.handler = _StderrHandler()
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        self.log.addHandler(self.handler)
-        self.log.setLevel(logging.DEBUG if self.verbose else logging.INFO)
-        self.log.propagate = False
-        self.absl.setLevel(logging.WARNING if self.verbose else logging.ERROR)
-        return self
-
-    def __exit__(self, *exc):
-        self.log.removeHandler(self.handler)
-        level, self.log.propagate, absl_level = self.saved
-        self.log.setLevel(level)
-        self.absl.setLevel(absl_level)
-
-
 # --------------------------------------------------------------------------------- commands
 
 
@@ -98,8 +64,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     from jaxnas.runtime import Interrupted
 
-    if config.method == "sparsenas_rnn":  # text data: its own loop
-        from jaxnas.search.sparsenas_rnn import search as run_search
+    if config.method == "sparsenas_rnn":  # text data: the recurrent search run
+        from jaxnas.run_rnn import search as run_search
     else:
         run_search = search
     try:
@@ -515,37 +481,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def enable_compilation_cache() -> str | None:
-    """Turn on JAX's persistent compilation cache so that a second run (a resume,
-    the same config again) does not recompile the supernet step.
-
-    The directory is ``$JAXNAS_CACHE_DIR`` or ``~/.cache/jaxnas/xla``; set
-    ``JAXNAS_CACHE_DIR=""`` to switch it off.  Returns the directory used.
-    """
-    import jax
-
-    path = os.environ.get("JAXNAS_CACHE_DIR", os.path.expanduser("~/.cache/jaxnas/xla"))
-    if not path or jax.config.jax_compilation_cache_dir:
-        return None
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
-    return path
-
-
-#: XLA's Triton GEMM fusion aborts while compiling the search supernets on a GPU
-#: (``Check failed: subdim_size_accumulator == dim_size``, jax 0.11.2, H200); without it
-#: they compile and run (benchmarks/RESULTS.md).  Harmless on a CPU.
-NO_TRITON_GEMM = "--xla_gpu_enable_triton_gemm=false"
-
-
-def search_xla_flags(flags: str) -> str:
-    """``XLA_FLAGS`` for a search: ``flags`` plus :data:`NO_TRITON_GEMM`, unless the user
-    already chose ``--xla_gpu_enable_triton_gemm`` either way."""
-    if "--xla_gpu_enable_triton_gemm" in flags:
-        return flags
-    return f"{flags} {NO_TRITON_GEMM}".strip()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxnas`` command line; returns the exit status."""
     parser = _parser()
@@ -557,9 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     errors = _user_errors()
-    if args.command == "search":  # read by XLA when the backend starts, after this
-        os.environ["XLA_FLAGS"] = search_xla_flags(os.environ.get("XLA_FLAGS", ""))
-    enable_compilation_cache()
+    # before anything starts the backend (XLA reads XLA_FLAGS then); the run drivers
+    # call it again, for their callers from Python
+    xla.prepare(search=args.command == "search")
     try:
         with CliLogging(args.verbose):
             return args.func(args)

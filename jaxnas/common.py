@@ -7,6 +7,7 @@ Shapes: ``logits`` ``(B, K)`` (any float dtype; losses are computed in float32),
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -18,6 +19,7 @@ __all__ = [
     "cross_entropy",
     "epoch_cosine_schedule",
     "epoch_exponential_schedule",
+    "lr_schedule",
     "momentum_buffer",
     "smoothed_cross_entropy",
 ]
@@ -63,6 +65,21 @@ def epoch_exponential_schedule(lr: float, rate: float, steps_per_epoch: int) -> 
         return lr * rate ** (step // steps_per_epoch).astype(jnp.float32)
 
     return schedule
+
+
+def lr_schedule(optim: Mapping[str, Any], epochs: int, steps_per_epoch: int) -> optax.Schedule:
+    """The learning rate of step ``t`` (constant within an epoch ``e = t // steps_per_epoch``).
+
+    ``"cosine"``: ``lr_min + (lr - lr_min)(1 + cos(pi e / epochs)) / 2`` (DARTS ``train.py``,
+    ``CosineAnnealingLR(epochs)`` stepped per epoch); ``"exponential"``: ``lr * decay_rate^e``
+    (``train_imagenet.py``, ``StepLR(1, gamma=0.97)``).
+    """
+    lr, kind = float(optim["lr"]), optim["schedule"]
+    if kind == "cosine":
+        return epoch_cosine_schedule(lr, float(optim["lr_min"]), epochs, steps_per_epoch)
+    if kind == "exponential":
+        return epoch_exponential_schedule(lr, float(optim["decay_rate"]), steps_per_epoch)
+    raise ValueError(f"optim.schedule must be 'cosine' or 'exponential', got {kind!r}")
 
 
 def momentum_buffer(opt_state: optax.OptState) -> Any:

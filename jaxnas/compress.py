@@ -7,10 +7,10 @@ Each module also provides ``compress(config, workdir, *, resume, progress) -> di
 which writes its results under ``workdir`` and returns a JSON-able summary.
 
 Methods:
-  * ``rarts-width``, ``netslim``, ``random`` (:mod:`jaxnas.width.compress`): channel
+  * ``rarts-width``, ``netslim``, ``random`` (:mod:`jaxnas.width_compress`): channel
     pruning of CNNs: RARTS width search (thesis Algorithm 3), Network Slimming and
     random pruning at the same ratio; fine-tuning with distillation.
-  * ``sidt`` (:mod:`jaxnas.width.compress`): the thesis's dimension search for vision
+  * ``sidt`` (:mod:`jaxnas.width_compress`): the thesis's dimension search for vision
     transformers (head dimensions and MLP units).
   * ``bayes-group`` (:mod:`jaxnas.bayes_compress`): BayesNAS structured compression
     with group priors (BayesNAS App. B, Algorithm 3).
@@ -27,10 +27,10 @@ __all__ = ["COMPRESSORS", "compress", "compressor_module"]
 
 #: compress method -> module providing ``default_config()`` and ``compress(...)``.
 COMPRESSORS: dict[str, str] = {
-    "rarts-width": "jaxnas.width.compress",
-    "netslim": "jaxnas.width.compress",
-    "random": "jaxnas.width.compress",
-    "sidt": "jaxnas.width.compress",
+    "rarts-width": "jaxnas.width_compress",
+    "netslim": "jaxnas.width_compress",
+    "random": "jaxnas.width_compress",
+    "sidt": "jaxnas.width_compress",
     "bayes-group": "jaxnas.bayes_compress",
 }
 

@@ -66,10 +66,10 @@ METHODS: dict[str, str] = {
     "sparsenas_rnn": "jaxnas.search.sparsenas_rnn",  # own loop (text data): its search()
     "train_rnn": "jaxnas.train_rnn",  # AWD-style retraining of a recurrent cell
     # compress methods (``jaxnas compress``, :data:`jaxnas.compress.COMPRESSORS`)
-    "rarts-width": "jaxnas.width.compress",
-    "netslim": "jaxnas.width.compress",
-    "random": "jaxnas.width.compress",
-    "sidt": "jaxnas.width.compress",
+    "rarts-width": "jaxnas.width_compress",
+    "netslim": "jaxnas.width_compress",
+    "random": "jaxnas.width_compress",
+    "sidt": "jaxnas.width_compress",
     "bayes-group": "jaxnas.bayes_compress",
 }
 

@@ -46,9 +46,12 @@ __all__ = [
     "Loader",
     "augment_batch",
     "bilevel_split",
+    "eval_batches",
     "load",
+    "mean_std",
     "normalize",
     "search_loaders",
+    "tfds_how_to",
     "to_device",
 ]
 
@@ -259,7 +262,8 @@ def _load_digits(split: str, limit: int | None) -> ArrayDataset:
     return ArrayDataset(images=images[idx], labels=labels[idx], num_classes=10, name="digits")
 
 
-def _tfds_how_to(name: str, builder_dir: str) -> str:
+def tfds_how_to(name: str, builder_dir: str) -> str:
+    """How to prepare the tfds dataset ``name`` (for the error of a missing one)."""
     build = f"`tfds build {name} --file_format=array_record --data_dir=<data_dir>`"
     if name == "imagenet2012":
         return (
@@ -298,7 +302,7 @@ def _load_tfds(name: str, split: str, data_dir: str | None, limit: int | None) -
         if prepared:
             raise
         raise DatasetNotFoundError(
-            f"{name} ({split}) is not prepared for tfds: {_tfds_how_to(name, builder_dir)}"
+            f"{name} ({split}) is not prepared for tfds: {tfds_how_to(name, builder_dir)}"
         ) from e
     n = len(src) if limit is None else min(len(src), limit)
     return _stack_records(name, src, n)
@@ -369,7 +373,8 @@ def bilevel_split(n: int, *, seed: int, portion: float = 0.5) -> tuple[np.ndarra
     return perm[:cut], perm[cut:]
 
 
-def _mean_std(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+def mean_std(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel ``(mean, std)`` of :data:`NORMALIZATION` as float32 arrays."""
     if dataset not in NORMALIZATION:
         raise ValueError(f"no normalisation for {dataset!r}; known: {', '.join(NORMALIZATION)}")
     mean, std = NORMALIZATION[dataset]
@@ -386,7 +391,7 @@ def normalize(images_uint8: np.ndarray, dataset: str) -> np.ndarray:
     Returns:
       ``float32`` array of the same shape.
     """
-    mean, std = _mean_std(dataset)
+    mean, std = mean_std(dataset)
     if images_uint8.shape[-1] != mean.shape[0]:
         raise ValueError(
             f"{dataset} normalisation has {mean.shape[0]} channels, "
@@ -540,7 +545,7 @@ class Loader:
         h, w = ds.images.shape[1:3]
         if pad_to is not None and (pad_to < h or pad_to < w):
             raise ValueError(f"pad_to={pad_to} is smaller than the images ({h}x{w})")
-        mean, std = _mean_std(ds.name)
+        mean, std = mean_std(ds.name)
         self._black = -mean / std
 
     def __len__(self) -> int:
@@ -579,6 +584,27 @@ class Loader:
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Iterate over epoch 0 (use ``epoch(e)`` in training loops)."""
         return self.epoch(0)
+
+
+def eval_batches(
+    dataset: Any, batch_size: int, *, pad_to: int | None = None, limit: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every example of ``dataset`` (the first ``limit``; 0: all) once, in order, as
+    ``(images, labels, mask)`` batches of exactly ``batch_size`` rows: the last batch is
+    padded with masked rows, so one compiled eval step sees every example."""
+    n = len(dataset) if not limit else min(limit, len(dataset))
+    loader = Loader(dataset, np.arange(n), 1, seed=0, shuffle=False, drop_last=False, pad_to=pad_to)
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        x = loader._pad(normalize(dataset.images[idx], dataset.name))
+        y = dataset.labels[idx].astype(np.int32)
+        mask = np.ones(len(idx), np.float32)
+        if len(idx) < batch_size:
+            extra = batch_size - len(idx)
+            x = np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
+            y = np.concatenate([y, np.zeros(extra, np.int32)])
+            mask = np.concatenate([mask, np.zeros(extra, np.float32)])
+        yield x, y, mask
 
 
 def to_device(batch: Any, sharding: Any = None) -> Any:

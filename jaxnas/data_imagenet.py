@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxnas.data import NORMALIZATION, DatasetNotFoundError, _mean_std, _tfds_how_to, normalize
+from jaxnas.data import NORMALIZATION, DatasetNotFoundError, mean_std, normalize, tfds_how_to
 from jaxnas.optional import MissingExtraError, require
 
 # Pillow is the [data] extra; this module is imported only where ImageNet is loaded.
@@ -72,6 +72,7 @@ __all__ = [
     "draw_classes",
     "eval_batches",
     "eval_transform",
+    "label_view",
     "random_resized_crop",
     "random_resized_crop_box",
     "resize_shorter",
@@ -229,7 +230,7 @@ class ImageNetSource:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         norm = normalization or (name if name in NORMALIZATION else "imagenet2012")
-        mean, _ = _mean_std(norm)
+        mean, _ = mean_std(norm)
         if mean.shape[0] != 3:
             raise ValueError(f"normalisation {norm!r} is not for RGB images")
         self._src = src
@@ -290,7 +291,7 @@ def _not_found(tfds: Any, name: str, split: str, data_dir: str | None, err: Exce
     if prepared:
         return err
     return DatasetNotFoundError(
-        f"{name} ({split}) is not prepared for tfds: {_tfds_how_to(name, builder_dir)}"
+        f"{name} ({split}) is not prepared for tfds: {tfds_how_to(name, builder_dir)}"
     )
 
 
@@ -772,7 +773,7 @@ def eval_batches(
     """Every record of ``source`` (the first ``limit``; 0: all) once, in order, with
     ``eval_transform``, as ``(images, labels, mask)`` batches of exactly ``batch_size`` rows.
 
-    The contract of ``jaxnas.train.eval_batches``: the last batch is padded with rows of zero
+    The contract of ``jaxnas.data.eval_batches``: the last batch is padded with rows of zero
     images, label 0 and mask 0, so one compiled eval step sees every example.
 
     Args:
@@ -797,7 +798,7 @@ def eval_batches(
         raise ValueError(f"pad_to={pad_to} is smaller than the images ({size}x{size})")
     side = pad_to or size
     off0 = (side - size) // 2
-    mean, std = _mean_std(source.normalization)
+    mean, std = mean_std(source.normalization)
     black = -mean / std
     loader = ImageNetLoader(
         source,
@@ -903,7 +904,7 @@ class SubsetSource:
         return f"SubsetSource({self.source!r}, n={len(self)}, num_classes={self.num_classes})"
 
 
-def _label_view(source: Any) -> Any:
+def label_view(source: Any) -> Any:
     """The records of ``source`` read without decoding the image when tfds allows it.
 
     A tfds data source (a dataclass with a ``decoders`` field, e.g.
@@ -940,7 +941,7 @@ def scan_labels(
         labels = np.load(cache)
         if labels.shape == (n,):
             return labels.astype(np.int32, copy=False)
-    view = _label_view(source)
+    view = label_view(source)
     label_key = getattr(source, "_label_key", "label")
 
     def read(start: int) -> list[int]:

@@ -60,6 +60,7 @@ import numpy as np
 
 from jaxnas.ops import DARTS_PRIMITIVES, OPS
 from jaxnas.optional import require
+from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 
 __all__ = [
@@ -111,13 +112,6 @@ KNOWN_OPS: frozenset[str] = frozenset(OPS) | frozenset(
 )
 
 Pair = tuple[str, int]
-
-
-class GenotypeError(ValueError):
-    """An invalid or unreadable genotype.  The message is always a single line."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
 
 
 def _as_int(value: Any, what: str) -> int:

@@ -3,13 +3,16 @@
 Everything draws on a pyplot-free ``matplotlib.figure.Figure`` (the Agg canvas), so
 the global backend and pyplot state are never touched and plots work headless.
 
-Files in a search workdir that these functions read (written by ``jaxnas.run``):
+Files these functions read (written by the search runs, :mod:`jaxnas.search_workdir`,
+and the loop, :mod:`jaxnas.loop`):
 
   alphas/epoch_{e:03d}.npz   architecture weights after ``e`` epochs (e = 0: at init),
                              one array per cell type, e.g. ``normal`` (14, 8)
   alphas/meta.json           ``{"primitives": [...], "method": ..., "edge_labels": ...}``
   metrics.jsonl              one JSON object per line (``"kind": "epoch"`` or ``"step"``)
-  genotype.json              the derived genotype
+
+Redrawing a whole search workdir (its genotype too) is
+:func:`jaxnas.search_workdir.regenerate`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ __all__ = [
     "plot_arch_weights",
     "read_metrics",
     "plot_curves",
-    "regenerate",
 ]
 
 ArchHistory = list[tuple[int, dict[str, np.ndarray]]]
@@ -208,53 +210,3 @@ def plot_curves(records: Sequence[Mapping], path: str | os.PathLike) -> str:
         os.makedirs(parent, exist_ok=True)
     fig.savefig(path, dpi=100, facecolor="white")
     return path
-
-
-def regenerate(workdir: str | os.PathLike) -> dict[str, list[str] | str]:
-    """Redraw ``alphas.png``, ``curves.png`` and the genotype pictures of a search workdir.
-
-    Returns:
-      ``{"alphas": path, "curves": path, "genotype": [paths]}`` for what could be drawn.
-
-    Raises:
-      FileNotFoundError: the workdir has none of the saved files.
-      jaxnas.genotype.GenotypeError: ``genotype.json`` is malformed.
-    """
-    from jaxnas import genotype as genotype_lib
-
-    workdir = os.fspath(workdir)
-    out: dict[str, list[str] | str] = {}
-    alphas_dir = os.path.join(workdir, "alphas")
-    history = load_arch_history(alphas_dir)
-    if history:
-        meta = {}
-        meta_path = os.path.join(alphas_dir, "meta.json")
-        if os.path.exists(meta_path):
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
-        out["alphas"] = plot_arch_weights(
-            history,
-            meta.get("primitives", []),
-            os.path.join(workdir, "alphas.png"),
-            title=meta.get("title"),
-            edge_labels=meta.get("edge_labels"),
-        )
-    records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
-    if records:
-        out["curves"] = plot_curves(records, os.path.join(workdir, "curves.png"))
-    geno_path = os.path.join(workdir, "genotype.json")
-    if os.path.exists(geno_path):
-        from jaxnas.spaces import nb201
-
-        prefix = os.path.join(workdir, "genotype")
-        cell = nb201.maybe_load(geno_path)  # a NAS-Bench-201 search saves its arch string
-        if cell is not None:
-            out["genotype"] = cell.save_pictures(prefix)
-        else:
-            g = genotype_lib.load(geno_path, known_ops=None)
-            out["genotype"] = genotype_lib.plot_genotype(g, prefix)
-    if not out:
-        raise FileNotFoundError(
-            f"{workdir} has no alphas/, metrics.jsonl or genotype.json: is it a search workdir?"
-        )
-    return out

@@ -42,10 +42,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxnas import loop, plots
+from jaxnas import loop, xla
 from jaxnas.config import validate
 from jaxnas.runtime import Meter, RunError
-from jaxnas.search.base import SearchWorkdir, drop_arch_after, save_arch, write_arch_meta
+from jaxnas.search_workdir import (
+    SearchWorkdir,
+    drop_arch_after,
+    regenerate,
+    save_arch,
+    write_arch_meta,
+)
 
 __all__ = ["RunError", "SearchExperiment", "Workdir", "search", "replot"]
 
@@ -334,6 +340,7 @@ def search(
       jaxnas.runtime.Interrupted: SIGTERM/SIGINT; a checkpoint of the current step is
         kept.
     """
+    xla.prepare(search=True)
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     config.lock()
     experiment = SearchExperiment(config, build=build, loaders=loaders)
@@ -359,6 +366,6 @@ def replot(workdir: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isdir(wd.root):
         raise RunError(f"workdir {wd.root} does not exist")
     try:
-        return plots.regenerate(wd.root)
+        return regenerate(wd.root)
     except FileNotFoundError as e:
         raise RunError(str(e)) from e

@@ -48,17 +48,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
-from jaxnas import loop, parallel
-from jaxnas.common import (
-    classification_sums,
-    epoch_cosine_schedule,
-    epoch_exponential_schedule,
-    smoothed_cross_entropy,
-)
+from jaxnas import loop, parallel, xla
+from jaxnas.common import classification_sums, lr_schedule, smoothed_cross_entropy
 from jaxnas.config import validate
+from jaxnas.data import eval_batches
 from jaxnas.genotype import Genotype, GenotypeError, get_genotype
 from jaxnas.ops import OpsConfig
 from jaxnas.runtime import Interrupted, RunError, restore_for_eval, write_json
@@ -68,11 +63,9 @@ __all__ = [
     "default_config",
     "TrainState",
     "Trainer",
-    "lr_schedule",
     "train",
     "evaluate",
     "Interrupted",
-    "eval_batches",
 ]
 
 logger = logging.getLogger("jaxnas")
@@ -160,21 +153,6 @@ class TrainState(flax.struct.PyTreeNode):
     batch_stats: Any
     opt_state: optax.OptState
     rng: jax.Array  # raw uint32 key; step t draws drop-path masks from fold_in(rng, t)
-
-
-def lr_schedule(optim: Mapping[str, Any], epochs: int, steps_per_epoch: int) -> optax.Schedule:
-    """The learning rate of step ``t`` (constant within an epoch ``e = t // steps_per_epoch``).
-
-    ``"cosine"``: ``lr_min + (lr - lr_min)(1 + cos(pi e / epochs)) / 2`` (DARTS ``train.py``,
-    ``CosineAnnealingLR(epochs)`` stepped per epoch); ``"exponential"``: ``lr * decay_rate^e``
-    (``train_imagenet.py``, ``StepLR(1, gamma=0.97)``).
-    """
-    lr, kind = float(optim["lr"]), optim["schedule"]
-    if kind == "cosine":
-        return epoch_cosine_schedule(lr, float(optim["lr_min"]), epochs, steps_per_epoch)
-    if kind == "exponential":
-        return epoch_exponential_schedule(lr, float(optim["decay_rate"]), steps_per_epoch)
-    raise ValueError(f"optim.schedule must be 'cosine' or 'exponential', got {kind!r}")
 
 
 class Trainer:
@@ -465,31 +443,6 @@ def _test_batches(test_ds: Any, config: ml_collections.ConfigDict, mesh: Any):
     return eval_batches(test_ds, bs, pad_to=config.data.pad_to or None, limit=limit), False
 
 
-def eval_batches(
-    dataset: Any, batch_size: int, *, pad_to: int | None = None, limit: int = 0
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Every example of ``dataset`` (the first ``limit``; 0: all) once, in order, as
-    ``(images, labels, mask)`` batches of exactly ``batch_size`` rows: the last batch is
-    padded with masked rows, so one compiled eval step sees every example."""
-    from jaxnas import data
-
-    n = len(dataset) if not limit else min(limit, len(dataset))
-    loader = data.Loader(
-        dataset, np.arange(n), 1, seed=0, shuffle=False, drop_last=False, pad_to=pad_to
-    )
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
-        x = loader._pad(data.normalize(dataset.images[idx], dataset.name))
-        y = dataset.labels[idx].astype(np.int32)
-        mask = np.ones(len(idx), np.float32)
-        if len(idx) < batch_size:
-            extra = batch_size - len(idx)
-            x = np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
-            y = np.concatenate([y, np.zeros(extra, np.int32)])
-            mask = np.concatenate([mask, np.zeros(extra, np.float32)])
-        yield x, y, mask
-
-
 # ------------------------------------------------------------------------------ the run
 
 
@@ -680,6 +633,7 @@ def train(
         for than exist; bad data or model settings; a workdir in use.
       Interrupted: SIGTERM/SIGINT (after saving a checkpoint of the current step).
     """
+    xla.prepare()
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     if config.method != "train":
         raise RunError(f"a retraining config has method='train', this one {config.method!r}")

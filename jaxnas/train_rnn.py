@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas import loop, plots
+from jaxnas import loop, plots, xla
 from jaxnas.config import validate
 from jaxnas.data_text import TextStream, load_corpus
 from jaxnas.genotype import GenotypeError
@@ -435,6 +435,7 @@ def train(
       jaxnas.runtime.Interrupted: SIGTERM/SIGINT, after saving a checkpoint of the
         current step (after the epoch's end when it came during the last window).
     """
+    xla.prepare()
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     if config.method != "train_rnn":
         raise RunError(

@@ -359,9 +359,9 @@ def test_search_one_epoch_and_select(tmp_path):
     """A real 1-epoch search through the shared runner on Fashion-MNIST, then
     Algorithm 1's selection on the held-out half of that run."""
     from jaxnas import data as data_lib
+    from jaxnas.asmnas_select import select_workdir
     from jaxnas.config import load_config
     from jaxnas.run import search
-    from jaxnas.search.asmnas import select_workdir
 
     try:
         data_lib.load("fashion_mnist", "train", limit=8)

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnas.bilevel.hypergrad import MODES, first_order, hypergradient, unrolled_weights
 from jaxnas.ops import OpsConfig
-from jaxnas.search.hypergrad import MODES, first_order, hypergradient, unrolled_weights
 from jaxnas.supernet import SuperNet
 
 MU, WD = 0.9, 3e-4

@@ -176,10 +176,10 @@ def test_genotype_json_round_trip_and_dispatch(tmp_path):
 
 
 def test_plot_regenerates_the_cell_picture_of_an_nb201_workdir(tmp_path):
-    from jaxnas import plots
+    from jaxnas.search_workdir import regenerate
 
     nb201.save(nb201.parse(EXAMPLE), tmp_path / "genotype.json")
-    out = plots.regenerate(tmp_path)
+    out = regenerate(tmp_path)
     assert sorted(os.path.basename(p) for p in out["genotype"]) == [
         "genotype_cell.png",
         "genotype_cell.svg",

@@ -31,7 +31,7 @@ sys.meta_path.insert(0, Block())
 import jaxnas
 import jaxnas.curvature
 import jaxnas.optim
-import jaxnas.search.hypergrad
+import jaxnas.bilevel.hypergrad
 
 failed = {}
 for m in pkgutil.walk_packages(jaxnas.__path__, "jaxnas."):
@@ -71,7 +71,7 @@ def _run_blocked(blocked):
 
 
 def test_core_imports_with_the_optional_packages_blocked():
-    """``jaxnas``, ``jaxnas.optim``, ``jaxnas.curvature`` and ``jaxnas.search.hypergrad``
+    """``jaxnas``, ``jaxnas.optim``, ``jaxnas.curvature`` and ``jaxnas.bilevel.hypergrad``
     (and every other module but the ImageNet loader) import in a process where the
     extras' packages cannot be imported; using one gives the one-line error."""
     res = _run_blocked((*BLOCKED, "PIL"))

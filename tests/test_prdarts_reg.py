@@ -1,7 +1,9 @@
 """PR-DARTS regularizers, tau schedule, derivation (jaxnas.search.prdarts_reg) and
-Theorem 1 / the analysis model (jaxnas.search.prdarts_theory)."""
+Theorem 1 / the analysis model (experiments/support/prdarts_theory.py)."""
 
 import math
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +14,12 @@ from jaxnas import gates
 from jaxnas.genotype import CellGenotype, Genotype, validate
 from jaxnas.ops import DARTS_PRIMITIVES
 from jaxnas.search import prdarts_reg as R
-from jaxnas.search import prdarts_theory as T
 from jaxnas.spaces.darts import DARTS_CELL
+
+# the analysis model is experiment support code (experiments/support/), not library code
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from support import prdarts_theory as T  # noqa: E402
 
 OPS = DARTS_PRIMITIVES
 SKIP = OPS.index("skip_connect")
@@ -323,7 +329,7 @@ def test_analysis_model_conv_matches_lax(x64):
     params, x, _ = T.setup(0, cfg, n=4)
     x = x.astype(jnp.float64)
     w = params["stem"].astype(jnp.float64)
-    out = T._conv(w, x, cfg)
+    out = T.conv_layer(w, x, cfg)
     kernel = w.reshape(cfg.m, cfg.m_in, cfg.k_c)  # rows of Phi are channel-major
     ref = jax.lax.conv_general_dilated(x, kernel, (1,), [(1, 1)]) / np.sqrt(w.shape[1])
     np.testing.assert_allclose(out, jnp.tanh(ref), rtol=1e-10, atol=1e-12)

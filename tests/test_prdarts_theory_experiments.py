@@ -1,6 +1,6 @@
 """The PR-DARTS theory experiments ``fig2`` and ``thm4``: the fixed-cell CNNs of
-jaxnas.search.prdarts_cnn, Theorem 4's two-branch analysis model in
-jaxnas.search.prdarts_theory, and both subcommands of experiments/prdarts_theory.py."""
+experiments/support/prdarts_cnn.py, Theorem 4's two-branch analysis model in
+experiments/support/prdarts_theory.py, and both subcommands of experiments/prdarts_theory.py."""
 
 import importlib.util
 import json
@@ -15,10 +15,12 @@ import pytest
 from jaxnas.genotype import PRDARTS, CellGenotype, Genotype, reduction_layers
 from jaxnas.models.darts_net import NetworkCIFAR
 from jaxnas.models.summary import count_params
-from jaxnas.search import prdarts_cnn as CNN
-from jaxnas.search import prdarts_theory as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# experiment support code (experiments/support/), not library code
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from support import prdarts_cnn as CNN  # noqa: E402
+from support import prdarts_theory as T  # noqa: E402
 
 
 def _experiments():
@@ -178,7 +180,7 @@ def test_data_is_pooled_and_padded_to_a_multiple_of_four(tiny):
 
 def test_a_training_step_decreases_the_loss_on_a_fixed_batch(tiny):
     data, settings, trainer = tiny
-    batch = next(CNN._batches(data, settings.batch_size, seed=0))
+    batch = next(CNN.train_batches(data, settings.batch_size, seed=0))
     with jax.default_prng_impl(settings.prng_impl):
         state = trainer.init(0)
         losses = []

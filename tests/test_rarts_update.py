@@ -17,8 +17,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnas.search import hypergrad
-from jaxnas.search.rarts_update import (
+from jaxnas.bilevel import hypergrad
+from jaxnas.bilevel.rarts_update import (
     RARTSState,
     lagrangian,
     make_rarts_step,
@@ -105,7 +105,7 @@ def test_darts2_hypergradient_formula(x64):
     w, a, xi = jnp.asarray(0.3), jnp.asarray(-1.7), 0.35
     for mode in ("unrolled", "exact"):
         g, _ = hypergrad.hypergradient(
-            toy._bilevel_loss, w, a, jnp.zeros(()), "a", "p",
+            toy.bilevel_loss, w, a, jnp.zeros(()), "a", "p",
             xi=xi, momentum=0.0, weight_decay=0.0, mode=mode,
         )  # fmt: skip
         np.testing.assert_allclose(g, (1 - 2 * xi) * w + 4 * xi * a - 2, rtol=1e-13)

@@ -435,7 +435,7 @@ def test_search_config_errors():
 
 @pytest.mark.slow
 def test_tiny_search_end_to_end_and_resume(tmp_path):
-    from jaxnas.search.sparsenas_rnn import search
+    from jaxnas.run_rnn import search
 
     over = [
         "search.epochs=2",
@@ -523,7 +523,7 @@ def test_shipped_rnn_configs_load(name, method):
 
 def test_missing_ptb_is_a_one_line_run_error(tmp_path):
     from jaxnas.data import DatasetNotFoundError
-    from jaxnas.search.sparsenas_rnn import search
+    from jaxnas.run_rnn import search
 
     c = load_config(
         os.path.join(ROOT, "configs", "sparsenas_ptb.py"), [f"data.data_dir={tmp_path}"]

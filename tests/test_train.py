@@ -15,17 +15,15 @@ import pytest
 from _train_dist import GENOTYPE as CHEAP  # pools and skips: quick to compile
 
 from jaxnas import cli
-from jaxnas.common import smoothed_cross_entropy
+from jaxnas.common import lr_schedule, smoothed_cross_entropy
 from jaxnas.config import default_config
-from jaxnas.data import ArrayDataset
+from jaxnas.data import ArrayDataset, eval_batches
 from jaxnas.genotype import DARTS_V2, CellGenotype, Genotype, GenotypeError
 from jaxnas.runtime import RunError
 from jaxnas.train import (
     Interrupted,
     Trainer,
     TrainState,
-    eval_batches,
-    lr_schedule,
     train,
 )
 

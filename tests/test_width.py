@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from jaxnas import optim
+from jaxnas.models.prunable import normalize_keep
 from jaxnas.models.summary import count_macs, count_params
 from jaxnas.width import (
     ChannelGroup,
@@ -35,7 +36,6 @@ from jaxnas.width import (
     random_scores,
     slice_variables,
 )
-from jaxnas.width.groups import normalize_keep
 
 # ---------------------------------------------------------------------------- helpers
 

@@ -19,8 +19,8 @@ import pytest
 from jaxnas import cli
 from jaxnas.config import default_config, load_config
 from jaxnas.width import PreActResNet, mask_scores, prune, slice_variables
-from jaxnas.width.compress import build_model, compress, load_pruned, save_pruned
 from jaxnas.width.finetune import FineTuner, kd_loss
+from jaxnas.width_compress import build_model, compress, load_pruned, save_pruned
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "width_fmnist_tiny.py")

@@ -166,7 +166,7 @@ def test_label_view_skips_image_decoding_on_a_copy():
             return {"image": image, "label": 10 + i}
 
     src = di.ImageNetSource.from_data_source(FakeTfdsSource(), num_classes=20)
-    view = di._label_view(src)
+    view = di.label_view(src)
     assert view is not src._src and src._src.decoders is None
     assert isinstance(view.decoders["image"], tfds.decode.SkipDecoding)
     assert view[0]["image"] == b"jpeg"
@@ -178,7 +178,7 @@ def test_compress_on_mock_imagenet20_writes_the_classes(tmp_path, monkeypatch):
     """``jaxnas compress`` end to end on mock ImageNet-20 records (16x16 crops, a tiny
     PreActResNet, one search and one fine-tuning epoch): runs, and ``classes.json`` holds
     the seeded draw and its WordNet ids."""
-    from jaxnas.width.compress import compress
+    from jaxnas.width_compress import compress
 
     monkeypatch.setenv(wdata.CACHE_ENV_VAR, str(tmp_path / "cache"))
     c = _config(dataset="imagenet20", batch_size=4, flip=True)
@@ -202,7 +202,7 @@ def test_compress_with_input_size_runs_at_the_resized_shape(tmp_path):
     """``model.input_size`` through ``jaxnas compress`` (DIGITS 8x8 -> 16x16 on device): the
     pruned network is recorded at 16x16, and its multiply-adds are 4x those at 8x8 for
     this all-conv network up to the head (each conv's output grows by (16/8)^2)."""
-    from jaxnas.width.compress import compress
+    from jaxnas.width_compress import compress
 
     def run(size, name):
         c = _config(dataset="digits", batch_size=8, limit=64)

@@ -17,10 +17,10 @@ import pytest
 
 from jaxnas.config import load_config
 from jaxnas.runtime import RunError
-from jaxnas.width.compress import compress
 from jaxnas.width.finetune import FineTuner
 from jaxnas.width.search import WidthSearch, decay_mask, make_schedule, weight_tx
 from jaxnas.width.vit import vit_tiny
+from jaxnas.width_compress import compress
 
 HP = dict(lr=0.01, lr_min=1e-4, b1=0.8, b2=0.95, eps=1e-6, weight_decay=0.3, grad_clip=0.5)
 WARM = dict(schedule="warmup_cosine", warmup_epochs=1.0, warmup_lr=1e-3, epochs=3)

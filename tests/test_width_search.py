@@ -14,9 +14,9 @@ import numpy as np
 import optax
 import pytest
 
+from jaxnas.bilevel.hypergrad import hypergradient
+from jaxnas.bilevel.rarts_update import RARTSState, rarts_step
 from jaxnas.optim.l1 import l1_penalty
-from jaxnas.search.hypergrad import hypergradient
-from jaxnas.search.rarts_update import RARTSState, rarts_step
 from jaxnas.width import PreActResNet
 from jaxnas.width.search import WidthSearch, bn_scale_mask, make_schedule, weight_tx
 

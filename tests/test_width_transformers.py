@@ -324,7 +324,7 @@ def test_sidt_compress_end_to_end_on_a_tiny_vit(tmp_path):
     import json
 
     from jaxnas.config import load_config
-    from jaxnas.width.compress import compress, load_pruned
+    from jaxnas.width_compress import compress, load_pruned
 
     config = load_config("configs/sidt_vit_fmnist_tiny.py")
     config.unlock()

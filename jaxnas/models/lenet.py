@@ -16,7 +16,7 @@ A pruned twin reads only some inputs: ``input_index`` (LeNet-300-100, indices in
 784 flattened pixels) and ``flat_index`` (LeNet-5, indices into the ``4*4*c2``
 flattened features of the pruned second conv) are static gathers stored in the
 module's fields.  :meth:`channel_groups` names the prunable units for
-:func:`jaxnas.width.surgery.slice_variables` (``jaxnas.width.groups.ChannelGroup``
+:func:`jaxnas.width.surgery.slice_variables` (``jaxnas.models.prunable.ChannelGroup``
 with ``producers`` = the kernel axis and bias that create a unit, ``consumers`` =
 the next kernel's axis that reads it) and :meth:`pruned` builds the twin.
 """
@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.width.groups import ChannelGroup, Slice, normalize_keep
+from jaxnas.models.prunable import ChannelGroup, Slice, normalize_keep
 
 __all__ = ["LeNet300", "LeNet5"]
 

@@ -22,8 +22,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.models.prunable import ChannelGroup, Slice, bn_slices, normalize_keep
 from jaxnas.ops import BatchNorm
-from jaxnas.width.groups import ChannelGroup, Slice, bn_slices, normalize_keep
 
 __all__ = ["ResNet18"]
 

@@ -63,7 +63,7 @@ import numpy as np
 import optax
 
 from jaxnas.optim.groups import Groups, GroupSpec, resolve_groups
-from jaxnas.optim.prox import _check_nonneg, _group_shrink, _masked_threshold, soft_threshold
+from jaxnas.optim.prox import check_nonneg, group_shrink, masked_threshold, soft_threshold
 
 __all__ = [
     "AdamHAPGState",
@@ -134,25 +134,27 @@ def apg_momentum(count: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _value(x: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+def schedule_value(x: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+    """``x(count)`` for a schedule, ``x`` for a constant."""
     return x(count) if callable(x) else x
 
 
-def _scalar_dtype(params: Any) -> Any:
+def scalar_dtype(params: Any) -> Any:
+    """The float dtype the step sizes of ``params`` are computed in (float32 without any)."""
     leaves = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)]
     return jnp.result_type(*leaves) if leaves else jnp.float32
 
 
-def _check_schedule(name: str, x: ScalarOrSchedule) -> None:
+def check_schedule(name: str, x: ScalarOrSchedule) -> None:
     """Reject negative constants; evaluate a schedule at count 0 as a smoke check."""
     if callable(x):
         try:
             v = x(jnp.zeros([], jnp.int32))
         except Exception:  # a schedule that cannot be probed at count 0 is not checked
             return
-        _check_nonneg(f"{name} (schedule at count 0)", v)
+        check_nonneg(f"{name} (schedule at count 0)", v)
     else:
-        _check_nonneg(name, x)
+        check_nonneg(name, x)
 
 
 def _check_alpha(name: str, alpha: Any) -> None:
@@ -195,15 +197,16 @@ def _resolver(groups: GroupSpec, name: str) -> Callable[[Any], Groups]:
 
 def _prox(z: Any, l1: Any, group: Any, g: Groups) -> Any:
     """Eq. 5: Eq. 10 after Eq. 9 (l1 scalar or per-element; group scalar or per-group)."""
-    y = soft_threshold(z, _masked_threshold(l1, g, z))
-    return _group_shrink(y, group, g)
+    y = soft_threshold(z, masked_threshold(l1, g, z))
+    return group_shrink(y, group, g)
 
 
 def _cast_like(tree: Any, like: Any) -> Any:
     return jax.tree.map(lambda t, p: t.astype(p.dtype), tree, like)
 
 
-def _needs_params(name: str, params: Any) -> None:
+def needs_params(name: str, params: Any) -> None:
+    """One-line ValueError when a proximal transform's ``update`` got no ``params``."""
     if params is None:
         raise ValueError(f"{name}: update needs params (the prox acts on the parameters)")
 
@@ -235,27 +238,27 @@ def proximal_step(
       alpha: L1 / group mixing in [0, 1] (1: Lasso, 0: group Lasso).
       groups: group spec, see :mod:`jaxnas.optim.groups` (``None``: one group per leaf).
     """
-    _check_schedule("proximal_step: step_size", step_size)
-    _check_schedule("proximal_step: lam", lam)
+    check_schedule("proximal_step: step_size", step_size)
+    check_schedule("proximal_step: lam", lam)
     _check_alpha("proximal_step", alpha)
     resolve = _resolver(groups, "proximal_step: groups")
 
     def init_fn(params):
         resolve(params)  # raise early on a bad group spec
-        dt = _scalar_dtype(params)
+        dt = scalar_dtype(params)
         zero = jnp.zeros([], jnp.int32)
         return ProximalState(
             count=zero,
-            step_size=jnp.asarray(_value(step_size, zero), dt),
-            lam=jnp.asarray(_value(lam, zero), dt),
+            step_size=jnp.asarray(schedule_value(step_size, zero), dt),
+            lam=jnp.asarray(schedule_value(lam, zero), dt),
         )
 
     def update_fn(updates, state, params=None):
-        _needs_params("proximal_step", params)
+        needs_params("proximal_step", params)
         g = resolve(params)
-        dt = _scalar_dtype(params)
-        eta = jnp.asarray(_value(step_size, state.count), dt)
-        lam_t = jnp.asarray(_value(lam, state.count), dt)
+        dt = scalar_dtype(params)
+        eta = jnp.asarray(schedule_value(step_size, state.count), dt)
+        lam_t = jnp.asarray(schedule_value(lam, state.count), dt)
         z = jax.tree.map(lambda p, d: p + d.astype(p.dtype), params, updates)
         theta = _prox(z, eta * lam_t * alpha, eta * lam_t * (1.0 - alpha), g)
         new_updates = jax.tree.map(lambda t, p: (t - p).astype(p.dtype), theta, params)
@@ -283,7 +286,7 @@ def proximal(
 def _momentum_value(momentum: Any, count: jax.Array, dt: Any) -> jax.Array:
     if momentum is None:
         return apg_momentum(count, dt)
-    return jnp.asarray(_value(momentum, count), dt)
+    return jnp.asarray(schedule_value(momentum, count), dt)
 
 
 def hapg(
@@ -310,30 +313,30 @@ def hapg(
       ``params = A_{t-1}`` and returns ``A_t - A_{t-1}``.  ``state.theta`` is the
       sparse iterate to read the architecture from.
     """
-    _check_schedule("hapg: learning_rate", learning_rate)
-    _check_schedule("hapg: lam", lam)
+    check_schedule("hapg: learning_rate", learning_rate)
+    check_schedule("hapg: lam", lam)
     _check_alpha("hapg", alpha)
     resolve = _resolver(groups, "hapg: groups")
 
     def init_fn(params):
         resolve(params)
-        dt = _scalar_dtype(params)
+        dt = scalar_dtype(params)
         zero = jnp.zeros([], jnp.int32)
         return HAPGState(
             count=zero,
             theta=params,  # theta_0 = A_0
             velocity=jax.tree.map(jnp.zeros_like, params),  # v_0 = 0
             u=jnp.zeros([], dt),
-            learning_rate=jnp.asarray(_value(learning_rate, zero), dt),
-            lam=jnp.asarray(_value(lam, zero), dt),
+            learning_rate=jnp.asarray(schedule_value(learning_rate, zero), dt),
+            lam=jnp.asarray(schedule_value(lam, zero), dt),
         )
 
     def update_fn(grads, state, params=None):
-        _needs_params("hapg", params)
+        needs_params("hapg", params)
         g = resolve(params)
-        dt = _scalar_dtype(params)
-        eta = jnp.asarray(_value(learning_rate, state.count), dt)
-        lam_t = jnp.asarray(_value(lam, state.count), dt)
+        dt = scalar_dtype(params)
+        eta = jnp.asarray(schedule_value(learning_rate, state.count), dt)
+        lam_t = jnp.asarray(schedule_value(lam, state.count), dt)
         u_t = _momentum_value(momentum, state.count, dt)
         z = jax.tree.map(lambda a, gr: a - (eta * gr).astype(a.dtype), params, grads)  # Eq. 6
         theta = _cast_like(_prox(z, eta * lam_t * alpha, eta * lam_t * (1.0 - alpha), g), params)
@@ -381,17 +384,17 @@ def adam_hapg(
       eps: Adam's ``eps >= 0`` (step ``eta / (sqrt(s_hat) + eps)``).
       momentum: as in :func:`hapg` (``None``: ``(t - 2) / (t + 1)``).
     """
-    _check_schedule("adam_hapg: learning_rate", learning_rate)
-    _check_schedule("adam_hapg: lam", lam)
+    check_schedule("adam_hapg: learning_rate", learning_rate)
+    check_schedule("adam_hapg: lam", lam)
     _check_alpha("adam_hapg", alpha)
     _check_unit("adam_hapg: b1", b1)
     _check_unit("adam_hapg: b2", b2)
-    _check_nonneg("adam_hapg: eps", eps)
+    check_nonneg("adam_hapg: eps", eps)
     resolve = _resolver(groups, "adam_hapg: groups")
 
     def init_fn(params):
         resolve(params)
-        dt = _scalar_dtype(params)
+        dt = scalar_dtype(params)
         zero = jnp.zeros([], jnp.int32)
         zeros = jax.tree.map(jnp.zeros_like, params)
         return AdamHAPGState(
@@ -401,16 +404,16 @@ def adam_hapg(
             u=jnp.zeros([], dt),
             mu=zeros,
             nu=zeros,
-            learning_rate=jnp.asarray(_value(learning_rate, zero), dt),
-            lam=jnp.asarray(_value(lam, zero), dt),
+            learning_rate=jnp.asarray(schedule_value(learning_rate, zero), dt),
+            lam=jnp.asarray(schedule_value(lam, zero), dt),
         )
 
     def update_fn(grads, state, params=None):
-        _needs_params("adam_hapg", params)
+        needs_params("adam_hapg", params)
         g = resolve(params)
-        dt = _scalar_dtype(params)
-        eta = jnp.asarray(_value(learning_rate, state.count), dt)
-        lam_t = jnp.asarray(_value(lam, state.count), dt)
+        dt = scalar_dtype(params)
+        eta = jnp.asarray(schedule_value(learning_rate, state.count), dt)
+        lam_t = jnp.asarray(schedule_value(lam, state.count), dt)
         u_t = _momentum_value(momentum, state.count, dt)
         count = optax.safe_increment(state.count)
         mu = optax.tree.update_moment(grads, state.mu, b1, 1)

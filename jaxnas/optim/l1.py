@@ -42,10 +42,10 @@ import optax
 
 from jaxnas.optim.hapg import (
     ProximalState,
-    _check_schedule,
-    _needs_params,
-    _scalar_dtype,
-    _value,
+    check_schedule,
+    needs_params,
+    scalar_dtype,
+    schedule_value,
 )
 from jaxnas.optim.prox import soft_threshold
 
@@ -90,23 +90,23 @@ def l1_prox(step_size: ScalarOrSchedule, gamma: ScalarOrSchedule) -> optax.Gradi
       A ``GradientTransformation`` whose ``update(updates, state, params)`` needs
       ``params``; state :class:`~jaxnas.optim.ProximalState` (``lam`` holds ``gamma``).
     """
-    _check_schedule("l1_prox: step_size", step_size)
-    _check_schedule("l1_prox: gamma", gamma)
+    check_schedule("l1_prox: step_size", step_size)
+    check_schedule("l1_prox: gamma", gamma)
 
     def init_fn(params):
-        dt = _scalar_dtype(params)
+        dt = scalar_dtype(params)
         zero = jnp.zeros([], jnp.int32)
         return ProximalState(
             count=zero,
-            step_size=jnp.asarray(_value(step_size, zero), dt),
-            lam=jnp.asarray(_value(gamma, zero), dt),
+            step_size=jnp.asarray(schedule_value(step_size, zero), dt),
+            lam=jnp.asarray(schedule_value(gamma, zero), dt),
         )
 
     def update_fn(updates, state, params=None):
-        _needs_params("l1_prox", params)
-        dt = _scalar_dtype(params)
-        eta = jnp.asarray(_value(step_size, state.count), dt)
-        gam = jnp.asarray(_value(gamma, state.count), dt)
+        needs_params("l1_prox", params)
+        dt = scalar_dtype(params)
+        eta = jnp.asarray(schedule_value(step_size, state.count), dt)
+        gam = jnp.asarray(schedule_value(gamma, state.count), dt)
         z = jax.tree.map(lambda p, d: p + d.astype(p.dtype), params, updates)
         theta = soft_threshold(z, eta * gam)
         new_updates = jax.tree.map(
@@ -133,16 +133,16 @@ def add_l1_subgradient(gamma: ScalarOrSchedule) -> optax.GradientTransformation:
     Args:
       gamma: l1 strength ``gamma >= 0`` (float, array or schedule of the count).
     """
-    _check_schedule("add_l1_subgradient: gamma", gamma)
+    check_schedule("add_l1_subgradient: gamma", gamma)
 
     def init_fn(params):
         del params
         return L1SubgradientState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
-        _needs_params("add_l1_subgradient", params)
-        dt = _scalar_dtype(params)
-        gam = jnp.asarray(_value(gamma, state.count), dt)
+        needs_params("add_l1_subgradient", params)
+        dt = scalar_dtype(params)
+        gam = jnp.asarray(schedule_value(gamma, state.count), dt)
         new_updates = jax.tree.map(
             lambda g, p: g + (gam * jnp.sign(p)).astype(g.dtype), updates, params
         )

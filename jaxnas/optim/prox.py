@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-def _check_nonneg(name: str, value: Any) -> None:
+def check_nonneg(name: str, value: Any) -> None:
     """One-line ValueError for a concrete negative (or NaN) value; tracers pass unchecked."""
     if value is None or callable(value):
         return
@@ -94,7 +94,7 @@ def soft_threshold(x: Any, threshold: Any) -> Any:
     Returns:
       pytree like ``x``; entries with ``|x_i| <= t_i`` are exactly 0.
     """
-    _check_nonneg("soft_threshold: threshold", threshold)
+    check_nonneg("soft_threshold: threshold", threshold)
 
     leaves, treedef = jax.tree.flatten(x)
     t_leaves = _leafwise(threshold, x, "soft_threshold: threshold")
@@ -106,7 +106,9 @@ def soft_threshold(x: Any, threshold: Any) -> Any:
     return jax.tree.unflatten(treedef, out)
 
 
-def _group_shrink(x: Any, strength: Any, g: Groups) -> Any:
+def group_shrink(x: Any, strength: Any, g: Groups) -> Any:
+    """:func:`group_soft_threshold` on resolved groups ``g``, without the argument checks
+    (for the optimisers of this package, which check once)."""
     leaves = jax.tree.leaves(x)
     if g.num_groups == 0:
         return x
@@ -140,11 +142,11 @@ def group_soft_threshold(x: Any, strength: Any, groups: GroupSpec | Groups = Non
       exactly 0 (also when it is 0 already: no NaN); entries with id -1 are
       unchanged.
     """
-    _check_nonneg("group_soft_threshold: strength", strength)
-    return _group_shrink(x, strength, _as_groups(groups, x))
+    check_nonneg("group_soft_threshold: strength", strength)
+    return group_shrink(x, strength, _as_groups(groups, x))
 
 
-def _masked_threshold(threshold: Any, g: Groups, x: Any) -> Any:
+def masked_threshold(threshold: Any, g: Groups, x: Any) -> Any:
     """Per-leaf thresholds, 0 on unpenalised entries (id -1)."""
     leaves = jax.tree.leaves(x)
     t_leaves = _leafwise(threshold, x, "sgl_prox: l1_threshold")
@@ -173,11 +175,11 @@ def sgl_prox(
 
     Entries with group id -1 pass through unchanged.
     """
-    _check_nonneg("sgl_prox: l1_threshold", l1_threshold)
-    _check_nonneg("sgl_prox: group_strength", group_strength)
+    check_nonneg("sgl_prox: l1_threshold", l1_threshold)
+    check_nonneg("sgl_prox: group_strength", group_strength)
     g = _as_groups(groups, x)
-    y = soft_threshold(x, _masked_threshold(l1_threshold, g, x))  # Eq. 9
-    return _group_shrink(y, group_strength, g)  # Eq. 10, composed as Eq. 5
+    y = soft_threshold(x, masked_threshold(l1_threshold, g, x))  # Eq. 9
+    return group_shrink(y, group_strength, g)  # Eq. 10, composed as Eq. 5
 
 
 def _safe_norm(sq: jax.Array) -> jax.Array:
@@ -195,7 +197,7 @@ def sgl_penalty(x: Any, lam: Any, alpha: Any, groups: GroupSpec | Groups = None)
     at ``x_(n) = 0`` the gradient of the group norm is taken as 0 (no NaN), so
     it can be added to a loss for the subgradient baselines (SGD, Adam).
     """
-    _check_nonneg("sgl_penalty: lam", lam)
+    check_nonneg("sgl_penalty: lam", lam)
     g = _as_groups(groups, x)
     leaves = jax.tree.leaves(x)
     if not leaves:

@@ -84,7 +84,6 @@ __all__ = [
     "op_embeddings",
     "plot_attention",
     "save_selection",
-    "select_workdir",
 ]
 
 SELECTIONS = ("cell_by_cell", "one_pass")
@@ -551,8 +550,8 @@ class ASMNAS:
         return {name: coef[i] for i, name in enumerate(self.model.arch_names())}
 
     def genotype(self, state: ASMState) -> Genotype:
-        """The per-layer genotype selected on the held-out probe (``select_workdir``
-        selects on the whole held-out split)."""
+        """The per-layer genotype selected on the held-out probe
+        (:func:`jaxnas.asmnas_select.select_workdir` selects on the whole held-out split)."""
         return self._probe_selection(state).genotype
 
     def discretise(self, arch: Any, layer: int, edge: int, op: int) -> Any:
@@ -655,88 +654,3 @@ def save_selection(
             indent=1,
         )
     return dict(coefficients=npz, heatmaps=png, genotype=gj, meta=meta)
-
-
-def select_workdir(
-    workdir: str | os.PathLike,
-    *,
-    mode: str | None = None,
-    aggregate: str | None = None,
-    limit_batches: int = 0,
-    out: str | os.PathLike | None = None,
-) -> tuple[Selection, dict[str, str]]:
-    """Algorithm 1's selection on the **whole held-out split** of a finished search.
-
-    Restores the last checkpoint of ``workdir`` (written by ``jaxnas search`` with an
-    ``asmnas`` config), runs :meth:`ASMNAS.select` over the held-out half of the
-    training split (no augmentation, full batches, the first ``limit_batches`` if > 0)
-    and writes :func:`save_selection`'s files to ``out`` (default ``workdir/selection``).
-    """
-    from jaxnas import data
-    from jaxnas.config import config_from_json
-    from jaxnas.runtime import RunError, checkpoint_manager, restore
-    from jaxnas.search.base import SearchWorkdir
-
-    wd = SearchWorkdir(os.fspath(workdir))
-    with open(wd.config, encoding="utf-8") as f:
-        config = config_from_json(f.read())
-    d = config.data
-    train = data.load(d.dataset, "train", data_dir=d.data_dir or None, limit=d.limit or None)
-    _, valid_idx = data.bilevel_split(len(train), seed=config.seed, portion=d.portion)
-    loader = data.Loader(
-        train,
-        valid_idx,
-        d.batch_size,
-        seed=0,
-        shuffle=False,
-        augment=data.NO_AUGMENT,
-        drop_last=True,
-        pad_to=d.pad_to or None,
-    )
-    batches = [b[0] for b in loader.epoch(0)]
-    if limit_batches:
-        batches = batches[:limit_batches]
-    steps_per_epoch = 1  # the schedule is not used by selection
-    method = ASMNAS(
-        config,
-        steps_per_epoch=steps_per_epoch,
-        num_classes=train.num_classes,
-        input_shape=tuple(batches[0].shape[1:]),
-    )
-    # shapes only: nothing is compiled or run to make the restore target
-    template = jax.eval_shape(lambda: method.init(jax.random.PRNGKey(config.seed), batches[0]))
-    mngr = checkpoint_manager(wd.checkpoints, config.run.checkpoint_keep)
-    try:
-        latest = mngr.latest_step()
-        if latest is None:
-            raise RunError(f"{wd.checkpoints} has no checkpoint to select from")
-        state = restore(mngr, latest, template, wd.checkpoints)
-    finally:
-        mngr.close()
-    selection = method.select(state, batches, mode=mode, aggregate=aggregate)
-    files = save_selection(
-        selection, out or os.path.join(wd.root, "selection"), method.primitives, method.reductions
-    )
-    return selection, files
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m jaxnas.search.asmnas select --workdir W [--mode M] [--aggregate A]``."""
-    import argparse
-
-    p = argparse.ArgumentParser(description="ASM-NAS selection (Algorithm 1, lines 6-13)")
-    p.add_argument("command", choices=["select"])
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--mode", choices=SELECTIONS)
-    p.add_argument("--aggregate", choices=AGGREGATES)
-    p.add_argument("--limit-batches", type=int, default=0)
-    p.add_argument("--out")
-    a = p.parse_args(argv)
-    selection, files = select_workdir(
-        a.workdir, mode=a.mode, aggregate=a.aggregate, limit_batches=a.limit_batches, out=a.out
-    )
-    print(json.dumps(dict(files, examples=selection.examples, mode=selection.mode), indent=1))
-
-
-if __name__ == "__main__":
-    main()

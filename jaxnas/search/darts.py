@@ -6,7 +6,7 @@ The algorithm box (DARTS Alg. 1), one iteration of ``train_step``:
    grad_alpha L_val(w - xi grad_w L_train(w, alpha), alpha))`` (Eq. 6-7);
    first order takes ``xi = 0`` (Eq. 5 with w* ~ w), second order uses the
    current weight learning rate as ``xi`` and one of the hypergradients of
-   ``jaxnas.search.hypergrad`` (exact by default);
+   ``jaxnas.bilevel.hypergrad`` (exact by default);
 2. weight step on a batch of the *train* half: ``w <- SGD(w, grad_w L_train(w,
    alpha))`` with momentum 0.9, weight decay 3e-4, gradient-norm clipping 5.
 
@@ -42,10 +42,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxnas.bilevel.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
 from jaxnas.common import cross_entropy, epoch_cosine_schedule, momentum_buffer
 from jaxnas.genotype import Genotype, derive
 from jaxnas.ops import OpsConfig, resolve_primitives
-from jaxnas.search.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
 from jaxnas.spaces import nb201
 from jaxnas.supernet import SoftmaxMixer, SuperNet
 

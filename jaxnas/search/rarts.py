@@ -11,7 +11,7 @@ iteration of ``train_step(state, train_batch, valid_batch)``:
 
 minimising the regularised Lagrangian ``L_p(u, a) + lam L_a(w, a) + beta/2 ||u - w||^2
 + gamma P(a)`` (Eq. 2.8, 2.11) by Gauss-Seidel blocks w -> u -> alpha with the same
-batch pair for all three (Eq. 2.34).  The step is ``jaxnas.search.rarts_update.rarts_step``
+batch pair for all three (Eq. 2.34).  The step is ``jaxnas.bilevel.rarts_update.rarts_step``
 with this package's supernet as the losses; each copy threads its own BN statistics.
 
 Which half is which: the thesis sets ``L_p = L_2`` (DARTS' validation loss) and
@@ -51,10 +51,10 @@ import numpy as np
 import optax
 
 from jaxnas import latency as latency_lib
+from jaxnas.bilevel.rarts_update import RARTSState, rarts_step
 from jaxnas.common import cross_entropy, epoch_cosine_schedule
 from jaxnas.search import darts
 from jaxnas.search.darts import DARTS
-from jaxnas.search.rarts_update import RARTSState, rarts_step
 
 __all__ = ["RARTS", "RARTSSearchState", "default_config"]
 

@@ -17,7 +17,7 @@ One iteration of :meth:`SparseNASRNN.train_step` (Algorithm 1):
    ``jax.grad`` of ``A -> l_val(w - xi (clip(grad_w l_train(w, A)) + wd w), A)``,
    ``xi`` the step's learning rate (DARTS ``rnn/architect.py``, which clips the
    virtual step's gradient at 0.25 too -- why this does not reuse
-   :func:`jaxnas.search.hypergrad.hypergradient`, which has no clip).  The
+   :func:`jaxnas.bilevel.hypergrad.hypergradient`, which has no clip).  The
    SGL penalty (Eq. 2) enters only through the prox (Eqs. 5, 9, 10), with one
    group per node (its ``4 i`` incoming weights); lambda is pathwise
    (:func:`~jaxnas.search.sparsenas.pathwise_lambda`);
@@ -27,19 +27,12 @@ The network uses the extrapolated ``A_t`` (Eq. 8); the sparse prox output
 ``theta`` is what :meth:`SparseNASRNN.genotype`, ``arch_weights`` and the
 validation perplexity read (as in the CNN search, :mod:`jaxnas.search.sparsenas`).
 
-:func:`search` runs it on the one experiment loop (:mod:`jaxnas.loop`): a search
-workdir (:class:`jaxnas.search.base.SearchWorkdir`: ``alphas/``, ``alphas.png``,
-``genotype.json`` and its picture ``genotype_recurrent.{png,svg}``
-(:mod:`jaxnas.rnn.draw`), beside the loop's files), orbax checkpoints keyed by the
-global step every epoch and on SIGTERM/SIGINT, and a resume from either that ends
-with the same theta, genotype and records (bit-identical on CPU).
+The recurrent search run (workdir, checkpoints, resume, pictures) is
+:func:`jaxnas.run_rnn.search`, an experiment of the one loop.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -49,22 +42,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas import loop
-from jaxnas.config import validate
-from jaxnas.data_text import TextStream, load_corpus
-from jaxnas.rnn.draw import save_pictures
 from jaxnas.rnn.genotype import RNN_OPS, RNNGenotype, derive_rnn, edge_index, node_groups
 from jaxnas.rnn.model import Dropouts, init_supernet_params, lm_forward, lm_loss, supernet_cell
-from jaxnas.runtime import RunError
-from jaxnas.search.base import SearchWorkdir, drop_arch_after, save_arch, write_arch_meta
 from jaxnas.search.sparsenas import arch_optimizer
 
-__all__ = ["RNNSearchState", "SparseNASRNN", "default_config", "search"]
-
-logger = logging.getLogger("jaxnas")
-
-# the recurrent cell's pictures (jaxnas.rnn.draw.save_pictures)
-RNN_PICTURES = ("genotype_recurrent.png", "genotype_recurrent.svg")
+__all__ = ["RNNSearchState", "SparseNASRNN", "default_config"]
 
 OPTIMIZERS = ("adam_hapg", "hapg")
 
@@ -337,205 +319,3 @@ class SparseNASRNN:
             RNN_OPS,
             threshold=self.config.search.prune_threshold,
         )
-
-
-# ------------------------------------------------------------------------------- the loop
-
-
-def evaluate_perplexity(method: Any, state: Any, stream: TextStream, batch_size: int) -> float:
-    """``exp(total NLL / tokens)`` over ``stream`` with the hidden state carried across windows."""
-    hidden = jnp.zeros((batch_size, method.config.model.size), jnp.float32)
-    total, count = 0.0, 0.0
-    for window in stream.epoch(0):
-        s, c, hidden = method.eval_step(state, window, hidden)
-        total, count = total + float(s), count + float(c)
-    return float(np.exp(total / count))
-
-
-def _streams(config: ml_collections.ConfigDict, corpus=None):
-    d, t = config.data, config.text
-    if d.dataset != "ptb":
-        raise RunError(f"{config.method} reads PTB-format text: set data.dataset='ptb'")
-    corpus = corpus or load_corpus(os.path.expanduser(d.data_dir or "~/data/ptb"))
-    try:
-        kw = dict(bptt=t.bptt, seed=config.seed, max_delta=t.max_seq_len_delta)
-        train = TextStream(corpus.train, d.batch_size, mode=t.window, **kw)
-        # architecture windows: the validation split at the training window's position
-        arch = TextStream(corpus.valid, d.batch_size, mode="fixed", **kw)
-        valid = TextStream(corpus.valid, t.eval_batch_size, mode="fixed", **kw)
-    except ValueError as e:
-        raise RunError(f"data: {e}") from e
-    return corpus, train, arch, valid
-
-
-def _arch_window(stream: TextStream, start: int, max_len: int):
-    """DARTS: ``get_batch(search_data, i % (len - 1))``, length ``min(bptt, len - 1 - i)``."""
-    n = stream.data.shape[1]
-    i = start % (n - 1)
-    seq_len = min(stream.bptt, n - 1 - i)
-    x = np.zeros((stream.batch_size, max_len), np.int32)
-    y = np.zeros_like(x)
-    x[:, :seq_len] = stream.data[:, i : i + seq_len]
-    y[:, :seq_len] = stream.data[:, i + 1 : i + 1 + seq_len]
-    return x, y, np.int32(seq_len)
-
-
-class RNNSearchExperiment(loop.Experiment):
-    """The SparseNAS RNN search as an experiment of the one loop (:func:`search`)."""
-
-    workdir_class = SearchWorkdir
-    outputs = ("genotype.json", "alphas", "alphas.png", *RNN_PICTURES)
-
-    def __init__(self, config: ml_collections.ConfigDict, corpus: Any):
-        self.config = config
-        self._corpus = corpus
-        self.epochs = int(config.search.epochs)
-        self.name = f"{config.method} search"
-        self._windows: dict[int, list[tuple[int, int]]] = {}
-
-    def setup(self, wd: SearchWorkdir, latest_step: int | None) -> None:
-        config = self.config
-        corpus, self.train, self.arch_stream, self.valid = _streams(config, self._corpus)
-        try:
-            self.method = SparseNASRNN(
-                config, vocab_size=corpus.vocab_size, steps_per_epoch=len(self.train)
-            )
-        except ValueError as e:
-            raise RunError(f"cannot set up method {config.method!r}: {e}") from e
-        logger.info(
-            "%s search: vocabulary %d, %d train tokens, ~%d windows/epoch x %d epochs, workdir %s",
-            self.method.name,
-            corpus.vocab_size,
-            len(corpus.train),
-            len(self.train),
-            self.epochs,
-            wd.root,
-        )
-
-    def windows(self, epoch: int) -> list[tuple[int, int]]:
-        if epoch not in self._windows:
-            self._windows = {epoch: self.train.windows(epoch)}
-        return self._windows[epoch]
-
-    def steps_in(self, epoch: int) -> int:
-        return len(self.windows(epoch))
-
-    def init(self) -> RNNSearchState:
-        return self.method.init(jax.random.PRNGKey(self.config.seed), self.config.data.batch_size)
-
-    def batches(self, epoch: int):
-        starts = [start for start, _ in self.windows(epoch)]
-        for window, start in zip(self.train.epoch(epoch), starts):
-            yield window, _arch_window(self.arch_stream, start, self.train.max_len)
-
-    def step(self, state: RNNSearchState, batch: Any):
-        return self.method.train_step(state, *batch)
-
-    def name_metrics(self, means):
-        out = {}
-        for k, v in means.items():
-            if k == "loss":
-                out["train/loss"], out["train/ppl"] = v, float(np.exp(v))
-            else:
-                out["arch/valid_loss" if k == "valid_loss" else k] = v
-        return out
-
-    def begin_epoch(self, state: RNNSearchState, epoch: int, skip: int) -> RNNSearchState:
-        if skip == 0:  # DARTS resets both hidden states every epoch
-            zeros = jnp.zeros_like(state.h_train)
-            state = state.replace(h_train=zeros, h_valid=zeros)
-        return state
-
-    def start(self, wd: SearchWorkdir, state: RNNSearchState, resumed_step: int | None) -> None:
-        if not self.primary:
-            return
-        write_arch_meta(wd, self.method.name, RNN_OPS, self.method.edge_labels)
-        if resumed_step is None:
-            save_arch(wd, 0, self.method.arch_weights(state))
-        else:
-            drop_arch_after(wd, loop.locate_step(resumed_step, self.steps_in)[0])
-
-    def end_epoch(self, wd: SearchWorkdir, state: RNNSearchState, epoch: int):
-        method = self.method
-        ppl = evaluate_perplexity(method, state, self.valid, self.config.text.eval_batch_size)
-        genotype = method.genotype(state)
-        logger.info("genotype = %s", genotype)
-        if self.primary:
-            save_arch(
-                wd,
-                epoch,
-                method.arch_weights(state),
-                primitives=RNN_OPS,
-                title=f"{method.name}: theta",
-                edge_labels=method.edge_labels,
-            )
-            genotype.save_json(wd.genotype)
-        return state, {
-            "valid/loss": float(np.log(ppl)),
-            "valid/ppl": ppl,
-            "n_nodes": len([n for n in genotype.nodes if n]),
-        }
-
-    def finish(self, wd: SearchWorkdir, state: RNNSearchState, records: list[dict]):
-        genotype = self.method.genotype(state)
-        pictures: list[str] = []
-        if self.primary:
-            genotype.save_json(wd.genotype)
-            try:
-                pictures = save_pictures(genotype, wd.genotype_prefix)
-            except Exception as e:  # noqa: BLE001 - a picture never stops a search
-                logger.warning("could not draw the genotype: %s", e)
-        logger.info("genotype in %s", wd.genotype)
-        return {
-            "method": self.method.name,
-            "genotype": str(genotype),
-            "genotype_json": wd.genotype,
-            "genotype_pictures": pictures,
-            "alphas_plot": wd.alphas_plot if os.path.exists(wd.alphas_plot) else None,
-        }
-
-
-def search(
-    config: ml_collections.ConfigDict,
-    workdir: str | os.PathLike,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    corpus: Any = None,
-    on_step: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Run the SparseNAS RNN search and write everything to ``workdir``.
-
-    Args:
-      config: a ``sparsenas_rnn`` config.
-      workdir: output folder (a search workdir, :class:`jaxnas.search.base.SearchWorkdir`;
-        the cell's picture is ``genotype_recurrent.{png,svg}``).
-      resume: continue from the latest checkpoint (an epoch's end or a signal's step);
-        ends with the same theta, genotype and records as an uninterrupted run.
-      progress: tqdm bar over each epoch's windows.
-      corpus: a :class:`jaxnas.data_text.Corpus` to use instead of ``data.data_dir``.
-      on_step: called as ``on_step(epoch, global_step)`` after every step (0-based epoch).
-
-    Returns:
-      The summary (also ``summary.json``): the loop's fields (:func:`jaxnas.loop.run`:
-      ``final``, the last epoch record, ``curves_plot``, ``metrics``, ``checkpoints``,
-      ``tensorboard``, ``wall_time``, ...) and ``method``, ``genotype`` (string),
-      ``genotype_json``, ``genotype_pictures``, ``alphas_plot``.
-
-    Raises:
-      RunError: existing checkpoints without ``resume``, a checkpoint of another
-        config, NaN/Inf (the last good checkpoint is kept), bad data settings, a
-        workdir in use.
-      jaxnas.runtime.Interrupted: SIGTERM/SIGINT, after a checkpoint of the current step
-        (after the epoch's end when it came during the epoch's last window).
-    """
-    config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
-    config.lock()
-    return loop.run(
-        RNNSearchExperiment(config, corpus),
-        config,
-        workdir,
-        resume=resume,
-        progress=progress,
-        on_step=on_step,
-    )

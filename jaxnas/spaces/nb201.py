@@ -64,8 +64,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxnas.genotype import GenotypeError
 from jaxnas.optional import require
+from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import CellTopology
 
 __all__ = [

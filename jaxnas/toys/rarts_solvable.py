@@ -36,12 +36,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnas.search import hypergrad
-from jaxnas.search.rarts_update import lagrangian as _rarts_lagrangian
-from jaxnas.search.rarts_update import make_rarts_step, rarts_init
+from jaxnas.bilevel import hypergrad
+from jaxnas.bilevel.rarts_update import lagrangian as _rarts_lagrangian
+from jaxnas.bilevel.rarts_update import make_rarts_step, rarts_init
 
 __all__ = [
     "LIPSCHITZ",
+    "bilevel_loss",
     "darts2_equilibrium",
     "lagrangian",
     "loss_a",
@@ -133,7 +134,7 @@ def run_rarts(
     steps: int,
 ) -> dict[str, Array]:
     """RARTS (Eq. 2.12) with plain gradient steps, through the generic
-    ``jaxnas.search.rarts_update`` step.
+    ``jaxnas.bilevel.rarts_update`` step.
 
     Returns ``{"u", "w", "alpha", "lagrangian"}``, each of shape ``(steps + 1,)``
     (iterates 0..steps).  All numeric arguments may be traced (vmap over them).
@@ -157,7 +158,7 @@ def run_rarts(
     )
 
 
-def _bilevel_loss(w: Array, alpha: Array, batch: str) -> Array:
+def bilevel_loss(w: Array, alpha: Array, batch: str) -> Array:
     """One loss for both halves, as ``hypergrad`` expects: ``"a"`` -> L_a, ``"p"`` -> L_p."""
     return loss_a(w, alpha) if batch == "a" else loss_p(w, alpha)
 
@@ -180,7 +181,7 @@ def _run_pair(alpha_grad, w0, alpha0, eta_w, eta_alpha, steps):
 def run_darts1(*, w0: Any, alpha0: Any, eta_w: Any, eta_alpha: Any, steps: int) -> dict[str, Array]:
     """First-order DARTS (Eq. 2.21): ``alpha`` descends ``grad_alpha L_p(w^{t+1}, alpha)``.
     Returns ``{"w", "alpha"}`` of shape ``(steps + 1,)``."""
-    g = lambda w, a: hypergrad.first_order(_bilevel_loss, w, a, "p")[0]
+    g = lambda w, a: hypergrad.first_order(bilevel_loss, w, a, "p")[0]
     return _run_pair(g, w0, alpha0, eta_w, eta_alpha, steps)
 
 
@@ -206,7 +207,7 @@ def run_darts2(
     def g(w, a):
         zero = jnp.zeros_like(w)
         return hypergrad.hypergradient(
-            _bilevel_loss,
+            bilevel_loss,
             w,
             a,
             zero,

@@ -6,7 +6,7 @@ collection, is searched with an l1 penalty (:func:`jaxnas.optim.l1_prox`,
 :func:`jaxnas.optim.add_l1_subgradient`), ranked, and the network is cut down to the
 kept channels.
 
-* models (each a :class:`~jaxnas.width.groups.Prunable`: ``channel_groups()``,
+* models (each a :class:`~jaxnas.models.prunable.Prunable`: ``channel_groups()``,
   ``pruned(keep)``): :class:`PreResNet` (NetSlim layout; PreResNet-164: 1,703,258
   parameters at 10 classes), :class:`MobileNetV2` (torchvision layout: 3,504,872 at
   1000 classes), :class:`PreActResNet` (small, for CPU demos on Fashion-MNIST);
@@ -16,12 +16,14 @@ kept channels.
 * :mod:`jaxnas.width.search`: :class:`WidthSearch`, the score search (thesis
   Algorithm 3: RARTS + gamma ||alpha||_1; DARTS-1/2 ablation; NetSlim / plain training);
 * :mod:`jaxnas.width.finetune`: :class:`FineTuner` (warm start, :func:`kd_loss` at T);
-* :mod:`jaxnas.width.compress`: ``jaxnas compress`` for rarts-width / netslim / random
-  / sidt (search, prune, fine-tune, workdir);
+* :mod:`jaxnas.width_compress` (beside :mod:`jaxnas.bayes_compress`, a run driver of
+  the one loop, so outside this package): ``jaxnas compress`` for rarts-width /
+  netslim / random / sidt (search, prune, fine-tune, workdir);
 * :mod:`jaxnas.width.data`: its data (in-memory datasets, streamed ImageNet /
   ImageNet-20, the bi-level split by index sets, on-device resize to
   ``model.input_size``);
-* :mod:`jaxnas.width.groups`: channel groups as data (which axes a score controls);
+* :mod:`jaxnas.models.prunable` (shared with the BayesNAS compression networks):
+  channel groups as data (which axes a score controls);
 * :mod:`jaxnas.width.surgery`: :func:`choose_channels` (global / per-layer ranking,
   ratio or non-zeros), :func:`prune` (sliced variables + the smaller model),
   :func:`mask_scores`, :func:`fold_scores`, :func:`network_size`,
@@ -29,8 +31,8 @@ kept channels.
   and :func:`random_scores`.
 """
 
+from jaxnas.models.prunable import ChannelGroup, Prunable, Slice, check_groups
 from jaxnas.width.finetune import FineTuner, kd_loss
-from jaxnas.width.groups import ChannelGroup, Prunable, Slice, check_groups
 from jaxnas.width.mobilenetv2 import MOBILENETV2_SETTING, MobileNetV2
 from jaxnas.width.preresnet import PreResNet, preresnet164
 from jaxnas.width.resnet import PreActResNet

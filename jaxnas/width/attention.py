@@ -50,7 +50,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnas.width.groups import ChannelGroup, Slice
+from jaxnas.models.prunable import ChannelGroup, Slice
 
 __all__ = [
     "LINEAR_INIT",

@@ -7,7 +7,7 @@ disjoint parts of the training set (``D_a`` for the weights, ``D_p`` for the sco
 
 * In-memory datasets (``fashion_mnist``, ``cifar10``, ``cifar100``, ``digits``, ...):
   :class:`jaxnas.data.Loader` over index sets, test batches from
-  :func:`jaxnas.train.eval_batches`.
+  :func:`jaxnas.data.eval_batches`.
 * ``imagenet2012`` and its class subsets (``imagenet20``,
   :data:`jaxnas.data.CLASS_SUBSETS`): JPEGs streamed by
   :class:`jaxnas.data_imagenet.ImageNetLoader` (DARTS' transforms:
@@ -125,7 +125,6 @@ def _seeds(seed: int) -> list[int]:
 
 def _in_memory(config: Any, split: bool) -> WidthData:
     from jaxnas import data
-    from jaxnas.train import eval_batches
 
     d = config.data
     kw = dict(data_dir=d.data_dir or None)
@@ -151,7 +150,7 @@ def _in_memory(config: Any, split: bool) -> WidthData:
         weights=la,
         arch=lp,
         full=full,
-        test_batches=lambda: eval_batches(
+        test_batches=lambda: data.eval_batches(
             test, d.batch_size, pad_to=pad, limit=config.run.eval_limit
         ),
         num_classes=test.num_classes,

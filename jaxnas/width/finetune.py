@@ -17,9 +17,9 @@ by ``T^2`` (Hinton et al. 2015), which keeps its gradient on the scale of the CE
 train=...)``: ``"params"`` are trained, ``"batch_stats"`` (if any) are updated in
 training mode, any other collection (e.g. the ``"arch"`` scores of a scored network)
 is held fixed.  Learning rates come from :func:`jaxnas.width.search.make_schedule`
-(:func:`jaxnas.train.lr_schedule` for the cosine), evaluation sums from
+(:func:`jaxnas.common.lr_schedule` for the cosine), evaluation sums from
 :func:`jaxnas.common.classification_sums`, test batches from
-:func:`jaxnas.train.eval_batches`.
+:func:`jaxnas.data.eval_batches`.
 """
 
 from __future__ import annotations

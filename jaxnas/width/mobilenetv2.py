@@ -46,8 +46,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnas.ops import DepthwiseConv, OpsConfig
-from jaxnas.width.groups import (
+from jaxnas.models.prunable import (
     ChannelGroup,
     bn_slices,
     conv_in,
@@ -57,6 +56,7 @@ from jaxnas.width.groups import (
     normalize_keep,
     score_variables,
 )
+from jaxnas.ops import DepthwiseConv, OpsConfig
 from jaxnas.width.layers import batch_norm, conv, scale_channels
 
 __all__ = ["MOBILENETV2_SETTING", "MobileNetV2", "make_divisible"]

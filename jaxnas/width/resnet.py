@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.width.groups import (
+from jaxnas.models.prunable import (
     ChannelGroup,
     bn_slices,
     conv_in,

@@ -1,7 +1,7 @@
 """Width search: channel scores searched with RARTS plus an l1 penalty (thesis Algorithm 3).
 
 F. Xue, PhD thesis (UC Irvine 2022), Sec. 4.2.  Every prunable channel ``i`` of a
-:class:`~jaxnas.width.groups.Prunable` model carries a score ``alpha_i`` (thesis
+:class:`~jaxnas.models.prunable.Prunable` model carries a score ``alpha_i`` (thesis
 Eq. 4.1, the ``"arch"`` collection).  The search stage of Algorithm 3 minimises the
 regularised RARTS Lagrangian (thesis Eq. 2.8, 2.11 with ``P = ||alpha||_1``)
 
@@ -9,7 +9,7 @@ regularised RARTS Lagrangian (thesis Eq. 2.8, 2.11 with ``P = ||alpha||_1``)
                      + gamma ||alpha||_1                        (gamma = 1e-4, thesis L1160)
 
 on the two halves ``D_p`` / ``D_a`` of the training set by one Gauss-Seidel sweep per
-iteration (thesis Eq. 2.12, :func:`jaxnas.search.rarts_update.rarts_step`):
+iteration (thesis Eq. 2.12, :func:`jaxnas.bilevel.rarts_update.rarts_step`):
 
     w+ = w - eta [ lam grad_w L_a(w, a) + beta (w - u) ]                      (2.12a)
     u+ = u - eta [ grad_u L_p(u, a) + beta (u - w+) ]                          (2.12b)
@@ -29,7 +29,7 @@ Other orders (``order``), for the ablation of thesis Table 4.2 and the baselines
   on ``D_p``, then the l1 step; the alpha step comes first, as in DARTS' code.
 * ``"darts2"``: DARTS second order: the hypergradient of ``L_p(w'(alpha), alpha)``
   through one virtual weight step (DARTS Eq. 6-7, exact, forward over reverse:
-  :func:`jaxnas.search.hypergrad.hypergradient` ``mode="exact"``); a model with a
+  :func:`jaxnas.bilevel.hypergrad.hypergradient` ``mode="exact"``); a model with a
   hand-written VJP inside (MobileNetV2's default depthwise conv) needs a forward-mode
   twin, ``hvp_model`` (``cfg=OpsConfig(depthwise="shifted")``).
 * ``"joint"``: no split: weights and (trainable) scores take a step on the same batch.
@@ -39,7 +39,7 @@ Other orders (``order``), for the ablation of thesis Table 4.2 and the baselines
 
 Everything is a pure function of the state pytree (:class:`WidthState`); the step is
 one jitted function; the same seed gives the same state on CPU.  The loop is written
-against :class:`~jaxnas.width.groups.Prunable` and ``model.apply(variables, x,
+against :class:`~jaxnas.models.prunable.Prunable` and ``model.apply(variables, x,
 train=...)`` only, so CNNs and the transformer models (``jaxnas.width.swin``,
 ``jaxnas.width.vit``) share it; collections a model lacks (``"batch_stats"`` of a
 LayerNorm transformer) are simply empty.
@@ -56,11 +56,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnas.common import classification_sums, cross_entropy, momentum_buffer
+from jaxnas.bilevel.hypergrad import first_order, hypergradient
+from jaxnas.bilevel.rarts_update import RARTSState, rarts_step
+from jaxnas.common import classification_sums, cross_entropy, lr_schedule, momentum_buffer
+from jaxnas.models.prunable import ChannelGroup, get_leaf, set_leaf
 from jaxnas.optim.l1 import add_l1_subgradient, l1_penalty, l1_prox
-from jaxnas.search.hypergrad import first_order, hypergradient
-from jaxnas.search.rarts_update import RARTSState, rarts_step
-from jaxnas.width.groups import ChannelGroup, get_leaf, set_leaf
 
 __all__ = [
     "L1_FORMS",
@@ -122,7 +122,7 @@ def make_schedule(
     """Learning rate of step ``t`` (constant within an epoch ``e = t // steps_per_epoch``,
     except ``"warmup_cosine"``).
 
-    ``"cosine"``: :func:`jaxnas.train.lr_schedule` (per-epoch cosine to ``lr_min``);
+    ``"cosine"``: :func:`jaxnas.common.lr_schedule` (per-epoch cosine to ``lr_min``);
     ``"step"``: Network Slimming's ``lr / 10`` at 50 % and ``lr / 100`` at 75 % of the
     epochs (the settings thesis Sec. 4.2 says it copies); ``"constant"``: ``lr``;
     ``"warmup_cosine"``: Swin's per-step schedule (timm ``CosineLRScheduler`` with a
@@ -130,8 +130,6 @@ def make_schedule(
     * steps_per_epoch)`` steps, then ``lr_min + (lr - lr_min)(1 + cos(pi (t - W) / (T -
     W))) / 2`` to ``T = epochs * steps_per_epoch`` (``optax.warmup_cosine_decay_schedule``).
     """
-    from jaxnas.train import lr_schedule
-
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
     if epochs < 1 or steps_per_epoch < 1:
@@ -268,7 +266,7 @@ def _variables(params, arch, stats) -> dict[str, Any]:
 
 
 class WidthSearch:
-    """Search channel scores of a :class:`~jaxnas.width.groups.Prunable` model.
+    """Search channel scores of a :class:`~jaxnas.models.prunable.Prunable` model.
 
     Args:
       model: a scored width model (``model.scored``), called as ``model.apply(variables,

@@ -4,7 +4,7 @@ Thesis Algorithm 3, pruning stage (F. Xue, PhD thesis, UC Irvine 2022, Sec. 4.2)
 "sort the alpha and prune the corresponding channels according to the ratio m".
 
 1. :func:`choose_channels` ranks ``|alpha|`` and returns the kept channel indices of
-   every group (:class:`~jaxnas.width.groups.ChannelGroup`):
+   every group (:class:`~jaxnas.models.prunable.ChannelGroup`):
 
    * ``ratio=m, scope="global"``: one ranking over all prunable channels; the
      ``floor(m N)`` smallest ``|alpha|`` go (``N`` = channels of the prunable groups).
@@ -49,8 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.models.summary import count_macs, count_params
-from jaxnas.width.groups import (
+from jaxnas.models.prunable import (
     ChannelGroup,
     Prunable,
     check_groups,
@@ -58,6 +57,7 @@ from jaxnas.width.groups import (
     normalize_keep,
     set_leaf,
 )
+from jaxnas.models.summary import count_macs, count_params
 
 __all__ = [
     "bn_scale_scores",
@@ -269,7 +269,7 @@ def prune(
     """Surgery: the smaller network ``model.pruned(keep)`` and its sliced variables.
 
     Args:
-      model: a width model (:class:`~jaxnas.width.groups.Prunable`).
+      model: a width model (:class:`~jaxnas.models.prunable.Prunable`).
       variables: its variables (``"params"``, ``"batch_stats"``, ``"arch"`` if scored).
       keep: ``{group name: kept channel indices}`` (e.g. from :func:`choose_channels`);
         groups not listed stay whole.

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.models.prunable import ChannelGroup, normalize_keep, score_variables
 from jaxnas.width.attention import (
     LINEAR_INIT,
     ScoredAttention,
@@ -54,7 +55,6 @@ from jaxnas.width.attention import (
     drop_path,
     mlp_group,
 )
-from jaxnas.width.groups import ChannelGroup, normalize_keep, score_variables
 
 __all__ = [
     "SwinBlock",

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.models.prunable import ChannelGroup, normalize_keep, score_variables
 from jaxnas.width.attention import (
     LINEAR_INIT,
     ScoredAttention,
@@ -38,7 +39,6 @@ from jaxnas.width.attention import (
     drop_path,
     mlp_group,
 )
-from jaxnas.width.groups import ChannelGroup, normalize_keep, score_variables
 
 __all__ = ["ViT", "ViTBlock", "vit_tiny"]
 

@@ -71,6 +71,7 @@ __all__ = [
     "pool_images",
     "replace_ops",
     "skip_positions",
+    "train_batches",
     "train_run",
     "wide_cell",
 ]
@@ -307,7 +308,8 @@ def make_trainer(genotype: Genotype, data: ImageData, settings: TrainSettings):
     )
 
 
-def _batches(data: ImageData, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, ...]]:
+def train_batches(data: ImageData, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """Shuffled training batches of ``data.train``, epoch after epoch, without end."""
     loader = jdata.Loader(
         data.train, None, batch_size, seed=seed, shuffle=True, drop_last=True, pad_to=data.pad_to
     )
@@ -318,9 +320,7 @@ def _batches(data: ImageData, batch_size: int, seed: int) -> Iterator[tuple[np.n
 
 
 def _evaluate(trainer, state, ds: jdata.ArrayDataset, data: ImageData, batch: int) -> dict:
-    from jaxnas.train import eval_batches
-
-    res = trainer.evaluate(state, eval_batches(ds, batch, pad_to=data.pad_to))
+    res = trainer.evaluate(state, jdata.eval_batches(ds, batch, pad_to=data.pad_to))
     return dict(loss=res["loss"], accuracy=res["accuracy"])
 
 
@@ -352,7 +352,7 @@ def train_run(
         state = trainer.init(seed)
         n_params = count_params(state.params)
         metrics = []
-        batches = _batches(data, settings.batch_size, seed)
+        batches = train_batches(data, settings.batch_size, seed)
         for step in range(settings.steps):
             state, m = trainer.train_step(state, trainer.shard(next(batches)))
             metrics.append((m["loss"], m["accuracy"]))

@@ -52,6 +52,7 @@ __all__ = [
     "NAMED_ALPHAS",
     "alpha_config",
     "analysis_edges",
+    "conv_layer",
     "forward",
     "gd_losses",
     "init_params",
@@ -173,7 +174,7 @@ def _phi(z: jax.Array, k_c: int) -> jax.Array:
     return cols.reshape(n, c * k_c, p)
 
 
-def _conv(w: jax.Array, z: jax.Array, cfg: AnalysisConfig) -> jax.Array:
+def conv_layer(w: jax.Array, z: jax.Array, cfg: AnalysisConfig) -> jax.Array:
     """``sigma(W Phi(Z) / sqrt(fan_in))`` for a batch ``z`` of shape ``(n, c, p)``."""
     pre = jnp.einsum("ok,nkp->nop", w, _phi(z, cfg.k_c)) / np.sqrt(w.shape[1])
     return jnp.tanh(pre) if cfg.activation == "tanh" else jax.nn.softplus(pre)
@@ -216,7 +217,7 @@ def forward(
     (rows of ``alpha`` and ``params["convs"]`` for node ``d`` are contiguous).
     """
     gain = np.sqrt(cfg.m_in * cfg.p) if cfg.input_gain is None else cfg.input_gain
-    nodes = [_conv(params["stem"], x * gain, cfg)]
+    nodes = [conv_layer(params["stem"], x * gain, cfg)]
     phis = [_phi(nodes[0], cfg.k_c)]
     act = jnp.tanh if cfg.activation == "tanh" else jax.nn.softplus
     scale = 1.0 / np.sqrt(cfg.k_c * cfg.m)
@@ -372,7 +373,7 @@ def forward_shallow(
     nodes, phis = [], []
     for d in range(cfg.h):
         if d in (0, half):  # the first node of a branch: a conv of the input X (Eq. 3)
-            node = _conv(params["stem" if d == 0 else "stem2"], x * gain, cfg)
+            node = conv_layer(params["stem" if d == 0 else "stem2"], x * gain, cfg)
         else:
             first = 0 if d < half else half  # sources in d's own branch
             rows = slice(d * (d - 1) // 2 + first, d * (d + 1) // 2)

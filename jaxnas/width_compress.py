@@ -59,7 +59,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxnas import loop
+from jaxnas import loop, xla
 from jaxnas.config import config_to_json, validate
 from jaxnas.optional import require
 from jaxnas.runtime import FileLog, RunError
@@ -415,11 +415,12 @@ def compress(
     from jaxnas.width.surgery import choose_channels, prune, pruning_summary
 
     t_start = time.time()
+    xla.prepare()
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     config.lock()
     method = config.method
     if method not in METHODS:
-        raise RunError(f"jaxnas.width.compress runs {', '.join(METHODS)}, not {method!r}")
+        raise RunError(f"jaxnas.width_compress runs {', '.join(METHODS)}, not {method!r}")
     m, s, p, f = config.model, config.search, config.prune, config.finetune
     if method == "sidt" and m.name not in TRANSFORMER_MODELS:
         raise RunError(

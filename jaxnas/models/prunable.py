@@ -23,7 +23,11 @@ whole elsewhere (the residual stream of a pre-activation ResNet, as Network Slim
 channel-selection layer): pruning it records the kept channel indices in the model
 config (a static gather) instead of shrinking the tensor's producer.
 
-Every width model in this package implements :class:`Prunable`.
+Every network that can be cut down implements :class:`Prunable`: the width-search
+networks of :mod:`jaxnas.width` and the BayesNAS compression networks
+(:mod:`jaxnas.models.lenet`, :mod:`jaxnas.models.resnet18`).  It lives here, below
+both, so that a model never imports the width search (the import contract in
+``pyproject.toml``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""Process-wide JAX/XLA settings of a run: XLA flags and the persistent compilation cache.
+
+Every run driver calls :func:`prepare` before it builds anything -- the searches
+(:func:`jaxnas.run.search`, :func:`jaxnas.run_rnn.search`, ASM-NAS's selection),
+the retraining runs (:func:`jaxnas.train.train`, :func:`jaxnas.train_rnn.train`) and the
+compressions (:mod:`jaxnas.bayes_compress`, :mod:`jaxnas.width_compress`) -- so a run
+started from Python gets what ``jaxnas search`` gets; the ``jaxnas`` command calls it
+too, before it loads a config.  It is idempotent.
+
+XLA reads ``XLA_FLAGS`` once, when the backend starts: a flag set here has no effect in
+a process that has already run a JAX computation.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["NO_TRITON_GEMM", "enable_compilation_cache", "prepare", "search_xla_flags"]
+
+#: XLA's Triton GEMM fusion aborts while compiling the search supernets on a GPU
+#: (``Check failed: subdim_size_accumulator == dim_size``, jax 0.11.2, H200); without it
+#: they compile and run (benchmarks/RESULTS.md).  Harmless on a CPU.
+NO_TRITON_GEMM = "--xla_gpu_enable_triton_gemm=false"
+
+
+def search_xla_flags(flags: str) -> str:
+    """``XLA_FLAGS`` for a search: ``flags`` plus :data:`NO_TRITON_GEMM`, unless the user
+    already chose ``--xla_gpu_enable_triton_gemm`` either way."""
+    if "--xla_gpu_enable_triton_gemm" in flags:
+        return flags
+    return f"{flags} {NO_TRITON_GEMM}".strip()
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache so that a second run (a resume,
+    the same config again) does not recompile the supernet step.
+
+    The directory is ``$JAXNAS_CACHE_DIR`` or ``~/.cache/jaxnas/xla``; set
+    ``JAXNAS_CACHE_DIR=""`` to switch it off.  A cache directory set already (by the
+    user, ``JAX_COMPILATION_CACHE_DIR``) is kept.  Returns the directory turned on here.
+    """
+    import jax
+
+    path = os.environ.get("JAXNAS_CACHE_DIR", os.path.expanduser("~/.cache/jaxnas/xla"))
+    if not path or jax.config.jax_compilation_cache_dir:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    return path
+
+
+def prepare(*, search: bool = False) -> str | None:
+    """What a run sets before it compiles anything: with ``search``, ``XLA_FLAGS``
+    without Triton GEMM fusion (:func:`search_xla_flags`); always, the persistent
+    compilation cache (:func:`enable_compilation_cache`).  Returns the cache directory
+    it turned on (None: switched off, or set already)."""
+    if search:
+        os.environ["XLA_FLAGS"] = search_xla_flags(os.environ.get("XLA_FLAGS", ""))
+    return enable_compilation_cache()
