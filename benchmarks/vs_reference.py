@@ -444,7 +444,7 @@ def _jax_setup(row: str, device: str):
     """Prepare XLA as ``jaxnas search`` / ``jaxnas train`` would (search rows: without the
     Triton GEMM fusion, as the CLI sets it), then import jax and check the backend."""
     if ROWS[row]["kind"] == "search":
-        from jaxnas.cli import search_xla_flags
+        from jaxnas.xla import search_xla_flags
 
         # read when the backend starts, i.e. after this
         os.environ["XLA_FLAGS"] = search_xla_flags(os.environ.get("XLA_FLAGS", ""))

@@ -446,7 +446,7 @@ def _test_batches(test_ds: Any, config: ml_collections.ConfigDict, mesh: Any):
 # ------------------------------------------------------------------------------ the run
 
 
-def _resolve_genotype(
+def resolve_genotype(
     config: ml_collections.ConfigDict, genotype: Any
 ) -> Genotype | nb201.NB201Arch:
     """A DARTS genotype (name or JSON) or an NB201 cell (arch string or its JSON)."""
@@ -465,7 +465,9 @@ class TrainWorkdir(loop.Workdir):
     eval_json = property(lambda self: self.path("eval.json"))
 
 
-def _network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
+def network_report(trainer: Trainer, state: TrainState) -> dict[str, Any]:
+    """Parameters (without the auxiliary head, and of it), multiply-adds per image and the
+    reduction cells of ``trainer``'s network with ``state``'s weights."""
     from jaxnas.models.summary import count_macs, count_params
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -504,7 +506,7 @@ class TrainExperiment(loop.Experiment):
     def setup(self, wd: TrainWorkdir, latest_step: int | None) -> None:
         config = self.config
         self.genotype = genotype = loop.resumed_artifact(
-            wd.genotype, self.genotype, lambda g: _resolve_genotype(config, g), latest_step
+            wd.genotype, self.genotype, lambda g: resolve_genotype(config, g), latest_step
         )
         try:
             self.mesh = mesh = parallel.data_mesh(int(config.train.num_devices))
@@ -555,7 +557,7 @@ class TrainExperiment(loop.Experiment):
 
     def init(self) -> TrainState:
         state = self.trainer.init(self.config.seed)
-        self.report = _network_report(self.trainer, state)
+        self.report = network_report(self.trainer, state)
         logger.info(
             "%.3fM parameters (without auxiliary head), %.1fM multiply-adds per image",
             self.report["params_M"],
@@ -702,7 +704,7 @@ def evaluate(
         raise RunError(f"{root} is a {config.method!r} workdir, not a retraining one")
     if overrides:
         config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
-    genotype = _resolve_genotype(config, wd.genotype)
+    genotype = resolve_genotype(config, wd.genotype)
     mesh = parallel.data_mesh(int(config.train.num_devices))
     _, test_ds = _load_data(config, mesh)
     batches, local = _test_batches(test_ds, config, mesh)
@@ -730,7 +732,7 @@ def evaluate(
         images_per_s=result["examples"] / max(seconds, 1e-9),
         checkpoint=os.path.join(folder, str(step)),
         step=step,
-        **_network_report(trainer, state),
+        **network_report(trainer, state),
     )
     if jax.process_index() == 0:
         write_json(wd.eval_json, out)

@@ -407,22 +407,22 @@ def test_trainer_builds_the_nb201_network(tmp_path):
     """``jaxnas train`` with an arch string (or its JSON) trains NAS-Bench-201's network;
     its report counts the benchmark's parameters and FLOPs (multiply-adds of the
     unrolled cells, although the trainer scans them)."""
-    from jaxnas.train import Trainer, _network_report, _resolve_genotype
+    from jaxnas.train import Trainer, network_report, resolve_genotype
 
     cfg = load_config(os.path.join(ROOT, "configs/eval_nb201_cifar10.py"))
-    arch = _resolve_genotype(cfg, None)
+    arch = resolve_genotype(cfg, None)
     assert arch == nb201.parse(
         "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"
     )
     g = tmp_path / "g.json"
     nb201.save(ALL_CONV, g)
-    assert _resolve_genotype(cfg, str(g)) == ALL_CONV
+    assert resolve_genotype(cfg, str(g)) == ALL_CONV
     cfg.unlock()
     cfg.data.batch_size = 8
     t = Trainer(cfg, ALL_CONV, num_classes=10, input_shape=(32, 32, 3), steps_per_epoch=2)
     assert isinstance(t.model, NB201Network) and t.model.scan_cells
     state = jax.eval_shape(t._init_state, jax.random.key_data(jax.random.key(0)))
-    report = _network_report(t, state)
+    report = network_report(t, state)
     assert report["params"] == 1_531_546 and report["macs"] + 10 == 220_119_690
     assert report.get("reductions", [5, 11]) == [5, 11]  # the two ResNet blocks
     cfg.model.auxiliary = True
