@@ -58,9 +58,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from jaxnas.run import search
     from jaxnas.runtime import RunError
 
+    _check_workdir_arg(args)
     config = load_config(args.config, args.set or ())
     if config.method in ("train", "train_rnn"):
         raise RunError(f"{args.config} is a retraining config: use `jaxnas train`")
+    _check_workdir_method(args, config.method)
     progress = not args.no_progress and sys.stderr.isatty()
     from jaxnas.runtime import Interrupted
 
@@ -111,6 +113,37 @@ def _workdir_method(path: str) -> str | None:
         except (OSError, ValueError, AttributeError):
             continue
     return None
+
+
+def _check_workdir_arg(args: argparse.Namespace) -> None:
+    """One-line RunError for a ``--workdir`` that cannot be meant: empty (it would be
+    the current folder), or missing with ``--resume`` (a mistyped path must not start
+    a new run)."""
+    from jaxnas.runtime import RunError
+
+    workdir = args.workdir
+    if not workdir.strip():
+        raise RunError("--workdir is empty; give the folder for the run's files, e.g. runs/demo")
+    if args.resume and not os.path.exists(workdir):
+        raise RunError(
+            f"--resume: {workdir} does not exist; check the --workdir path, or leave out "
+            "--resume to start a new run there"
+        )
+
+
+def _check_workdir_method(args: argparse.Namespace, method: str) -> None:
+    """One-line RunError when ``--workdir`` holds a run of another method (its
+    ``config.json``): resuming it, or starting afresh over its files, is a mistake that
+    would otherwise surface only after the network was built, or not at all."""
+    from jaxnas.runtime import RunError
+
+    config_json = os.path.join(args.workdir, "config.json")
+    old = _workdir_method(args.workdir) if os.path.isfile(config_json) else None
+    if old is not None and old != method:
+        raise RunError(
+            f"{args.workdir} holds a {old!r} run ({config_json}), this config is {method!r}; "
+            "use another --workdir"
+        )
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -174,7 +207,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxnas.runtime import RunError
     from jaxnas.train import Interrupted, train
 
+    _check_workdir_arg(args)
     config = load_config(args.config, args.set or ())
+    if config.method in ("train", "train_rnn"):
+        _check_workdir_method(args, config.method)
     if config.method == "train_rnn":  # a recurrent cell on PTB-format text
         from jaxnas.train_rnn import train as train_rnn
 
@@ -318,6 +354,13 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from jaxnas.models.summary import format_summary, summary
     from jaxnas.runtime import RunError
 
+    for flag, value in (
+        ("--layers", args.layers),
+        ("--init-channels", args.init_channels),
+        ("--num-classes", args.num_classes),
+    ):
+        if value is not None and value < 1:
+            raise RunError(f"{flag} must be >= 1, got {value}")
     dataset, channels, layers, name = args.dataset, args.init_channels, args.layers, args.genotype
     reductions = args.reductions
     if args.config:  # the network a retraining config would train
@@ -390,6 +433,16 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from jaxnas.config import load_config
     from jaxnas.runtime import RunError
 
+    _check_workdir_arg(args)
+    if args.method is not None and args.method not in COMPRESSORS:
+        import difflib
+
+        close = difflib.get_close_matches(args.method, COMPRESSORS, n=1)
+        raise RunError(
+            f"--method {args.method!r} is not a compress method"
+            f"{f' (did you mean {close[0]!r}?)' if close else ''}; "
+            f"choose one of {', '.join(COMPRESSORS)}"
+        )
     config = load_config(args.config, args.set or ())
     if config.method not in COMPRESSORS:
         raise RunError(
@@ -400,9 +453,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         # --method picks a sibling method of the same config family (e.g. a width config
         # run as netslim or random); anything else is a mistake.
         if COMPRESSORS.get(args.method) != COMPRESSORS[config.method]:
+            siblings = [m for m, mod in COMPRESSORS.items() if mod == COMPRESSORS[config.method]]
             raise RunError(
                 f"--method {args.method} does not apply to {args.config} "
-                f"(a {config.method!r} config)"
+                f"(a {config.method!r} config; it takes --method {' | '.join(siblings)})"
             )
         # same family, same keys: keep every section (an override of ``method`` would
         # re-base the config on the method's defaults and drop the file's settings)
@@ -412,6 +466,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         data["method"] = args.method
         config = validate(data, source=args.config)
         config.lock()
+    _check_workdir_method(args, config.method)
     progress = not args.no_progress and sys.stderr.isatty()
     summary = compress(config, args.workdir, resume=args.resume, progress=progress)
     print(json.dumps(summary, indent=1, default=str))
@@ -470,8 +525,17 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line, like every other error of the command
+    (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        one = " ".join(message.split())
+        self.exit(EXIT_ERROR, f"jaxnas: error: {one} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jaxnas", description="Differentiable neural architecture search in JAX/Flax."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -6,7 +6,10 @@ plus the keys of its method (``jaxnas.search.<method>.default_config()``).
 checks every key against :func:`default_config` so that a typo is a one-line
 :class:`ConfigError` naming the key, the file and the closest valid key,
 instead of a silently ignored setting. Keys the file leaves out take their
-default values.
+default values. :func:`check_values` then checks the values, after the overrides
+(``search.epochs >= 1``, ``0 < data.portion < 1``, no NaN, a known
+``search.order``, the method module's own ``check_config(config)``), so that a
+bad value is one line before a run loads data or touches its workdir.
 
 A config file usually starts from the defaults::
 
@@ -34,7 +37,9 @@ import difflib
 import importlib
 import importlib.util
 import json
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,6 +53,7 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "validate",
+    "check_values",
     "config_to_json",
     "config_from_json",
 ]
@@ -240,13 +246,21 @@ def _merge(
             defaults[key] = _coerce(default, value, name, source)
 
 
-def validate(config: Mapping, source: str | None = None) -> ml_collections.ConfigDict:
+def validate(
+    config: Mapping, source: str | None = None, *, check: bool = True
+) -> ml_collections.ConfigDict:
     """A complete, checked copy of ``config``: defaults of ``config.method`` with
     ``config``'s values written over them.
 
+    Args:
+      config: a (partial) config with ``method``.
+      source: a file name that prefixes the messages.
+      check: also check the values (:func:`check_values`); False only checks keys
+        and types (a config that overrides will still change).
+
     Raises:
-      ConfigError: unknown method, unknown key (with the closest valid key) or a
-        value of the wrong type. ``source`` (a file name) prefixes the message.
+      ConfigError: unknown method, unknown key (with the closest valid key), a
+        value of the wrong type, or (``check``) a value out of its range.
     """
     method = config.get("method", "darts")
     if not isinstance(method, str):
@@ -254,7 +268,167 @@ def validate(config: Mapping, source: str | None = None) -> ml_collections.Confi
     _method_module(method, source)
     full = default_config(method)
     _merge(full, config, "", source, default_config(method))
+    if check:
+        check_values(full, source)
     return full
+
+
+# --------------------------------------------------------------------------- values
+
+#: Integer keys and their smallest valid value, checked wherever a config has the key
+#: (``data.limit = 0``: all images; ``run.log_every_steps = 0``: epoch records only; ...).
+_INT_MIN: dict[str, int] = {
+    "data.batch_size": 1,
+    "data.limit": 0,
+    "data.pad_to": 0,
+    "data.crop_padding": 0,
+    "data.cutout": 0,
+    "run.log_every_steps": 0,
+    "run.checkpoint_keep": 1,
+    "run.eval_limit": 0,
+    "search.epochs": 1,
+    "train.epochs": 1,
+    "finetune.epochs": 0,
+    "model.init_channels": 1,
+    "model.layers": 1,
+    "model.stem_multiplier": 1,
+    "model.size": 1,
+    "model.steps": 1,
+    "train.accumulate": 1,
+    "train.eval_every": 1,
+    "train.eval_batch_size": 0,
+    "train.test_batch_size": 1,
+    "train.num_devices": 0,
+    "text.bptt": 1,
+    "text.eval_batch_size": 1,
+}
+
+#: Float keys in a half-open or open interval: key -> (low, high, high included).
+_FLOAT_RANGE: dict[str, tuple[float, float, bool]] = {
+    "model.drop_path_prob": (0.0, 1.0, False),
+    "optim.label_smoothing": (0.0, 1.0, False),
+    "finetune.label_smoothing": (0.0, 1.0, False),
+}
+
+#: String keys with a closed set of values, by method: what the method's own setup
+#: checks again, here so that a typo fails before a run touches its workdir.
+_SEARCH_ORDERS = {
+    "darts": ("first", "second"),
+    "sparsenas": ("first", "second"),
+    "sparsenas_rnn": ("first", "second"),
+    "bayesnas": ("alg1", "alg3"),
+    "rarts-width": ("rarts", "darts1", "darts2"),
+    "sidt": ("rarts", "darts1", "darts2"),
+}
+_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    **{m: {"search.order": orders} for m, orders in _SEARCH_ORDERS.items()},
+    "train": {"optim.schedule": ("cosine", "exponential"), "model.dtype": ("float32", "bfloat16")},
+}
+for _m in ("darts", "sparsenas"):
+    _CHOICES[_m] = {
+        **_CHOICES[_m],
+        "search.hypergradient": ("exact", "unrolled", "finite_difference"),
+        "search.fuse_phases": ("auto", "yes", "no"),
+    }
+del _m
+
+_LR = re.compile(r"(^|_)lr($|_)")
+
+
+def _leaves(cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in cfg.items():
+        if _is_section(v):
+            out.extend(_leaves(v, prefix + k + "."))
+        else:
+            out.append((prefix + k, v))
+    return out
+
+
+def _value_problem(method: str, key: str, value: Any) -> str | None:
+    """Why ``value`` is not valid for ``key`` (None: it is)."""
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "must be a number, got nan"
+        rate = _LR.search(leaf) or "weight_decay" in leaf or "grad_clip" in leaf
+        if rate and not (math.isfinite(value) and value >= 0):
+            return f"must be a finite number >= 0, got {value}"
+        if leaf.endswith("momentum") and not 0.0 <= value <= 1.0:
+            return f"must be in [0, 1], got {value}"
+        if leaf.startswith("dropout") and not 0.0 <= value < 1.0:
+            return f"must be in [0, 1), got {value}"
+        if key == "data.portion" and not 0.0 < value < 1.0:
+            return (
+                f"must be in (0, 1) (the fraction of the training images that train the "
+                f"weights; the rest trains the architecture), got {value}"
+            )
+        if key in _FLOAT_RANGE:
+            low, high, closed = _FLOAT_RANGE[key]
+            if not (low <= value <= high if closed else low <= value < high):
+                return f"must be in [{low:g}, {high:g}{']' if closed else ')'}, got {value}"
+    elif isinstance(value, int) and not isinstance(value, bool) and key in _INT_MIN:
+        if value < _INT_MIN[key]:
+            return f"must be >= {_INT_MIN[key]}, got {value}"
+    elif isinstance(value, str) and key in _CHOICES.get(method, {}):
+        allowed = _CHOICES[method][key]
+        if value not in allowed:
+            return (
+                f"must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+                f"{_suggest(value, allowed)}"
+            )
+    return None
+
+
+def check_values(
+    config: ml_collections.ConfigDict,
+    source: str | None = None,
+    overrides: Sequence[str] = (),
+) -> None:
+    """Check the values of a complete config (:func:`validate` does the keys and types).
+
+    Ranges of the shared and common keys (``search.epochs >= 1``, ``data.batch_size >=
+    1``, ``0 < data.portion < 1``, no NaN anywhere, learning rates finite and >= 0, ...),
+    the closed sets of a few method settings (``search.order``), then the method
+    module's own ``check_config(config)`` where it has one (a ``ValueError`` there is a
+    bad setting). Everything here is cheap: a bad value fails before a run loads data
+    or touches its workdir.
+
+    Args:
+      config: a complete config (:func:`validate`).
+      source: the config file, named in the message.
+      overrides: the ``key=value`` overrides applied to it; a bad value that came from
+        one is reported as ``--set key=value``.
+
+    Raises:
+      ConfigError: one line naming the key, its valid range and where it was set.
+    """
+
+    def where(key: str) -> str:
+        for item in reversed(list(overrides)):
+            if item.split("=", 1)[0].strip() == key:
+                return f"--set {item}: "
+        return _where(source)
+
+    method = config.get("method", "darts")
+    for key, value in _leaves(config):
+        problem = _value_problem(method, key, value)
+        if problem:
+            raise ConfigError(f"{where(key)}config key {key!r} {problem}")
+    check = getattr(_method_module(method, source), "check_config", None)
+    if callable(check):
+        try:
+            check(config)
+        except ValueError as e:
+            text = " ".join(str(e).split())
+            named = [
+                k
+                for k, _ in _leaves(config)
+                if re.search(rf"(?<![\w.]){re.escape(k)}(?![\w])", text)
+            ]
+            raise ConfigError(
+                f"{where(max(named, key=len)) if named else _where(source)}{method}: {text}"
+            ) from e
 
 
 # --------------------------------------------------------------------------- overrides
@@ -274,14 +448,16 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(
-    config: ml_collections.ConfigDict, overrides: Sequence[str]
+    config: ml_collections.ConfigDict, overrides: Sequence[str], *, check: bool = True
 ) -> ml_collections.ConfigDict:
     """Apply ``key=value`` strings (e.g. ``"search.epochs=3"``) to a validated config.
 
     Values are Python literals (``3``, ``0.1``, ``true``, ``(1, 2)``); anything
     that does not parse is a string (``data.dataset=cifar10``). String keys take
     the text as written. Returns a new ConfigDict; ``config`` is not modified.
-    Changing ``method`` re-bases the config on that method's defaults.
+    Changing ``method`` re-bases the config on that method's defaults. With ``check``
+    the values of the result are checked (:func:`check_values`; a bad one that an
+    override set is reported as ``--set key=value``).
     """
     parsed: list[tuple[str, str, str]] = []
     for item in overrides:
@@ -299,7 +475,7 @@ def apply_overrides(
             shared = shared_defaults()
             base = {k: v for k, v in base.items() if k in shared}
             base["method"] = text.strip()
-    result = validate(base, source="--set")
+    result = validate(base, source="--set", check=False)
     full = default_config(result.method)
     for key, text, item in parsed:
         if key == "method":
@@ -325,13 +501,27 @@ def apply_overrides(
         if isinstance(default, str) and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
             value = text[1:-1]
         node[leaf] = _coerce(default, value, key, f"--set {item}")
+    if check:
+        check_values(result, "--set", [item for _, _, item in parsed])
     return result
 
 
 # --------------------------------------------------------------------------- files
 
 
+def _exit_message(path: str, when: str, e: SystemExit) -> str:
+    return (
+        f"{path}: called sys.exit({e.code!r}) {when}; a config file must define "
+        "get_config() and return a config from it"
+    )
+
+
 def _load_file(path: str) -> ml_collections.ConfigDict:
+    if os.path.isdir(path):
+        raise ConfigError(
+            f"config file {path!r} is a directory; give a Python file that defines "
+            "get_config(), e.g. configs/darts_fmnist_tiny.py"
+        )
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist")
     spec = importlib.util.spec_from_file_location(
@@ -346,6 +536,8 @@ def _load_file(path: str) -> ml_collections.ConfigDict:
         raise
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from e
+    except SystemExit as e:  # sys.exit() in a config file: not a config, not a success
+        raise ConfigError(_exit_message(path, "while loading", e)) from None
     except Exception as e:  # noqa: BLE001 - report any error in user code in one line
         raise ConfigError(f"{path}: error while loading: {type(e).__name__}: {e}") from e
     get_config = getattr(module, "get_config", None)
@@ -355,6 +547,8 @@ def _load_file(path: str) -> ml_collections.ConfigDict:
         cfg = get_config()
     except ConfigError:
         raise
+    except SystemExit as e:
+        raise ConfigError(_exit_message(path, "in get_config()", e)) from None
     except Exception as e:  # noqa: BLE001
         msg = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(f"{path}: get_config() failed: {type(e).__name__}: {msg}") from e
@@ -380,13 +574,14 @@ def load_config(
 
     Raises:
       ConfigError: the file is missing or broken, a key does not exist (the
-        message names the key, the file and the closest valid key), or a value
-        has the wrong type.
+        message names the key, the file and the closest valid key), a value
+        has the wrong type or is out of its range (:func:`check_values`).
     """
     path = os.fspath(path)
-    config = validate(_load_file(path), source=path)
+    config = validate(_load_file(path), source=path, check=False)
     if overrides:
-        config = apply_overrides(config, overrides)
+        config = apply_overrides(config, overrides, check=False)
+    check_values(config, path, overrides)
     config.lock()
     return config
 
@@ -402,6 +597,6 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"config JSON is malformed: {e}") from e
-    config = validate(data, source="config.json")
+    config = validate(data, source="config.json", check=False)
     config.lock()
     return config

@@ -28,6 +28,7 @@ import gzip
 import math
 import os
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "CLASS_SUBSETS",
     "ArrayDataset",
     "Augment",
+    "DatasetCorruptError",
     "DatasetNotFoundError",
     "Loader",
     "augment_batch",
@@ -108,6 +110,12 @@ _DIGITS_TRAIN_PORTION = 0.8
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not available locally; the message (one line) says how to get it."""
+
+
+class DatasetCorruptError(DatasetNotFoundError):
+    """A dataset file is there but unreadable (truncated, not gzip, not IDX); the message
+    (one line) names the file and how to get a good copy. A :class:`DatasetNotFoundError`
+    too: no usable copy of the data is on disk."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,19 +208,38 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_idx(path: Path, expected_ndim: int, limit: int | None) -> np.ndarray:
-    """Read an unsigned-byte IDX file (optionally gzipped), stopping after ``limit`` items."""
+def _read_idx(path: Path, expected_ndim: int, limit: int | None, how_to: str = "") -> np.ndarray:
+    """Read an unsigned-byte IDX file (optionally gzipped), stopping after ``limit`` items.
+
+    Raises:
+      DatasetCorruptError: the file is truncated, not gzip or not an IDX file of
+        ``expected_ndim`` dimensions (the message names it and appends ``how_to``).
+    """
+
+    def corrupt(why: str) -> DatasetCorruptError:
+        return DatasetCorruptError(
+            f"{path} is corrupt ({why}): delete it and get a good copy{how_to}"
+        )
+
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        header = f.read(4)
-        if len(header) != 4 or header[:3] != b"\x00\x00\x08" or header[3] != expected_ndim:
-            raise ValueError(f"{path}: not a {expected_ndim}-d unsigned-byte IDX file")
-        dims = struct.unpack(f">{expected_ndim}I", f.read(4 * expected_ndim))
-        n = dims[0] if limit is None else min(dims[0], limit)
-        item = math.prod(dims[1:])
-        data = f.read(n * item)
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(4)
+            if len(header) != 4 or header[:3] != b"\x00\x00\x08" or header[3] != expected_ndim:
+                raise corrupt(f"not a {expected_ndim}-d unsigned-byte IDX file")
+            raw_dims = f.read(4 * expected_ndim)
+            if len(raw_dims) != 4 * expected_ndim:
+                raise corrupt("truncated in its header")
+            dims = struct.unpack(f">{expected_ndim}I", raw_dims)
+            n = dims[0] if limit is None else min(dims[0], limit)
+            item = math.prod(dims[1:])
+            data = f.read(n * item)
+    except DatasetCorruptError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise corrupt(" ".join(str(e).split()) or type(e).__name__) from None
     if len(data) != n * item:
-        raise ValueError(f"{path}: truncated ({len(data)} of {n * item} bytes)")
+        raise corrupt(f"truncated: {len(data)} of {n * item} bytes")
     return np.frombuffer(data, dtype=np.uint8).reshape((n, *dims[1:]))
 
 
@@ -235,10 +262,17 @@ def _load_fashion_mnist(
             f"`apt-get install dataset-fashion-mnist` (installs {FMNIST_DEFAULT_DIR}), or point "
             f"data_dir / ${FMNIST_ENV_VAR} at a folder with the IDX files, or use source='tfds'"
         )
-    images = _read_idx(image_path, 3, limit)[..., None]
-    labels = _read_idx(label_path, 1, limit).astype(np.int32)
+    how_to = (
+        f" (`apt-get install --reinstall dataset-fashion-mnist` restores {FMNIST_DEFAULT_DIR}), "
+        f"or point data_dir / ${FMNIST_ENV_VAR} at a folder with good IDX files"
+    )
+    images = _read_idx(image_path, 3, limit, how_to)[..., None]
+    labels = _read_idx(label_path, 1, limit, how_to).astype(np.int32)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise DatasetCorruptError(
+            f"{image_path} holds {images.shape[0]} images but {label_path} {labels.shape[0]} "
+            f"labels: get good copies of both{how_to}"
+        )
     return ArrayDataset(images=images, labels=labels, num_classes=10, name="fashion_mnist")
 
 
