@@ -3,7 +3,8 @@
 The files a search run writes beside the loop's (``SearchWorkdir``) belong to the runs,
 not to the methods: :mod:`jaxnas.search_workdir`.
 
-A method is built from its config by ``jaxnas.search.build``.  All state lives
+A method is built from its config by ``jaxnas.search.build`` through the one setup of
+``jaxnas.search.method.SearchMethodBase`` (the method contract).  All state lives
 in one pytree; ``train_step`` and ``eval_step`` are pure and jitted, so the
 runner, checkpointing and ``jax.grad``/``jax.vmap`` users see plain functions.
 
@@ -25,7 +26,10 @@ Metrics = dict[str, jax.Array]
 
 
 class SearchMethod(Protocol):
-    """The interface the runner uses; see ``jaxnas.search.darts.DARTS``."""
+    """The interface the runner uses.  Every method implements it by the method
+    contract: a subclass of ``jaxnas.search.method.SearchMethodBase`` that overrides
+    hooks (``check_config``, ``make_mixer``, ``setup``, the two optimisers, the update
+    rule ``_train_step``, ...), never the constructor; see that module's docstring."""
 
     name: str
     primitives: tuple[str, ...]

@@ -26,28 +26,29 @@ the NAS-Bench-201 / NATS-Bench topology space (``jaxnas.spaces.nb201``: one 6-ed
 5-op cell shared by the whole network, ``model.layers`` cells per stage); there the
 cell is derived by NAS-Bench-201's DARTS rule (per edge the argmax over all ops,
 ``none`` included) and ``search.nats_bench`` names the benchmark that reports its
-accuracy at the end of the search (``benchmark_report``).  ``_build_model`` is the
-hook subclasses share (RARTS uses it).
+accuracy at the end of the search (``benchmark_report``).
+
+The setup, the space, the losses, ``init``, ``eval_step`` and the DARTS genotype rule
+are the method contract's (``jaxnas.search.method``); this module is DARTS' own: its
+config, its optimisers and the bilevel step.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from jaxnas.bilevel.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
-from jaxnas.common import cross_entropy, epoch_cosine_schedule, momentum_buffer
-from jaxnas.genotype import Genotype, derive
-from jaxnas.ops import OpsConfig, resolve_primitives
-from jaxnas.spaces import nb201
-from jaxnas.supernet import SoftmaxMixer, SuperNet
+from jaxnas.common import momentum_buffer
+from jaxnas.ops import OpsConfig
+from jaxnas.search.method import SearchMethodBase, SearchState
+from jaxnas.supernet import SoftmaxMixer
+
+__all__ = ["DARTS", "SearchState", "default_config"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -103,18 +104,6 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-class SearchState(flax.struct.PyTreeNode):
-    """Everything a search carries from step to step (a pytree of arrays)."""
-
-    step: jax.Array  # int32 scalar: iterations done
-    params: Any  # supernet weights w
-    arch: Any  # architecture variables, {"normal": (14, n_ops), "reduce": ...}
-    batch_stats: Any  # BN running statistics
-    w_opt: optax.OptState
-    a_opt: optax.OptState
-    rng: jax.Array  # raw uint32 key, for stochastic mixers of later methods
-
-
 def _fuse_phases(setting: str, order: str, mode: str) -> bool:
     """Resolve ``search.fuse_phases``; fusion covers first order and exact second order."""
     if setting not in ("auto", "yes", "no"):
@@ -127,53 +116,18 @@ def _fuse_phases(setting: str, order: str, mode: str) -> bool:
     return setting == "yes"
 
 
-class DARTS:
+class DARTS(SearchMethodBase):
     """The DARTS search method (implements ``jaxnas.search.base.SearchMethod``).
 
-    The method contract of the DARTS family: a subclass overrides hooks, never the
-    constructor: ``check_config``, ``setup``, ``weight_optimizer``, ``arch_optimizer``,
-    ``make_mixer`` (how edges mix ops), ``arch_regularizer`` (extra terms of the
-    upper-level objective), ``_train_step`` (the update rule), ``entry_points``.
-    ``train_step`` and ``eval_step`` are the jitted entry points.
+    Built by the method contract (``jaxnas.search.method.SearchMethodBase``); DARTS'
+    own hooks: ``check_config``, ``setup``, ``weight_optimizer``, ``arch_optimizer``,
+    ``make_mixer`` (softmax of alpha); its own update rule is the bilevel step
+    (``arch_gradient``, ``_train_step``) with ``arch_regularizer`` (extra terms of the
+    upper-level objective), a hook of RARTS.  RARTS and PR-DARTS add ``step_with`` to
+    ``entry_points``, the step with traced hyperparameters.
     """
 
     name = "darts"
-
-    #: the jitted entry points; each ``name`` is ``jax.jit(self._name)``, made once in
-    #: ``__init__`` (RARTS and PR-DARTS add ``step_with``, the step with traced
-    #: hyperparameters)
-    entry_points: tuple[str, ...] = ("train_step", "eval_step")
-
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        steps_per_epoch: int,
-        num_classes: int,
-        input_shape: tuple[int, int, int],
-    ):
-        """The setup every method of the DARTS family shares, in this order: the space
-        (``model.space``), :meth:`check_config` (bad settings fail before anything is
-        built), the supernet with :meth:`make_mixer`'s edges, the weight schedule
-        (``lr_schedule``: cosine per epoch), :meth:`setup` (what the method adds),
-        :meth:`weight_optimizer`, :meth:`arch_optimizer`, then the jitted
-        ``entry_points``. A method overrides hooks, never this constructor.
-        """
-        m, o, s = config.model, config.optim, config.search
-        self.config = config
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.input_shape = tuple(int(v) for v in input_shape)
-        self._setup_space()  # self.space, self.primitives
-        self.check_config()
-        depthwise = "custom_vjp" if m.depthwise == "auto" else m.depthwise
-        self.model = self._build_model(int(num_classes), OpsConfig(depthwise=depthwise))
-        self.lr_schedule = epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, self.steps_per_epoch)
-        self.setup()
-        self.w_tx = self.weight_optimizer()
-        self.a_tx = self.arch_optimizer()
-        self._init = jax.jit(functools.partial(self.model.init, train=True))
-        for name in self.entry_points:
-            setattr(self, name, jax.jit(getattr(self, "_" + name)))
 
     # ---- what a method changes (hooks of __init__) ---------------------------------------
 
@@ -217,69 +171,6 @@ class DARTS:
             optax.adam(o.a_lr, b1=o.a_beta1, b2=o.a_beta2),
         )
 
-    # ---- the search space (model.space) ------------------------------------------
-
-    #: the values of ``model.space`` this method can search; a subclass whose derivation
-    #: or regularizers assume the DARTS cell should narrow it to ``("darts",)``.
-    spaces: tuple[str, ...] = ("darts", "nb201")
-    space: str = "darts"  # set by _setup_space; subclasses that skip it search the DARTS cell
-
-    def _setup_space(self) -> None:
-        """``self.space`` and ``self.primitives`` from ``model.space``, ``model.primitives``;
-        checks ``search.nats_bench`` (the package and the path) before any search runs."""
-        m, s = self.config.model, self.config.search
-        self.space = m.get("space", "darts")
-        if self.space not in self.spaces:
-            raise ValueError(
-                f"model.space must be one of {self.spaces} for {self.name}, got {self.space!r}"
-            )
-        if self.space == "nb201":
-            self.primitives = nb201.resolve_primitives(m.primitives)
-            self.edge_labels = tuple(f"{i}->{j}" for i, j in nb201.NB201_CELL.edges)
-        else:
-            self.primitives = resolve_primitives(m.primitives)
-        if s.get("nats_bench", ""):
-            if self.space != "nb201":
-                raise ValueError("search.nats_bench needs model.space='nb201'")
-            nb201.require_nats_bench()
-            nb201.check_benchmark_path(s.nats_bench)
-
-    def _build_model(self, num_classes: int, cfg: OpsConfig):
-        """The supernet of ``model.space`` with ``make_mixer()``'s edges: DARTS'
-        ``SuperNet`` or NAS-Bench-201's ``NB201SuperNet`` (``model.layers`` cells per stage).
-        """
-        m = self.config.model
-        if self.space == "nb201":
-            from jaxnas.models.nb201_net import NB201SuperNet
-
-            return NB201SuperNet(
-                num_classes=num_classes,
-                init_channels=m.init_channels,
-                cells_per_stage=m.layers,
-                primitives=self.primitives,
-                mixer=self.make_mixer(),
-                cfg=cfg,
-                remat=m.remat,
-            )
-        return SuperNet(
-            num_classes=num_classes,
-            init_channels=m.init_channels,
-            layers=m.layers,
-            stem_multiplier=m.stem_multiplier,
-            primitives=self.primitives,
-            mixer=self.make_mixer(),
-            remat=m.remat,
-            cfg=cfg,
-        )
-
-    def benchmark_report(self, genotype: Any) -> dict[str, Any] | None:
-        """NATS-Bench's record of an NB201 cell (``nb201.lookup``) when ``search.nats_bench``
-        names the benchmark; None otherwise.  The runner calls it at the end of a search."""
-        path = self.config.search.get("nats_bench", "")
-        if self.space != "nb201" or not path:
-            return None
-        return nb201.lookup(genotype, path)
-
     def make_mixer(self):
         """DARTS mixes ops by ``softmax(alpha)`` (DARTS Eq. 1)."""
         return SoftmaxMixer()
@@ -288,47 +179,6 @@ class DARTS:
         """Extra term of the upper-level objective; none for DARTS."""
         del arch
         return jnp.zeros(())
-
-    # ---- losses -----------------------------------------------------------------
-
-    def apply(self, model, params, arch, batch_stats, images, *, train, rng):
-        """Logits and updated BN statistics of ``model``."""
-        variables = {"params": params, "arch": arch, "batch_stats": batch_stats}
-        rngs = {"mixer": jax.random.wrap_key_data(rng)}
-        if train:
-            logits, upd = model.apply(
-                variables, images, train=True, mutable=["batch_stats"], rngs=rngs
-            )
-            return logits, upd["batch_stats"]
-        return model.apply(variables, images, train=False, rngs=rngs), batch_stats
-
-    def loss(self, params, arch, batch_stats, batch, *, rng, model=None):
-        """Training-mode cross entropy; aux: (new BN statistics, accuracy)."""
-        logits, stats = self.apply(
-            model or self.model, params, arch, batch_stats, batch[0], train=True, rng=rng
-        )
-        loss, acc = cross_entropy(logits, batch[1])
-        return loss, (stats, acc)
-
-    # ---- the method ---------------------------------------------------------------
-
-    def init(self, rng: jax.Array, sample_images: np.ndarray) -> SearchState:
-        """Initial state; ``sample_images`` only gives the input shape."""
-        if not jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
-            rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
-        rng_init, rng_state = jax.random.split(rng)
-        x = jnp.zeros((2, *sample_images.shape[1:]), jnp.float32)
-        variables = self._init({"params": rng_init, "mixer": rng_init}, x)
-        params, arch = variables["params"], variables["arch"]
-        return SearchState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            arch=arch,
-            batch_stats=variables["batch_stats"],
-            w_opt=self.w_tx.init(params),
-            a_opt=self.a_tx.init(arch),
-            rng=jax.random.key_data(rng_state),
-        )
 
     def arch_gradient(self, state: SearchState, train_batch, valid_batch, rng):
         """``(grad_alpha, valid_loss)``: first order, or DARTS Eq. 7 through one
@@ -512,39 +362,3 @@ class DARTS:
             arch_grad_norm=optax.tree.norm(c["g_arch"]),
         )
         return c["params"], c["arch"], c["stats"], c["w_opt"], c["a_opt"], metrics
-
-    def eval_arch(self, state: SearchState) -> Any:
-        """What the supernet reads in place of ``arch`` in :meth:`eval_step` (DARTS:
-        alpha itself; PR-DARTS: deterministic gates)."""
-        return state.arch
-
-    def _eval_step(self, state: SearchState, batch):
-        logits, _ = self.apply(
-            self.model,
-            state.params,
-            self.eval_arch(state),
-            state.batch_stats,
-            batch[0],
-            train=False,
-            rng=state.rng,
-        )
-        loss, acc = cross_entropy(logits, batch[1])
-        return dict(loss=loss, accuracy=acc)
-
-    # ---- reading the architecture -------------------------------------------------
-
-    def arch_weights(self, state: SearchState) -> dict[str, np.ndarray]:
-        """``softmax(alpha)`` per cell type, ``{"normal": (14, n_ops), "reduce": ...}``
-        (NB201 space: ``{"cell": (6, n_ops)}``)."""
-        mixer = self.model.mixer
-        return {k: np.asarray(mixer.edge_weights(v, None)) for k, v in state.arch.items()}
-
-    def genotype(self, state: SearchState) -> Genotype | nb201.NB201Arch:
-        """The DARTS rule: per node the 2 strongest edges, per edge its strongest non-zero op.
-
-        On the NB201 space, NAS-Bench-201's DARTS rule: every edge keeps its strongest
-        op, ``none`` included (``nb201.derive``)."""
-        w = self.arch_weights(state)
-        if self.space == "nb201":
-            return nb201.derive(w["cell"], self.primitives)
-        return derive(w["normal"], w["reduce"], self.primitives)

@@ -1,0 +1,324 @@
+"""The method contract: the one setup every search method is built from.
+
+A search method is one module with a config section (``default_config``) and a
+subclass of :class:`SearchMethodBase` that overrides hooks, never the
+constructor.  ``SearchMethodBase.__init__`` runs, in this order:
+
+1. ``steps_per_epoch >= 1``, then the space (``model.space``: ``self.space``,
+   ``self.primitives``; ``search.nats_bench`` checked) and, for methods with one
+   architecture per cell (``arch_sharing = "cell"``), ``self.reductions`` from
+   ``model.reductions``;
+2. :meth:`~SearchMethodBase.check_config`: one-line ``ValueError`` on a bad setting,
+   before anything is built;
+3. the supernet of the space (:meth:`~SearchMethodBase._build_model`) whose edges mix
+   their ops by :meth:`~SearchMethodBase.make_mixer`;
+4. ``self.lr_schedule`` (:meth:`~SearchMethodBase.weight_schedule`, default DARTS'
+   cosine per epoch from ``optim.w_lr`` to ``optim.w_lr_min``);
+5. :meth:`~SearchMethodBase.setup`: what the method adds (second networks, tables,
+   its own settings);
+6. ``self.w_tx`` = :meth:`~SearchMethodBase.weight_optimizer`, ``self.a_tx`` =
+   :meth:`~SearchMethodBase.arch_optimizer`;
+7. ``jax.jit`` of the supernet's ``init`` and of every name in ``entry_points``
+   (``name`` is ``jax.jit(self._name)``; ``train_step`` and ``eval_step`` by default).
+
+The update rule is ``_train_step(state, train_batch, valid_batch) -> (state,
+metrics)``; the state is :class:`SearchState` or a method's own pytree made by
+:meth:`~SearchMethodBase.make_state`.  Shared here: the losses (:meth:`apply`,
+:meth:`loss`), :meth:`init`, the inference-mode ``eval_step`` (through
+:meth:`eval_arch`), and the DARTS reading of the architecture (:meth:`arch_weights`,
+:meth:`genotype`), which a method overrides where its own rule differs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxnas.common import cross_entropy, epoch_cosine_schedule
+from jaxnas.genotype import Genotype, derive
+from jaxnas.models.nb201_net import NB201SuperNet
+from jaxnas.ops import OpsConfig, resolve_primitives
+from jaxnas.spaces import nb201
+from jaxnas.spaces.darts import CellTopology
+from jaxnas.supernet import SuperNet, resolve_reductions
+
+__all__ = ["SearchMethodBase", "SearchState", "as_key"]
+
+
+class SearchState(flax.struct.PyTreeNode):
+    """Everything a search carries from step to step (a pytree of arrays)."""
+
+    step: jax.Array  # int32 scalar: iterations done
+    params: Any  # supernet weights w
+    arch: Any  # architecture variables, {"normal": (14, n_ops), "reduce": ...}
+    batch_stats: Any  # BN running statistics
+    w_opt: optax.OptState
+    a_opt: optax.OptState
+    rng: jax.Array  # raw uint32 key, for stochastic mixers
+
+
+def as_key(rng: jax.Array) -> jax.Array:
+    """A typed PRNG key from a typed key or raw ``uint32`` key data (``(2,)``)."""
+    if jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
+        return rng
+    return jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
+
+
+class SearchMethodBase:
+    """The setup and the shared parts of a search method (implements
+    ``jaxnas.search.base.SearchMethod``); see the module docstring for the contract.
+
+    Hooks: ``check_config``, ``make_mixer``, ``weight_schedule``, ``setup``,
+    ``weight_optimizer``, ``arch_optimizer``, ``make_state``, ``_train_step``,
+    ``eval_arch``, ``arch_weights``, ``genotype``; class attributes ``name``,
+    ``spaces``, ``arch_sharing``, ``entry_points``.
+    """
+
+    name: str = ""
+
+    #: the jitted entry points; each ``name`` is ``jax.jit(self._name)``, made once in
+    #: ``__init__``
+    entry_points: tuple[str, ...] = ("train_step", "eval_step")
+
+    #: the values of ``model.space`` this method can search; a method whose derivation
+    #: or regularizers assume the DARTS cell narrows it to ``("darts",)``.
+    spaces: tuple[str, ...] = ("darts", "nb201")
+    space: str = "darts"  # set by _setup_space
+
+    #: ``"cell_type"``: one architecture per cell type (``{"normal", "reduce"}``);
+    #: ``"cell"``: one per cell (``{"layer_00", ...}``), reduction cells at
+    #: ``model.reductions`` (``()``: DARTS' ``layers // 3, 2 layers // 3``).
+    arch_sharing: str = "cell_type"
+
+    #: BN statistics of ``eval_step``: ``"running"`` averages or the ``"batch"``'s own
+    eval_bn: str = "running"
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        steps_per_epoch: int,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+    ):
+        """The one setup (module docstring); a method overrides hooks, never this."""
+        if int(steps_per_epoch) < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self.config = config
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.num_classes = int(num_classes)
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self._setup_space()  # self.space, self.primitives (self.reductions)
+        self.check_config()
+        depthwise = config.model.depthwise
+        depthwise = "custom_vjp" if depthwise == "auto" else depthwise
+        self.model = self._build_model(self.num_classes, OpsConfig(depthwise=depthwise))
+        self.lr_schedule = self.weight_schedule()
+        self.setup()
+        self.w_tx = self.weight_optimizer()
+        self.a_tx = self.arch_optimizer()
+        self._init = jax.jit(functools.partial(self.model.init, train=True))
+        for name in self.entry_points:
+            setattr(self, name, jax.jit(getattr(self, "_" + name)))
+
+    # ---- what a method changes (hooks of __init__) -----------------------------------
+
+    def check_config(self) -> None:
+        """Raise ``ValueError`` (one line) on a bad setting of this method."""
+
+    def make_mixer(self):
+        """The ``jaxnas.supernet.Mixer`` of every edge (how an edge mixes its ops)."""
+        raise NotImplementedError
+
+    def weight_schedule(self) -> optax.Schedule:
+        """The weights' learning rate: cosine per epoch from ``optim.w_lr`` to
+        ``optim.w_lr_min`` (``jaxnas.common.epoch_cosine_schedule``)."""
+        o, s = self.config.optim, self.config.search
+        return epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, self.steps_per_epoch)
+
+    def setup(self) -> None:
+        """What the method builds besides the supernet and the two optimisers."""
+
+    def weight_optimizer(self) -> optax.GradientTransformation:
+        """The optimiser of the supernet's weights (``"params"``)."""
+        raise NotImplementedError
+
+    def arch_optimizer(self) -> optax.GradientTransformation:
+        """The optimiser of the architecture variables (``"arch"``)."""
+        raise NotImplementedError
+
+    def make_state(self, sample_images: np.ndarray, **fields: Any) -> Any:
+        """The initial state from the shared ``fields`` (:class:`SearchState`'s); a method
+        with more state returns its own pytree."""
+        del sample_images
+        return SearchState(**fields)
+
+    # ---- the search space (model.space) ------------------------------------------
+
+    def _setup_space(self) -> None:
+        """``self.space`` and ``self.primitives`` from ``model.space``, ``model.primitives``;
+        checks ``search.nats_bench`` (the package and the path) before any search runs;
+        ``self.reductions`` for ``arch_sharing="cell"``."""
+        m, s = self.config.model, self.config.search
+        self.space = m.get("space", "darts")
+        if self.space not in self.spaces:
+            raise ValueError(
+                f"model.space must be one of {self.spaces} for {self.name}, got {self.space!r}"
+            )
+        if self.space == "nb201":
+            self.primitives = nb201.resolve_primitives(m.primitives)
+            self.edge_labels = tuple(f"{i}->{j}" for i, j in nb201.NB201_CELL.edges)
+        else:
+            self.primitives = resolve_primitives(m.primitives)
+        if s.get("nats_bench", ""):
+            if self.space != "nb201":
+                raise ValueError("search.nats_bench needs model.space='nb201'")
+            nb201.require_nats_bench()
+            nb201.check_benchmark_path(s.nats_bench)
+        if self.arch_sharing == "cell":
+            self.reductions = resolve_reductions(m.layers, tuple(m.reductions) or None)
+
+    def _build_model(self, num_classes: int, cfg: OpsConfig):
+        """The supernet of ``model.space`` with ``make_mixer()``'s edges: DARTS'
+        ``SuperNet`` or NAS-Bench-201's ``NB201SuperNet`` (``model.layers`` cells per stage).
+        """
+        m = self.config.model
+        if self.space == "nb201":
+            return NB201SuperNet(
+                num_classes=num_classes,
+                init_channels=m.init_channels,
+                cells_per_stage=m.layers,
+                primitives=self.primitives,
+                mixer=self.make_mixer(),
+                cfg=cfg,
+                remat=m.remat,
+            )
+        per_cell = {}
+        if self.arch_sharing == "cell":
+            per_cell = dict(arch_sharing="cell", reductions=self.reductions)
+        return SuperNet(
+            num_classes=num_classes,
+            init_channels=m.init_channels,
+            layers=m.layers,
+            stem_multiplier=m.stem_multiplier,
+            primitives=self.primitives,
+            mixer=self.make_mixer(),
+            remat=m.remat,
+            cfg=cfg,
+            **per_cell,
+        )
+
+    @property
+    def topology(self) -> CellTopology:
+        """The supernet's cell topology."""
+        return self.model.topology
+
+    def benchmark_report(self, genotype: Any) -> dict[str, Any] | None:
+        """NATS-Bench's record of an NB201 cell (``nb201.lookup``) when ``search.nats_bench``
+        names the benchmark; None otherwise.  The runner calls it at the end of a search."""
+        path = self.config.search.get("nats_bench", "")
+        if self.space != "nb201" or not path:
+            return None
+        return nb201.lookup(genotype, path)
+
+    # ---- losses -----------------------------------------------------------------
+
+    def apply(self, model, params, arch, batch_stats, images, *, train, rng=None, step_input=None):
+        """Logits and updated BN statistics of ``model``; ``rng`` (raw key data) feeds
+        stochastic mixers (the ``"mixer"`` stream), ``step_input`` (a pytree of traced
+        per-step values, e.g. GDAS' ``{"tau": tau}``) the mixer's ``edge_weights``
+        (``jaxnas.supernet.Mixer``)."""
+        variables = {"params": params, "arch": arch, "batch_stats": batch_stats}
+        rngs = {} if rng is None else {"mixer": jax.random.wrap_key_data(rng)}
+        kw = {} if step_input is None else {"step_input": step_input}
+        if train:
+            logits, upd = model.apply(
+                variables, images, train=True, mutable=["batch_stats"], rngs=rngs, **kw
+            )
+            return logits, upd["batch_stats"]
+        return model.apply(variables, images, train=False, rngs=rngs, **kw), batch_stats
+
+    def loss(self, params, arch, batch_stats, batch, *, rng=None, model=None, step_input=None):
+        """Training-mode cross entropy; aux: (new BN statistics, accuracy)."""
+        logits, stats = self.apply(
+            model or self.model,
+            params,
+            arch,
+            batch_stats,
+            batch[0],
+            train=True,
+            rng=rng,
+            step_input=step_input,
+        )
+        loss, acc = cross_entropy(logits, batch[1])
+        return loss, (stats, acc)
+
+    # ---- state ------------------------------------------------------------------
+
+    def init_variables(self, key: jax.Array, sample_images: np.ndarray) -> dict[str, Any]:
+        """The supernet's variables from ``key`` (``sample_images`` gives the input shape)."""
+        x = jnp.zeros((2, *sample_images.shape[1:]), jnp.float32)
+        return self._init({"params": key, "mixer": key}, x)
+
+    def init(self, rng: jax.Array, sample_images: np.ndarray) -> Any:
+        """Initial state (:meth:`make_state`); ``sample_images`` gives the input shape."""
+        rng_init, rng_state = jax.random.split(as_key(rng))
+        variables = self.init_variables(rng_init, sample_images)
+        params, arch = variables["params"], variables["arch"]
+        return self.make_state(
+            sample_images,
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            arch=arch,
+            batch_stats=variables["batch_stats"],
+            w_opt=self.w_tx.init(params),
+            a_opt=self.a_tx.init(arch),
+            rng=jax.random.key_data(rng_state),
+        )
+
+    # ---- evaluation -------------------------------------------------------------
+
+    def eval_arch(self, state: Any) -> Any:
+        """What the supernet reads in place of ``arch`` in ``eval_step`` (DARTS:
+        alpha itself; PR-DARTS: deterministic gates; BayesNAS: the unpruned gates)."""
+        return state.arch
+
+    def _eval_step(self, state: Any, batch):
+        """``{"loss", "accuracy"}`` of the supernet on ``batch``; BN by ``eval_bn`` (the
+        state is not updated either way)."""
+        logits, _ = self.apply(
+            self.model,
+            state.params,
+            self.eval_arch(state),
+            state.batch_stats,
+            batch[0],
+            train=self.eval_bn == "batch",
+            rng=state.rng,
+        )
+        loss, acc = cross_entropy(logits, batch[1])
+        return dict(loss=loss, accuracy=acc)
+
+    # ---- reading the architecture -------------------------------------------------
+
+    def arch_weights(self, state: Any) -> dict[str, np.ndarray]:
+        """The mixer's edge weights per ``"arch"`` entry (DARTS: ``softmax(alpha)``,
+        ``{"normal": (14, n_ops), "reduce": ...}``; NB201 space: ``{"cell": (6, n_ops)}``)."""
+        mixer = self.model.mixer
+        return {k: np.asarray(mixer.edge_weights(v, None)) for k, v in state.arch.items()}
+
+    def genotype(self, state: Any) -> Genotype | nb201.NB201Arch:
+        """The DARTS rule: per node the 2 strongest edges, per edge its strongest non-zero op.
+
+        On the NB201 space, NAS-Bench-201's DARTS rule: every edge keeps its strongest
+        op, ``none`` included (``nb201.derive``)."""
+        w = self.arch_weights(state)
+        if self.space == "nb201":
+            return nb201.derive(w["cell"], self.primitives)
+        return derive(w["normal"], w["reduce"], self.primitives)
