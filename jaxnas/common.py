@@ -22,6 +22,7 @@ __all__ = [
     "lr_schedule",
     "momentum_buffer",
     "smoothed_cross_entropy",
+    "torch_sgd",
 ]
 
 
@@ -80,6 +81,25 @@ def lr_schedule(optim: Mapping[str, Any], epochs: int, steps_per_epoch: int) -> 
     if kind == "exponential":
         return epoch_exponential_schedule(lr, float(optim["decay_rate"]), steps_per_epoch)
     raise ValueError(f"optim.schedule must be 'cosine' or 'exponential', got {kind!r}")
+
+
+def torch_sgd(
+    lr: float | optax.Schedule,
+    *,
+    momentum: float,
+    weight_decay: float,
+    grad_clip: float = 0.0,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+    """PyTorch's ``SGD(lr, momentum, weight_decay)`` after ``clip_grad_norm_(grad_clip)``
+    (the DARTS reference's weight step): ``g <- g min(1, c / ||g||)`` (only for ``c =
+    grad_clip > 0``), ``g <- g + wd w`` (coupled L2; only for ``wd != 0``),
+    ``m <- mu m + g``, ``w <- w - lr m`` (Nesterov: ``w <- w - lr (g + mu m)``).  The
+    momentum buffer is :func:`momentum_buffer` of its state."""
+    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+    if weight_decay:
+        parts.append(optax.add_decayed_weights(weight_decay))
+    return optax.chain(*parts, optax.sgd(lr, momentum=momentum, nesterov=nesterov))
 
 
 def momentum_buffer(opt_state: optax.OptState) -> Any:

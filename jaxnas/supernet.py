@@ -30,8 +30,8 @@ strided input edges and one over its 6 inner edges.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -49,44 +49,75 @@ from jaxnas.ops import (
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 
 
-class Mixer(Protocol):
-    """How an edge mixes its candidate ops; each method supplies one.
+class Mixer:
+    """How an edge mixes its candidate ops: the base class of every method's mixer.
 
-    ``init_arch(rng, shape)`` creates the architecture variable of one cell
-    (``shape = (n_edges, n_ops)``); ``edge_weights(arch, rng)`` maps it to
-    per-edge op weights ``(n_edges, n_ops)`` (``rng`` is ``None`` unless the
-    mixer sets ``stochastic = True``); ``combine(outs, w)`` mixes the op outputs
-    of one edge (``outs[o]`` is ``None`` for the zero op) with its weights
-    ``w`` of shape ``(n_ops,)``.
+    A mixer is a frozen dataclass (hashable: the supernet holds it as a module
+    attribute) that subclasses this class and defines
 
-    Optional hook for mixers whose combination has its own weights (ASM-NAS's
-    attention over the op outputs): ``combiner()`` returns a Flax module that is
-    called as ``combiner(outs, w)`` instead of ``combine``.  It is created inside
-    the edge, so its parameters are per-edge network weights (``"params"``,
-    stacked along the edges' scan axis like the ops' own) and it may ``sow``
-    diagnostics into ``"intermediates"`` (stacked the same way).
+    * ``init_arch(rng, shape)``: the architecture variable of one cell,
+      ``shape = (n_edges, n_ops)``;
+    * ``edge_weights(arch, rng=None, step_input=None)``: the per-edge op weights
+      ``(n_edges, n_ops)``.  ``rng`` is a key of the supernet's ``"mixer"`` stream
+      when the mixer sets ``stochastic = True`` (else ``None``); ``step_input`` is
+      the pytree of traced per-step values that the method passes to the supernet's
+      ``__call__`` (e.g. GDAS' temperature ``{"tau": tau}``; ``None`` when it passes
+      none), so annealing a value never recompiles the step.
 
-    Optional hook for mixers that use only a few ops per edge (PR-DARTS: two
-    sampled ops): ``active(w)`` maps the edge's weights ``(n_ops,)`` to a boolean
-    ``(n_ops,)`` array (traced) of the ops to compute; the edge runs every other
-    op's branch of a ``lax.cond`` that returns zeros instead, so neither its
-    forward nor its backward pass is computed and its BN statistics are not
-    updated.  Valid only where such an op's weight is exactly 0 *with a zero
-    gradient* (a masked weight), so that skipping changes no value and no
-    gradient.  Every op's parameters are still created at init.
+    The other hooks have defaults, which a method overrides where it differs; the
+    edge (:class:`MixedEdge`) calls each of them, in this order:
 
-    Optional hook for a gate on the edge's *input* (BayesNAS' zero-op node
-    ``i'``, Sec. 4.2): ``edge_input(x, w)`` maps the edge input ``x`` and the
-    edge's weights ``(n_ops,)`` to the tensor every op of the edge reads.
+    * ``edge_input(x, w) -> x'``: the tensor every op of the edge reads, from the
+      edge input ``x`` and the edge's weights ``w`` ``(n_ops,)``.  Default: ``x``
+      (BayesNAS: its zero-op node ``i' = w[0] x``, Sec. 4.2).
+    * ``active(w) -> (n_ops,) bool | None``: the ops to compute.  Default ``None``:
+      all.  The others run the skip branch of a ``lax.cond`` that returns zeros, so
+      neither their forward nor their backward pass is computed and their BN
+      statistics are not updated; their outputs are exact zeros in value and
+      gradient.  Skipping changes nothing where a skipped op's weight is 0 with a
+      zero gradient (PR-DARTS' masked gates); for GDAS it *is* the estimator (only
+      the sampled op is computed).  Every op's parameters are still created at init.
+    * ``combiner(name) -> nn.Module | None``: a Flax module with weights of its own
+      (ASM-NAS' attention) that the edge calls as ``module(outs, w)`` in place of
+      ``combine``.  It is created inside the edge, so its parameters are per-edge
+      network weights (``"params"``, stacked along the edges' scan axis like the
+      ops' own) and it may ``sow`` into ``"intermediates"``.  Default ``None``.
+    * ``combine(outs, w)``: mixes the op outputs of one edge (``outs[o]`` is
+      ``None`` for the zero op).  Default: :func:`weighted_sum`, ``sum_o w_o
+      outs[o]`` (DARTS Eq. 1 with softmax weights).
     """
 
-    stochastic: bool
+    #: True: ``edge_weights`` draws random numbers from the ``rng`` it is given
+    stochastic: bool = False
 
-    def init_arch(self, rng: jax.Array, shape: tuple[int, int]) -> jax.Array: ...
+    def init_arch(self, rng: jax.Array, shape: tuple[int, int]) -> jax.Array:
+        """The architecture variable of one cell, ``shape = (n_edges, n_ops)``."""
+        raise NotImplementedError
 
-    def edge_weights(self, arch: jax.Array, rng: jax.Array | None) -> jax.Array: ...
+    def edge_weights(
+        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
+    ) -> jax.Array:
+        """Per-edge op weights ``(n_edges, n_ops)`` from one cell's ``arch``."""
+        raise NotImplementedError
 
-    def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array: ...
+    def edge_input(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        """The tensor the edge's ops read; ``x`` itself by default."""
+        del w
+        return x
+
+    def active(self, w: jax.Array) -> jax.Array | None:
+        """Boolean ``(n_ops,)`` mask of the ops to compute; ``None`` (all) by default."""
+        del w
+        return None
+
+    def combiner(self, name: str) -> nn.Module | None:
+        """A per-edge Flax module used in place of :meth:`combine`; none by default."""
+        del name
+        return None
+
+    def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
+        """``sum_o w[o] * outs[o]`` (:func:`weighted_sum`)."""
+        return weighted_sum(outs, w)
 
 
 def weighted_sum(outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
@@ -101,7 +132,7 @@ def weighted_sum(outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class SoftmaxMixer:
+class SoftmaxMixer(Mixer):
     """DARTS: ``w = softmax(alpha)`` over the ops of each edge (Eq. 1 of DARTS),
     alpha initialised as ``init_scale * N(0, 1)`` (``1e-3`` in the reference)."""
 
@@ -112,14 +143,12 @@ class SoftmaxMixer:
         """``init_scale * N(0, 1)`` of ``shape``."""
         return self.init_scale * jax.random.normal(rng, shape, jnp.float32)
 
-    def edge_weights(self, arch: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def edge_weights(
+        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
+    ) -> jax.Array:
         """Row-wise softmax of alpha, ``(n_edges, n_ops)``."""
-        del rng
+        del rng, step_input
         return jax.nn.softmax(arch, axis=-1)
-
-    def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
-        """Weighted sum of the op outputs."""
-        return weighted_sum(outs, w)
 
 
 def _run_if(
@@ -149,41 +178,49 @@ def _run_if(
     return nn.cond(pred, run, skip, parent, x)
 
 
+def darts_search_op(name: str, channels: int, stride: int, cfg: OpsConfig) -> nn.Module:
+    """DARTS' search op ``name`` (``affine=False`` BN, ``jaxnas.ops.make_op``)."""
+    return make_op(name, channels, stride, affine=False, search=True, cfg=cfg)
+
+
 class MixedEdge(nn.Module):
     """All candidate ops on one edge, combined by the mixer (``MixedOp``).
 
-    With a mixer that has the ``active`` hook (see :class:`Mixer`) only the ops
-    it marks are computed; the others' outputs are zeros."""
+    ``(x (B, H, W, C), w (n_ops,)) -> (B, H/stride, W/stride, C)``.  The mixer's hooks
+    (:class:`Mixer`), in order: ``edge_input`` (what the ops read), ``active`` (only
+    the ops it marks are computed; the others' outputs are zeros), ``combiner`` or
+    ``combine``.  ``op_factory(name, channels, stride, cfg)`` builds a candidate op
+    (every name but ``"none"``): DARTS' search ops by default, NAS-Bench-201's in
+    ``jaxnas.models.nb201_net``.
+    """
 
     primitives: tuple[str, ...]
     stride: int
-    mixer: Any
+    mixer: Mixer
     train: bool
     cfg: OpsConfig = OpsConfig()
+    op_factory: Callable[[str, int, int, OpsConfig], nn.Module] = darts_search_op
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        edge_input = getattr(self.mixer, "edge_input", None)  # see ``Mixer``
-        if edge_input is not None:
-            x = edge_input(x, w)
-        active = getattr(self.mixer, "active", None)  # see ``Mixer``: compute only these ops
+        x = self.mixer.edge_input(x, w)
         # at init every op runs, so that all parameters exist whatever is active later
-        on = None if active is None or self.is_initializing() else active(w)
+        on = None if self.is_initializing() else self.mixer.active(w)
         outs = []
         for o, name in enumerate(self.primitives):
             if name == "none":
                 outs.append(None)  # the zero op: contributes w * 0 to a weighted sum
                 continue
-            op = make_op(name, c, self.stride, affine=False, search=True, cfg=self.cfg)
+            op = self.op_factory(name, c, self.stride, self.cfg)
             if on is None:
                 # bind the op under its primitive name: params read like the op list
                 outs.append(op.clone(parent=self, name=name)(x, self.train))
             else:
                 outs.append(_run_if(on[o], op, name, x, self.train, self, self.stride))
-        combiner = getattr(self.mixer, "combiner", None)
+        combiner = self.mixer.combiner("mixer")
         if combiner is not None:  # a mixer with weights of its own (see ``Mixer``)
-            return combiner(name="mixer")(outs, w)
+            return combiner(outs, w)
         return self.mixer.combine(outs, w)
 
 
@@ -326,7 +363,7 @@ class SuperNet(nn.Module):
     layers: int = 8
     stem_multiplier: int = 3
     primitives: tuple[str, ...] = DARTS_PRIMITIVES
-    mixer: Any = SoftmaxMixer()
+    mixer: Mixer = SoftmaxMixer()
     topology: CellTopology = DARTS_CELL
     arch_sharing: str = "cell_type"  # "cell_type" (normal/reduce) | "cell" (one per layer)
     cfg: OpsConfig = OpsConfig()
@@ -353,7 +390,9 @@ class SuperNet(nn.Module):
         return "reduce" if layer in self.reduction_cells() else "normal"
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = True, step_input: Any = None) -> jax.Array:
+        """Logits ``(B, num_classes)``; ``step_input`` (traced per-step values, see
+        :class:`Mixer`) goes to the mixer's ``edge_weights``."""
         shape = (self.topology.n_edges, len(self.primitives))
         arch = {
             name: self.variable(
@@ -367,7 +406,7 @@ class SuperNet(nn.Module):
         weights = {}
         for name, a in arch.items():
             rng = self.make_rng("mixer") if self.mixer.stochastic else None
-            weights[name] = self.mixer.edge_weights(a, rng)
+            weights[name] = self.mixer.edge_weights(a, rng, step_input)
 
         c_stem = self.stem_multiplier * self.init_channels
         s = nn.Conv(c_stem, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem_conv")(x)

@@ -22,7 +22,7 @@ from jaxnas.search import build
 from jaxnas.search.prdarts import PRDARTS, GateMixer
 from jaxnas.search.prdarts_reg import chain_edges
 from jaxnas.spaces.darts import DARTS_CELL
-from jaxnas.supernet import SearchCell, weighted_sum
+from jaxnas.supernet import Mixer, SearchCell
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRIMS = ops.DARTS_PRIMITIVES
@@ -30,20 +30,15 @@ TAU = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
-class DenseMixer:
-    """The same weighted sum as :class:`GateMixer` but without the ``active`` hook:
-    every op is computed and multiplied by its weight (zeros included)."""
-
-    stochastic: bool = False
+class DenseMixer(Mixer):
+    """The same weighted sum as :class:`GateMixer` but with the base class's ``active``
+    (None): every op is computed and multiplied by its weight (zeros included)."""
 
     def init_arch(self, rng, shape):
         return jnp.zeros(shape)
 
-    def edge_weights(self, arch, rng=None):
+    def edge_weights(self, arch, rng=None, step_input=None):
         return arch
-
-    def combine(self, outs, w):
-        return weighted_sum(outs, w)
 
 
 class Poison(nn.Module):

@@ -104,7 +104,7 @@ from jaxnas.ops import (
     make_op,
 )
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
-from jaxnas.supernet import weighted_sum
+from jaxnas.supernet import Mixer, weighted_sum
 
 __all__ = [
     "AuxiliaryHead",
@@ -761,7 +761,7 @@ def make_network(
 
 
 @dataclasses.dataclass(frozen=True)
-class OneHotMixer:
+class OneHotMixer(Mixer):
     """A :class:`jaxnas.supernet.Mixer` whose op weights *are* the ``"arch"`` arrays.
 
     With ``arch = one_hot_arch(genotype, ...)`` every edge of the supernet computes
@@ -776,9 +776,11 @@ class OneHotMixer:
         del rng
         return jnp.zeros(shape)
 
-    def edge_weights(self, arch: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def edge_weights(
+        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
+    ) -> jax.Array:
         """``arch`` itself, ``(n_edges, n_ops)``."""
-        del rng
+        del rng, step_input
         return arch
 
     def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:

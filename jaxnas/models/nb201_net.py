@@ -52,7 +52,7 @@ import numpy as np
 
 from jaxnas.ops import Identity, OpsConfig, Pool, ReLUConvBN, batch_norm
 from jaxnas.spaces.nb201 import NB201_CELL, NB201_PRIMITIVES, NB201Arch
-from jaxnas.supernet import SoftmaxMixer
+from jaxnas.supernet import MixedEdge, Mixer, SoftmaxMixer
 
 __all__ = [
     "NB201Network",
@@ -60,6 +60,7 @@ __all__ = [
     "ResNetBasicBlock",
     "make_op",
     "network_for_training",
+    "search_op",
     "variables_from_supernet",
 ]
 
@@ -149,30 +150,11 @@ def _scan_cells(body: type[nn.Module], n: int, broadcast_args: int) -> type[nn.M
 # ------------------------------------------------------------------------------ search
 
 
-class MixedEdge(nn.Module):
-    """All NB201 ops on one edge, mixed by the mixer (``MixedOp`` of the search code).
-
-    The same protocol as :class:`jaxnas.supernet.MixedEdge`: ``mixer.combine(outs,
-    w)`` or, for a mixer with a ``combiner()`` hook, that module; ``outs[o]`` is None
-    for ``none``.  Its own because NB201's average pool has no BN after it.
-    """
-
-    primitives: tuple[str, ...]
-    mixer: Any
-    train: bool
-    cfg: OpsConfig = OpsConfig()
-
-    @nn.compact
-    def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        outs = []
-        for name in self.primitives:
-            op = make_op(name, x.shape[-1], affine=False, cfg=self.cfg)
-            # bind the op under its primitive name: params read like the op list
-            outs.append(None if op is None else op.clone(parent=self, name=name)(x, self.train))
-        combiner = getattr(self.mixer, "combiner", None)
-        if combiner is not None:
-            return combiner(name="mixer")(outs, w)
-        return self.mixer.combine(outs, w)
+def search_op(name: str, channels: int, stride: int, cfg: OpsConfig) -> nn.Module | None:
+    """NAS-Bench-201's search op ``name`` (``affine=False`` BN, as ``TinyNetworkDarts``);
+    the ``op_factory`` of :class:`jaxnas.supernet.MixedEdge` here (``stride`` is 1)."""
+    del stride
+    return make_op(name, channels, affine=False, cfg=cfg)
 
 
 class _EdgeIntoBuffer(nn.Module):
@@ -188,7 +170,7 @@ class _EdgeIntoBuffer(nn.Module):
     def __call__(self, nodes: jax.Array, xs: tuple[jax.Array, jax.Array, jax.Array]):
         src, dst, w = xs
         cls = nn.remat(MixedEdge) if self.remat else MixedEdge
-        edge = cls(self.primitives, self.mixer, self.train, self.cfg, name="edge")
+        edge = cls(self.primitives, 1, self.mixer, self.train, self.cfg, search_op, name="edge")
         y = edge(jax.lax.dynamic_index_in_dim(nodes, src, keepdims=False), w)
         cur = jax.lax.dynamic_index_in_dim(nodes, dst, keepdims=False)
         return jax.lax.dynamic_update_index_in_dim(nodes, cur + y, dst, 0), None
@@ -246,15 +228,16 @@ class NB201SuperNet(nn.Module):
 
     ``__call__(x (B, H, W, C_in), train) -> logits (B, num_classes)``; the ``"arch"``
     collection holds one ``(6, len(primitives))`` array, ``"cell"``, shared by all
-    ``3 * cells_per_stage`` cells (the same :class:`jaxnas.supernet.Mixer` protocol
-    as :class:`jaxnas.supernet.SuperNet`).
+    ``3 * cells_per_stage`` cells.  Its edges are :class:`jaxnas.supernet.MixedEdge`
+    with NAS-Bench-201's ops (:func:`search_op`), so every hook of a
+    :class:`jaxnas.supernet.Mixer` works here as in :class:`jaxnas.supernet.SuperNet`.
     """
 
     num_classes: int
     init_channels: int = 16
     cells_per_stage: int = 5
     primitives: tuple[str, ...] = NB201_PRIMITIVES
-    mixer: Any = SoftmaxMixer()
+    mixer: Mixer = SoftmaxMixer()
     cfg: OpsConfig = OpsConfig()
     remat: bool = False  # recompute each edge's intermediates in the backward pass
     topology = NB201_CELL
@@ -264,7 +247,9 @@ class NB201SuperNet(nn.Module):
         return (ARCH_NAME,)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = True, step_input: Any = None) -> jax.Array:
+        """Logits ``(B, num_classes)``; ``step_input`` (traced per-step values, see
+        :class:`jaxnas.supernet.Mixer`) goes to the mixer's ``edge_weights``."""
         if self.cells_per_stage < 1:
             raise ValueError(
                 f"cells_per_stage (model.layers) must be >= 1, got {self.cells_per_stage}"
@@ -276,7 +261,7 @@ class NB201SuperNet(nn.Module):
         if arch.shape != shape:
             raise ValueError(f"arch[{ARCH_NAME!r}] has shape {arch.shape}, expected {shape}")
         rng = self.make_rng("mixer") if self.mixer.stochastic else None
-        w = self.mixer.edge_weights(arch, rng)
+        w = self.mixer.edge_weights(arch, rng, step_input)
 
         c, cfg = self.init_channels, self.cfg
         x = _stem(x, c, train, cfg)

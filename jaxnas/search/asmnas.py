@@ -49,7 +49,6 @@ replace one mixed op at a time.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -64,12 +63,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas.common import cross_entropy, epoch_cosine_schedule
+from jaxnas.common import epoch_cosine_schedule, torch_sgd
 from jaxnas.genotype import CellGenotype, Genotype, derive_cell
-from jaxnas.ops import OpsConfig, resolve_primitives
 from jaxnas.optional import require
+from jaxnas.search.method import SearchMethodBase
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
-from jaxnas.supernet import SuperNet, resolve_reductions, weighted_sum
+from jaxnas.supernet import weighted_sum
 
 __all__ = [
     "ASMMixer",
@@ -331,20 +330,24 @@ def cells_from_choice(
     return tuple(cells)
 
 
-class ASMNAS:
-    """The ASM-NAS search method (implements ``jaxnas.search.base.SearchMethod``)."""
+class ASMNAS(SearchMethodBase):
+    """The ASM-NAS search method (implements ``jaxnas.search.base.SearchMethod``).
+
+    Built by the method contract (``jaxnas.search.method.SearchMethodBase``): the
+    DARTS supernet with one architecture per cell, the losses, ``init`` and
+    ``eval_step`` are the shared ones; its own are the attention mixer, the
+    single-level step (Alg. 1 line 4) and selection (lines 6-13, :meth:`select`).
+    """
 
     name = "asmnas"
+    spaces = ("darts",)  # selection and the per-layer genotype assume the DARTS cell
+    arch_sharing = "cell"  # one architecture (attention modules, mask) per cell
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        steps_per_epoch: int,
-        num_classes: int,
-        input_shape: tuple[int, int, int],
-    ):
-        m, o, s = config.model, config.optim, config.search
+    # ---- the hooks of the method contract (jaxnas.search.method) -----------------------
+
+    def check_config(self) -> None:
+        """The selection settings and ``search.probe_batches`` (one line each)."""
+        s = self.config.search
         for key, value, allowed in (
             ("selection", s.selection, SELECTIONS),
             ("aggregate", s.aggregate, AGGREGATES),
@@ -355,70 +358,49 @@ class ASMNAS:
                 raise ValueError(f"search.{key} must be one of {allowed}, got {value!r}")
         if s.probe_batches < 1:
             raise ValueError(f"search.probe_batches must be >= 1, got {s.probe_batches}")
-        self.config = config
-        self.primitives = resolve_primitives(m.primitives)
-        self.input_shape = tuple(input_shape)
-        self.topology = DARTS_CELL
-        self.reductions = resolve_reductions(m.layers, tuple(m.reductions) or None)
-        depthwise = "custom_vjp" if m.depthwise == "auto" else m.depthwise
-        self.mixer = ASMMixer(tuple(int(h) for h in m.attention_hidden), m.attention_batch_mean)
-        self.model = SuperNet(
-            num_classes=num_classes,
-            init_channels=m.init_channels,
-            layers=m.layers,
-            stem_multiplier=m.stem_multiplier,
-            primitives=self.primitives,
-            mixer=self.mixer,
-            topology=self.topology,
-            arch_sharing="cell",
-            cfg=OpsConfig(depthwise=depthwise),
-            remat=m.remat,
-            reductions=self.reductions,
-        )
-        self.lr_schedule = epoch_cosine_schedule(o.lr, o.lr_min, s.epochs, steps_per_epoch)
-        clip = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
-        self.tx = optax.chain(
-            *clip,
-            optax.add_decayed_weights(o.weight_decay),  # PyTorch's coupled L2, also on Theta
-            optax.sgd(self.lr_schedule, momentum=o.momentum),
-        )
-        self._init = jax.jit(functools.partial(self.model.init, train=True))
-        self.train_step = jax.jit(self._train_step)
-        self.eval_step = jax.jit(self._eval_step)
+
+    def make_mixer(self) -> ASMMixer:
+        """An :class:`AttentionCombiner` on every edge (Eq. 4.2-4.5)."""
+        m = self.config.model
+        return ASMMixer(tuple(int(h) for h in m.attention_hidden), m.attention_batch_mean)
+
+    def weight_schedule(self) -> optax.Schedule:
+        """Cosine per epoch from ``optim.lr`` to ``optim.lr_min`` (Sec. 5.1: 0.025 -> 0)."""
+        o, s = self.config.optim, self.config.search
+        return epoch_cosine_schedule(o.lr, o.lr_min, s.epochs, self.steps_per_epoch)
+
+    def setup(self) -> None:
+        """The jitted attention pass of selection and the probe selection's cache."""
         self._attention = jax.jit(self._attention_batch)
         self._cache: tuple[Any, Any] | None = None
 
-    # ---- Algorithm 1, lines 1-5 ------------------------------------------------------
+    def weight_optimizer(self) -> optax.GradientTransformation:
+        """SGD with momentum on ``lr_schedule`` over ``(w, Theta)``, PyTorch's coupled L2
+        (also on Theta), the gradient norm clipped first (``optim.grad_clip``, 0: off)."""
+        o = self.config.optim
+        return torch_sgd(
+            self.lr_schedule,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+            grad_clip=o.grad_clip,
+        )
 
-    def init(self, rng: jax.Array, sample_images: np.ndarray) -> ASMState:
-        """Initial state (line 2); the probe starts as copies of ``sample_images``
-        and holds held-out images after the first step."""
-        if not jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
-            rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
-        rng_init, rng_state = jax.random.split(rng)
-        x = jnp.zeros((2, *sample_images.shape[1:]), jnp.float32)
-        variables = self._init({"params": rng_init}, x)
-        params = variables["params"]
+    def arch_optimizer(self) -> optax.GradientTransformation:
+        """None to speak of: ``"arch"`` is the selection mask, never trained (its state is
+        not kept, see :meth:`make_state`)."""
+        return optax.set_to_zero()
+
+    def make_state(self, sample_images: np.ndarray, **fields: Any) -> ASMState:
+        """The shared fields but ``a_opt`` (Alg. 1 line 2); the probe starts as copies of
+        ``sample_images`` and holds held-out images after the first step."""
+        del fields["a_opt"]
         probe = jnp.broadcast_to(
             jnp.asarray(sample_images, jnp.float32),
             (self.config.search.probe_batches, *sample_images.shape),
         )
-        return ASMState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            arch=variables["arch"],
-            batch_stats=variables["batch_stats"],
-            w_opt=self.tx.init(params),
-            rng=jax.random.key_data(rng_state),
-            probe=jnp.array(probe),
-        )
+        return ASMState(**fields, probe=jnp.array(probe))
 
-    def loss(self, params, arch, batch_stats, batch):
-        """Training-mode cross entropy (BN batch statistics); aux: (BN stats, accuracy)."""
-        variables = {"params": params, "arch": arch, "batch_stats": batch_stats}
-        logits, upd = self.model.apply(variables, batch[0], train=True, mutable=["batch_stats"])
-        loss, acc = cross_entropy(logits, batch[1])
-        return loss, (upd["batch_stats"], acc)
+    # ---- Algorithm 1, lines 1-5 ------------------------------------------------------
 
     def _train_step(self, state: ASMState, train_batch, valid_batch):
         # line 4: one gradient of L_train over (w, Theta) together; no arch step
@@ -426,7 +408,7 @@ class ASMNAS:
         (loss, (stats, acc)), grads = grad_fn(
             state.params, state.arch, state.batch_stats, train_batch
         )
-        upd, w_opt = self.tx.update(grads, state.w_opt, state.params)
+        upd, w_opt = self.w_tx.update(grads, state.w_opt, state.params)
         params = optax.apply_updates(state.params, upd)
         # the held-out batch is never trained on: the first probe_batches are kept
         k = state.probe.shape[0]
@@ -445,12 +427,6 @@ class ASMNAS:
             lr=self.lr_schedule(state.step),
         )
         return new, metrics
-
-    def _eval_step(self, state: ASMState, batch):
-        variables = {"params": state.params, "arch": state.arch, "batch_stats": state.batch_stats}
-        logits = self.model.apply(variables, batch[0], train=False)
-        loss, acc = cross_entropy(logits, batch[1])
-        return dict(loss=loss, accuracy=acc)
 
     # ---- Algorithm 1, lines 6-13: selection ------------------------------------------------
 

@@ -93,11 +93,11 @@ import optax
 
 from jaxnas import bayes
 from jaxnas import curvature as cv
-from jaxnas.common import cross_entropy, epoch_cosine_schedule
+from jaxnas.common import cross_entropy, torch_sgd
 from jaxnas.genotype import CellGenotype, Genotype, GenotypeError
-from jaxnas.ops import OpsConfig, resolve_primitives
+from jaxnas.ops import OpsConfig
+from jaxnas.search.method import SearchMethodBase
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
-from jaxnas.supernet import SuperNet, resolve_reductions
 
 __all__ = [
     "EDGE_GATES",
@@ -379,7 +379,7 @@ class BayesState(flax.struct.PyTreeNode):
     updates: jax.Array  # int32: Hessian / gamma updates done
 
 
-class BayesNAS:
+class BayesNAS(SearchMethodBase):
     """BayesNAS search (Algorithms 1-2; implements ``jaxnas.search.base.SearchMethod``).
 
     Besides the protocol: ``gates_by_type(arch)`` and ``per_layer(...)`` (the grouping
@@ -390,19 +390,23 @@ class BayesNAS:
     The runner has no epoch-end hook, so the update runs inside the jitted
     ``train_step`` behind a ``lax.cond`` on the step count (both branches are compiled
     into the step; only the taken one runs).
+
+    Built by the method contract (``jaxnas.search.method.SearchMethodBase``): the
+    DARTS supernet with one set of gates per cell, losses, ``init`` and ``eval_step``
+    are the shared ones; the hooks below and the update rule are BayesNAS' own.
     """
 
     name = "bayesnas"
+    spaces = ("darts",)  # the groups, the updates and the derivation assume the DARTS cell
+    arch_sharing = "cell"  # every cell instance has its own gates (A.3.6)
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        steps_per_epoch: int,
-        num_classes: int,
-        input_shape: tuple[int, int, int],
-    ):
-        m, o, s = config.model, config.optim, config.search
+    # ---- the hooks of the method contract (jaxnas.search.method) -----------------------
+
+    def check_config(self) -> None:
+        """The option values, the lambdas and the schedule (one line each), the primitive
+        list (``"none"`` first, the zero-op gate) and the size limit of the exact
+        Hessians (:meth:`_check_exact`)."""
+        m, s = self.config.model, self.config.search
         for key, value, allowed in (
             ("model.edge_gate", m.edge_gate, EDGE_GATES),
             ("search.hessian", s.hessian, HESSIANS),
@@ -428,10 +432,6 @@ class BayesNAS:
             )
         if s.hessian_samples < 1 or s.probe_batch < 0:
             raise ValueError("search.hessian_samples must be >= 1 and search.probe_batch >= 0")
-        if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        self.config = config
-        self.primitives = resolve_primitives(m.primitives)
         if self.primitives[0] != "none" or len(self.primitives) < 2:
             raise ValueError(
                 f"model.primitives must be 'none' (its column is the zero-op gate, Sec. 4.2) "
@@ -439,34 +439,25 @@ class BayesNAS:
             )
         if "none" in self.primitives[1:]:
             raise ValueError("model.primitives may contain 'none' only once, as the first op")
-        self.input_shape = tuple(input_shape)
-        self.topology = DARTS_CELL
-        self.reductions = resolve_reductions(m.layers, tuple(m.reductions) or None)
-        n_gates = m.layers * self.topology.n_edges * len(self.primitives)
-        self._check_exact(
-            s.hessian, n_gates, config.data.batch_size * num_classes, int(s.exact_max)
-        )
-        depthwise = "custom_vjp" if m.depthwise == "auto" else m.depthwise
-        self.model = SuperNet(
-            num_classes=num_classes,
-            init_channels=m.init_channels,
-            layers=m.layers,
-            stem_multiplier=m.stem_multiplier,
-            primitives=self.primitives,
-            mixer=BayesMixer(m.edge_gate),
-            topology=self.topology,
-            arch_sharing="cell",
-            cfg=OpsConfig(depthwise=depthwise),
-            remat=m.remat,
-            reductions=self.reductions,
-        )
+        n_gates = m.layers * DARTS_CELL.n_edges * len(self.primitives)
+        passes = self.config.data.batch_size * self.num_classes
+        self._check_exact(s.hessian, n_gates, passes, int(s.exact_max))
+
+    def make_mixer(self) -> BayesMixer:
+        """Free gates, the zero-op gate where ``model.edge_gate`` puts it (eq. 1, Sec. 4.2)."""
+        return BayesMixer(self.config.model.edge_gate)
+
+    def setup(self) -> None:
+        """The Hessian passes' twin supernets, the grouping of Alg. 2 (``cell_types``), the
+        lambdas, the schedule in runner steps and ``eval_bn``."""
+        s = self.config.search
         # the Hessian pass of "paper": the same network, gates with the C.3 backward pass
         mode = {"paper": "exact", "paper_meanfield": "meanfield"}.get(s.hessian, "")
-        self.curv_model = self.model.clone(mixer=BayesMixer(m.edge_gate, mode))
+        self.curv_model = self.model.clone(mixer=BayesMixer(self.config.model.edge_gate, mode))
         # forward-over-reverse (Hutchinson, jax.hessian) cannot pass a custom_vjp
         self.hvp_model = (
             self.model.clone(cfg=OpsConfig(depthwise="shifted"))
-            if depthwise == "custom_vjp"
+            if self.model.cfg.depthwise == "custom_vjp"
             else self.model
         )
         names = self.model.arch_names()
@@ -477,21 +468,40 @@ class BayesNAS:
         self.cell_types = {t: v for t, v in self.cell_types.items() if v}
         self.lam_op = float(s.lam_w)
         self.lam_edge = float(s.lam_edge) if s.lam_edge > 0 else self.lam_op
-        self.steps_per_epoch = steps_per_epoch
-        self.warmup_steps = int(round(s.warmup_epochs * steps_per_epoch))
-        self.update_period = s.update_every * (steps_per_epoch if s.update_unit == "epoch" else 1)
-        self.lr_schedule = epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, steps_per_epoch)
-        clip = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
-        self.w_tx = optax.chain(
-            *clip,
-            optax.add_decayed_weights(o.w_weight_decay),
-            optax.sgd(self.lr_schedule, momentum=o.w_momentum),
+        spe = self.steps_per_epoch
+        self.warmup_steps = int(round(s.warmup_epochs * spe))
+        self.update_period = s.update_every * (spe if s.update_unit == "epoch" else 1)
+        self.eval_bn = s.eval_bn
+
+    def weight_optimizer(self) -> optax.GradientTransformation:
+        """SGD with momentum on ``lr_schedule``, weight decay only on the weights."""
+        o = self.config.optim
+        return torch_sgd(
+            self.lr_schedule,
+            momentum=o.w_momentum,
+            weight_decay=o.w_weight_decay,
+            grad_clip=o.grad_clip,
         )
-        # the gates' gradients are clipped on their own (they are a few hundred scalars)
-        self.a_tx = optax.chain(*clip, optax.sgd(o.g_lr, momentum=o.g_momentum))
-        self._init = jax.jit(functools.partial(self.model.init, train=True))
-        self.train_step = jax.jit(self._train_step)
-        self.eval_step = jax.jit(self._eval_step)
+
+    def arch_optimizer(self) -> optax.GradientTransformation:
+        """The gates' SGD (lr ``g_lr``, no weight decay); their gradients are clipped on
+        their own (they are a few hundred scalars)."""
+        o = self.config.optim
+        return torch_sgd(o.g_lr, momentum=o.g_momentum, weight_decay=0.0, grad_clip=o.grad_clip)
+
+    def make_state(self, sample_images: np.ndarray, **fields: Any) -> BayesState:
+        """Gates, gamma and omega 1 (Alg. 1 initialisation), no Hessian yet."""
+        del sample_images
+        shape = (self.topology.n_edges, len(self.primitives))
+        ones = {t: jnp.ones(shape, jnp.float32) for t in self.cell_types}
+        return BayesState(
+            **fields,
+            gamma=ones,
+            omega=ones,
+            mask=ones,
+            hess=jax.tree.map(jnp.zeros_like, fields["arch"]),
+            updates=jnp.zeros((), jnp.int32),
+        )
 
     @staticmethod
     def _check_exact(kind: str, n_gates: int, passes: int, limit: int) -> None:
@@ -537,41 +547,8 @@ class BayesNAS:
 
     # ---- model -------------------------------------------------------------------------
 
-    def apply(self, model, params, arch, batch_stats, images, *, train):
-        """Logits and updated BN statistics."""
-        variables = {"params": params, "arch": arch, "batch_stats": batch_stats}
-        if train:
-            logits, upd = model.apply(variables, images, train=True, mutable=["batch_stats"])
-            return logits, upd["batch_stats"]
-        return model.apply(variables, images, train=False), batch_stats
-
     def _masked(self, arch, mask):
         return jax.tree.map(jnp.multiply, arch, self.per_layer(mask))
-
-    def init(self, rng: jax.Array, sample_images: np.ndarray) -> BayesState:
-        """Gates, gamma and omega 1 (Alg. 1 initialisation); ``sample_images`` gives shapes."""
-        if not jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
-            rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
-        rng_init, rng_state = jax.random.split(rng)
-        x = jnp.zeros((2, *sample_images.shape[1:]), jnp.float32)
-        variables = self._init({"params": rng_init}, x)
-        params, arch = variables["params"], variables["arch"]
-        shape = (self.topology.n_edges, len(self.primitives))
-        ones = {t: jnp.ones(shape, jnp.float32) for t in self.cell_types}
-        return BayesState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            arch=arch,
-            batch_stats=variables["batch_stats"],
-            w_opt=self.w_tx.init(params),
-            a_opt=self.a_tx.init(arch),
-            rng=jax.random.key_data(rng_state),
-            gamma=ones,
-            omega=ones,
-            mask=ones,
-            hess=jax.tree.map(jnp.zeros_like, arch),
-            updates=jnp.zeros((), jnp.int32),
-        )
 
     # ---- Alg. 1 step 2: the Hessian w.r.t. the gates -------------------------------------
 
@@ -713,16 +690,11 @@ class BayesNAS:
         )
         return new, metrics
 
-    def _eval_step(self, state: BayesState, batch):
-        """The pruned supernet on ``batch``; BN by ``search.eval_bn``: ``"batch"`` statistics
-        of the batch (the function the search trains) or the ``"running"`` averages."""
-        arch = self._masked(state.arch, state.mask)
-        train = self.config.search.eval_bn == "batch"  # the state is not updated either way
-        logits, _ = self.apply(
-            self.model, state.params, arch, state.batch_stats, batch[0], train=train
-        )
-        loss, acc = cross_entropy(logits, batch[1])
-        return dict(loss=loss, accuracy=acc)
+    def eval_arch(self, state: BayesState) -> Any:
+        """The pruned gates; ``eval_step`` reads BN by ``search.eval_bn``: ``"batch"``
+        statistics of the batch (the function the search trains) or the ``"running"``
+        averages."""
+        return self._masked(state.arch, state.mask)
 
     # ---- reading the architecture ---------------------------------------------------------
 

@@ -43,7 +43,7 @@ import ml_collections
 import optax
 
 from jaxnas.bilevel.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
-from jaxnas.common import momentum_buffer
+from jaxnas.common import momentum_buffer, torch_sgd
 from jaxnas.ops import OpsConfig
 from jaxnas.search.method import SearchMethodBase, SearchState
 from jaxnas.supernet import SoftmaxMixer
@@ -155,12 +155,12 @@ class DARTS(SearchMethodBase):
         """SGD with momentum on ``lr_schedule``, weight decay added to the gradient and the
         gradient norm clipped first (the reference's ``train_search.py``)."""
         o = self.config.optim
-        return optax.chain(
-            optax.clip_by_global_norm(o.grad_clip),
-            optax.add_decayed_weights(o.w_weight_decay),
-            optax.sgd(
-                self.lr_schedule, momentum=o.w_momentum, nesterov=bool(o.get("w_nesterov", False))
-            ),
+        return torch_sgd(
+            self.lr_schedule,
+            momentum=o.w_momentum,
+            weight_decay=o.w_weight_decay,
+            grad_clip=o.grad_clip,
+            nesterov=bool(o.get("w_nesterov", False)),
         )
 
     def arch_optimizer(self) -> optax.GradientTransformation:

@@ -79,7 +79,7 @@ from jaxnas.search.prdarts_reg import (
     prdarts_regularizer,
     tau_schedule,
 )
-from jaxnas.supernet import weighted_sum
+from jaxnas.supernet import Mixer, weighted_sum
 
 __all__ = ["GATE_MODES", "GateMixer", "PRDARTS", "default_config"]
 
@@ -153,7 +153,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class GateMixer:
+class GateMixer(Mixer):
     """Eq. 7: an edge's output is ``sum_t w_t O_t(x)`` with the gate values ``w`` as
     given (no softmax), and only the ops with ``w_t != 0`` are computed.
 
@@ -173,9 +173,11 @@ class GateMixer:
         """beta ``= init_scale * N(0, 1)`` of ``shape``."""
         return self.init_scale * jax.random.normal(rng, shape, jnp.float32)
 
-    def edge_weights(self, arch: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def edge_weights(
+        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
+    ) -> jax.Array:
         """The gate weights themselves, ``(n_edges, n_ops)``."""
-        del rng
+        del rng, step_input
         return arch
 
     def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:

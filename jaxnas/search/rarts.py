@@ -52,9 +52,10 @@ import optax
 
 from jaxnas import latency as latency_lib
 from jaxnas.bilevel.rarts_update import RARTSState, rarts_step
-from jaxnas.common import cross_entropy, epoch_cosine_schedule
+from jaxnas.common import cross_entropy, epoch_cosine_schedule, torch_sgd
 from jaxnas.search import darts
 from jaxnas.search.darts import DARTS
+from jaxnas.search.method import as_key
 
 __all__ = ["RARTS", "RARTSSearchState", "default_config"]
 
@@ -124,20 +125,11 @@ class RARTSSearchState(flax.struct.PyTreeNode):
     rng: jax.Array  # raw uint32 key
 
 
-def _sgd(lr, lr_min, momentum, weight_decay, clip, epochs, steps_per_epoch):
-    schedule = epoch_cosine_schedule(lr, lr_min, epochs, steps_per_epoch)
-    tx = optax.chain(
-        optax.clip_by_global_norm(clip),
-        optax.add_decayed_weights(weight_decay),
-        optax.sgd(schedule, momentum=momentum),
-    )
-    return tx, schedule
-
-
 class RARTS(DARTS):
     """RARTS (implements ``jaxnas.search.base.SearchMethod``).
 
-    Reuses DARTS' supernet, losses (``apply``, ``loss``), mixer and genotype rule;
+    Reuses DARTS' supernet, losses (``apply``, ``loss``), mixer, genotype rule and
+    optimisers (``w``'s is DARTS' weight SGD; RARTS' config has no Nesterov option);
     its own are the two weight copies, the Gauss-Seidel step and the latency penalty.
 
     Entry points: ``train_step(state, train_batch, valid_batch)`` (jitted, lam/beta/
@@ -165,14 +157,14 @@ class RARTS(DARTS):
         """The second weight copy's optimiser (``u``), the latency table, the
         hyperparameters of the jitted ``train_step``."""
         m, o, s = self.config.model, self.config.optim, self.config.search
-        self.u_tx, self.u_lr_schedule = _sgd(
-            o.u_lr,
-            o.u_lr_min,
-            o.u_momentum,
-            o.u_weight_decay,
-            clip=o.grad_clip,
-            epochs=s.epochs,
-            steps_per_epoch=self.steps_per_epoch,
+        self.u_lr_schedule = epoch_cosine_schedule(
+            o.u_lr, o.u_lr_min, s.epochs, self.steps_per_epoch
+        )
+        self.u_tx = torch_sgd(
+            self.u_lr_schedule,
+            momentum=o.u_momentum,
+            weight_decay=o.u_weight_decay,
+            grad_clip=o.grad_clip,
         )
         self.latency_table = None
         self.latency = None  # {"normal": (14, n_ops), "reduce": ...} ms, summed over cells
@@ -193,20 +185,6 @@ class RARTS(DARTS):
             }
         self.hyper = dict(lam=float(s.lam), beta=float(s.beta), gamma=float(s.gamma))
 
-    def weight_optimizer(self) -> optax.GradientTransformation:
-        """The primary copy ``w``'s SGD (no Nesterov option, as ``u``'s)."""
-        o, s = self.config.optim, self.config.search
-        tx, _ = _sgd(
-            o.w_lr,
-            o.w_lr_min,
-            o.w_momentum,
-            o.w_weight_decay,
-            clip=o.grad_clip,
-            epochs=s.epochs,
-            steps_per_epoch=self.steps_per_epoch,
-        )
-        return tx
-
     # ---- the latency penalty (thesis Sec. 3.1.4, Eq. 2.11, 2.38) ----------------------
 
     def latency_penalty(self, arch: Any) -> jax.Array:
@@ -224,14 +202,11 @@ class RARTS(DARTS):
     def init(self, rng: jax.Array, sample_images: np.ndarray) -> RARTSSearchState:
         """Initial state; ``sample_images`` only gives the input shape.  ``w^0 = u^0``
         unless ``search.w_init = "independent"`` (thesis L322 allows either)."""
-        if not jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
-            rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
-        rng_init, rng_w, rng_state = jax.random.split(rng, 3)
-        x = jnp.zeros((2, *sample_images.shape[1:]), jnp.float32)
-        variables = self._init({"params": rng_init, "mixer": rng_init}, x)
+        rng_init, rng_w, rng_state = jax.random.split(as_key(rng), 3)
+        variables = self.init_variables(rng_init, sample_images)
         u, arch, stats = variables["params"], variables["arch"], variables["batch_stats"]
         if self.config.search.w_init == "independent":
-            w = self._init({"params": rng_w, "mixer": rng_w}, x)["params"]
+            w = self.init_variables(rng_w, sample_images)["params"]
         else:
             w = jax.tree.map(jnp.array, u)
         return RARTSSearchState(
