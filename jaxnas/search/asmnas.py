@@ -68,7 +68,7 @@ from jaxnas.genotype import CellGenotype, Genotype, derive_cell
 from jaxnas.optional import require
 from jaxnas.search.method import SearchMethodBase
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
-from jaxnas.supernet import weighted_sum
+from jaxnas.supernet import Mixer, weighted_sum
 
 __all__ = [
     "ASMMixer",
@@ -205,7 +205,7 @@ class AttentionCombiner(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class ASMMixer:
+class ASMMixer(Mixer):
     """The ``jaxnas.supernet.Mixer`` of ASM-NAS: its ``combiner`` hook puts an
     :class:`AttentionCombiner` on every edge; the ``"arch"`` array of a cell is
     the selection mask (ones at init)."""
@@ -219,9 +219,11 @@ class ASMMixer:
         del rng
         return jnp.ones(shape, jnp.float32)
 
-    def edge_weights(self, arch: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def edge_weights(
+        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
+    ) -> jax.Array:
         """The mask itself."""
-        del rng
+        del rng, step_input
         return arch
 
     def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:

@@ -98,6 +98,7 @@ from jaxnas.genotype import CellGenotype, Genotype, GenotypeError
 from jaxnas.ops import OpsConfig
 from jaxnas.search.method import SearchMethodBase
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
+from jaxnas.supernet import Mixer
 
 __all__ = [
     "EDGE_GATES",
@@ -232,7 +233,7 @@ curvature_gate.defvjp(_curvature_gate_fwd, _curvature_gate_bwd)
 
 
 @dataclasses.dataclass(frozen=True)
-class BayesMixer:
+class BayesMixer(Mixer):
     """The ``jaxnas.supernet.Mixer`` of BayesNAS: free gates, no softmax.
 
     An edge's weights ``w`` are its row of gates ``(1 + n_ops,)``: ``w[0]`` the
@@ -257,9 +258,11 @@ class BayesMixer:
         del rng
         return jnp.ones(shape, jnp.float32)
 
-    def edge_weights(self, arch: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def edge_weights(
+        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
+    ) -> jax.Array:
         """The gates themselves, ``(n_edges, 1 + n_ops)`` (no softmax, eq. 1)."""
-        del rng
+        del rng, step_input
         return arch
 
     def _gate(self, w: jax.Array, b: jax.Array) -> jax.Array:
