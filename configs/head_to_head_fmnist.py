@@ -49,6 +49,8 @@ METHODS = (
     ),
     ("asmnas", "configs/asmnas_fmnist_tiny.py", ()),
     ("prdarts", "configs/prdarts_fmnist_tiny.py", ()),
+    # tau 10 -> 0.1 over the search's epochs (the authors' range), one sampled op per edge
+    ("gdas", "configs/gdas_fmnist_tiny.py", ()),
 )
 
 

@@ -69,6 +69,7 @@ METHODS: dict[str, str] = {
     "sparsenas": "jaxnas.search.sparsenas",
     "bayesnas": "jaxnas.search.bayesnas",
     "prdarts": "jaxnas.search.prdarts",
+    "gdas": "jaxnas.search.gdas",
     "sparsenas_rnn": "jaxnas.search.sparsenas_rnn",  # own loop (text data): its search()
     "train_rnn": "jaxnas.train_rnn",  # AWD-style retraining of a recurrent cell
     # compress methods (``jaxnas compress``, :data:`jaxnas.compress.COMPRESSORS`)

@@ -62,7 +62,7 @@ def test_normal_skips_counts_skip_connections_of_the_normal_cells():
 def test_load_experiment_quick_and_overrides():
     full = h2h.load_experiment(CONFIG, quick=False)
     quick = h2h.load_experiment(CONFIG, quick=True, sets=["search.search.epochs=1"])
-    assert len(full["methods"]) == 8 and len(full["seeds"]) == 3
+    assert len(full["methods"]) == 9 and len(full["seeds"]) == 3
     assert quick["seeds"] == (0,)
     assert quick["search"]["search.epochs"] == "1"
     assert quick["search"]["model.init_channels"] == full["search"]["model.init_channels"]
@@ -106,7 +106,7 @@ def test_every_row_resolves_to_a_valid_search_config():
         assert [c.data.limit, c.search.epochs, c.model.init_channels, c.model.layers] == [
             int(v) for v in shared
         ], name
-    assert methods == {"darts", "rarts", "sparsenas", "bayesnas", "asmnas", "prdarts"}
+    assert methods == {"darts", "rarts", "sparsenas", "bayesnas", "asmnas", "prdarts", "gdas"}
     load_config(ROOT / exp["retrain_config"], h2h._override_strings(exp["retrain"]))
 
 
@@ -115,7 +115,7 @@ def test_every_row_resolves_to_a_valid_search_config():
 # with a sparsity strong enough that their one-epoch cells are not dense.
 _OPS = "skip_connect,max_pool_3x3,sep_conv_3x3"
 TINY = [
-    *[f"{m}.model.primitives=none,{_OPS}" for m in ("darts_1st", "darts_2nd", "rarts")],
+    *[f"{m}.model.primitives=none,{_OPS}" for m in ("darts_1st", "darts_2nd", "rarts", "gdas")],
     *[f"{m}.model.primitives=none,{_OPS}" for m in ("asmnas", "prdarts")],
     *[f"{m}.model.primitives={_OPS}" for m in ("sparsenas_hapg", "sparsenas_adamhapg")],
     *[f"{m}.search.lam_start=0.3" for m in ("sparsenas_hapg", "sparsenas_adamhapg")],

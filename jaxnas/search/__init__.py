@@ -12,6 +12,7 @@ from jaxnas.search.asmnas import ASMNAS
 from jaxnas.search.base import SearchMethod
 from jaxnas.search.bayesnas import BayesNAS
 from jaxnas.search.darts import DARTS
+from jaxnas.search.gdas import GDAS
 from jaxnas.search.prdarts import PRDARTS
 from jaxnas.search.rarts import RARTS
 from jaxnas.search.sparsenas import SparseNAS
@@ -23,6 +24,7 @@ METHODS: dict[str, type] = {
     "sparsenas": SparseNAS,
     "bayesnas": BayesNAS,
     "prdarts": PRDARTS,
+    "gdas": GDAS,
 }
 
 

@@ -252,7 +252,10 @@ def all_archs() -> Iterator[NB201Arch]:
 
 
 def resolve_primitives(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """``model.primitives`` for the NB201 space: ``"nb201"`` or a subsequence of its ops."""
+    """``model.primitives`` for the NB201 space: ``"nb201"`` or a subsequence of its ops
+    (a sequence, or the names as one comma-separated string, as ``jaxnas.ops``)."""
+    if isinstance(spec, str) and "," in spec:
+        spec = tuple(p.strip() for p in spec.split(",") if p.strip())
     if isinstance(spec, str):
         if spec == "nb201":
             return NB201_PRIMITIVES
