@@ -145,6 +145,24 @@ def scalar_dtype(params: Any) -> Any:
     return jnp.result_type(*leaves) if leaves else jnp.float32
 
 
+def scalars_at(count: jax.Array, dt: Any, *xs: ScalarOrSchedule) -> tuple[jax.Array, ...]:
+    """``(x(count) or x, ...)`` for each of ``xs``, each a scalar of dtype ``dt``."""
+    return tuple(jnp.asarray(schedule_value(x, count), dt) for x in xs)
+
+
+def add_updates(params: Any, updates: Any) -> Any:
+    """``z = params + d`` leaf by leaf, ``d`` cast to each parameter's dtype."""
+    return jax.tree.map(lambda p, d: p + d.astype(p.dtype), params, updates)
+
+
+def proximal_state(
+    params: Any, step_size: ScalarOrSchedule, lam: ScalarOrSchedule
+) -> ProximalState:
+    """The initial :class:`ProximalState` (count 0, ``step_size`` and ``lam`` at count 0)."""
+    zero = jnp.zeros([], jnp.int32)
+    return ProximalState(zero, *scalars_at(zero, scalar_dtype(params), step_size, lam))
+
+
 def check_schedule(name: str, x: ScalarOrSchedule) -> None:
     """Reject negative constants; evaluate a schedule at count 0 as a smoke check."""
     if callable(x):
@@ -245,21 +263,13 @@ def proximal_step(
 
     def init_fn(params):
         resolve(params)  # raise early on a bad group spec
-        dt = scalar_dtype(params)
-        zero = jnp.zeros([], jnp.int32)
-        return ProximalState(
-            count=zero,
-            step_size=jnp.asarray(schedule_value(step_size, zero), dt),
-            lam=jnp.asarray(schedule_value(lam, zero), dt),
-        )
+        return proximal_state(params, step_size, lam)
 
     def update_fn(updates, state, params=None):
         needs_params("proximal_step", params)
         g = resolve(params)
-        dt = scalar_dtype(params)
-        eta = jnp.asarray(schedule_value(step_size, state.count), dt)
-        lam_t = jnp.asarray(schedule_value(lam, state.count), dt)
-        z = jax.tree.map(lambda p, d: p + d.astype(p.dtype), params, updates)
+        eta, lam_t = scalars_at(state.count, scalar_dtype(params), step_size, lam)
+        z = add_updates(params, updates)
         theta = _prox(z, eta * lam_t * alpha, eta * lam_t * (1.0 - alpha), g)
         new_updates = jax.tree.map(lambda t, p: (t - p).astype(p.dtype), theta, params)
         return new_updates, ProximalState(optax.safe_increment(state.count), eta, lam_t)
@@ -287,6 +297,49 @@ def _momentum_value(momentum: Any, count: jax.Array, dt: Any) -> jax.Array:
     if momentum is None:
         return apg_momentum(count, dt)
     return jnp.asarray(schedule_value(momentum, count), dt)
+
+
+def _hapg_scalars(
+    params: Any,
+    count: jax.Array,
+    learning_rate: ScalarOrSchedule,
+    lam: ScalarOrSchedule,
+    momentum: ScalarOrSchedule | None,
+) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+    """``(dt, eta_t, lam_t, u_t)`` of the step after ``count`` completed ones."""
+    dt = scalar_dtype(params)
+    eta, lam_t = scalars_at(count, dt, learning_rate, lam)
+    return dt, eta, lam_t, _momentum_value(momentum, count, dt)
+
+
+def _hapg_init(params: Any, learning_rate: ScalarOrSchedule, lam: ScalarOrSchedule) -> dict:
+    """The fields :class:`HAPGState` and :class:`AdamHAPGState` share, at count 0:
+    ``theta_0 = A_0``, ``v_0 = 0``, ``u = 0``, ``eta`` and ``lam`` at count 0."""
+    dt = scalar_dtype(params)
+    zero = jnp.zeros([], jnp.int32)
+    eta, lam0 = scalars_at(zero, dt, learning_rate, lam)
+    velocity = jax.tree.map(jnp.zeros_like, params)
+    return dict(
+        count=zero,
+        theta=params,
+        velocity=velocity,
+        u=jnp.zeros([], dt),
+        lam=lam0,
+        learning_rate=eta,
+    )
+
+
+def _accelerate(state: Any, params: Any, theta: Any, u_t: jax.Array, **fields: Any):
+    """Eqs. 7-8 after the prox: ``v_t = theta_t - A_{t-1} + u_{t-1} v_{t-1}``,
+    ``A_t = theta_t + u_t v_t``; returns ``(A_t - A_{t-1}, state)`` with ``state`` (a
+    :class:`HAPGState` or :class:`AdamHAPGState`) holding ``theta_t``, ``v_t``,
+    ``u_t`` and ``fields``."""
+    velocity = jax.tree.map(  # Eq. 7
+        lambda th, a, v: th - a + state.u.astype(a.dtype) * v, theta, params, state.velocity
+    )
+    a_new = jax.tree.map(lambda th, v: th + u_t.astype(th.dtype) * v, theta, velocity)  # Eq. 8
+    updates = jax.tree.map(lambda an, a: an - a, a_new, params)
+    return updates, state._replace(theta=theta, velocity=velocity, u=u_t, **fields)
 
 
 def hapg(
@@ -320,40 +373,16 @@ def hapg(
 
     def init_fn(params):
         resolve(params)
-        dt = scalar_dtype(params)
-        zero = jnp.zeros([], jnp.int32)
-        return HAPGState(
-            count=zero,
-            theta=params,  # theta_0 = A_0
-            velocity=jax.tree.map(jnp.zeros_like, params),  # v_0 = 0
-            u=jnp.zeros([], dt),
-            learning_rate=jnp.asarray(schedule_value(learning_rate, zero), dt),
-            lam=jnp.asarray(schedule_value(lam, zero), dt),
-        )
+        return HAPGState(**_hapg_init(params, learning_rate, lam))
 
     def update_fn(grads, state, params=None):
         needs_params("hapg", params)
         g = resolve(params)
-        dt = scalar_dtype(params)
-        eta = jnp.asarray(schedule_value(learning_rate, state.count), dt)
-        lam_t = jnp.asarray(schedule_value(lam, state.count), dt)
-        u_t = _momentum_value(momentum, state.count, dt)
+        _, eta, lam_t, u_t = _hapg_scalars(params, state.count, learning_rate, lam, momentum)
         z = jax.tree.map(lambda a, gr: a - (eta * gr).astype(a.dtype), params, grads)  # Eq. 6
         theta = _cast_like(_prox(z, eta * lam_t * alpha, eta * lam_t * (1.0 - alpha), g), params)
-        velocity = jax.tree.map(  # Eq. 7
-            lambda th, a, v: th - a + state.u.astype(a.dtype) * v, theta, params, state.velocity
-        )
-        a_new = jax.tree.map(lambda th, v: th + u_t.astype(th.dtype) * v, theta, velocity)  # Eq. 8
-        updates = jax.tree.map(lambda an, a: an - a, a_new, params)
-        new_state = HAPGState(
-            count=optax.safe_increment(state.count),
-            theta=theta,
-            velocity=velocity,
-            u=u_t,
-            learning_rate=eta,
-            lam=lam_t,
-        )
-        return updates, new_state
+        count = optax.safe_increment(state.count)
+        return _accelerate(state, params, theta, u_t, count=count, learning_rate=eta, lam=lam_t)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -394,27 +423,13 @@ def adam_hapg(
 
     def init_fn(params):
         resolve(params)
-        dt = scalar_dtype(params)
-        zero = jnp.zeros([], jnp.int32)
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return AdamHAPGState(
-            count=zero,
-            theta=params,
-            velocity=zeros,
-            u=jnp.zeros([], dt),
-            mu=zeros,
-            nu=zeros,
-            learning_rate=jnp.asarray(schedule_value(learning_rate, zero), dt),
-            lam=jnp.asarray(schedule_value(lam, zero), dt),
-        )
+        init = _hapg_init(params, learning_rate, lam)
+        return AdamHAPGState(**init, mu=init["velocity"], nu=init["velocity"])
 
     def update_fn(grads, state, params=None):
         needs_params("adam_hapg", params)
         g = resolve(params)
-        dt = scalar_dtype(params)
-        eta = jnp.asarray(schedule_value(learning_rate, state.count), dt)
-        lam_t = jnp.asarray(schedule_value(lam, state.count), dt)
-        u_t = _momentum_value(momentum, state.count, dt)
+        dt, eta, lam_t, u_t = _hapg_scalars(params, state.count, learning_rate, lam, momentum)
         count = optax.safe_increment(state.count)
         mu = optax.tree.update_moment(grads, state.mu, b1, 1)
         nu = optax.tree.update_moment_per_elem_norm(grads, state.nu, b2, 2)
@@ -431,21 +446,8 @@ def adam_hapg(
         else:
             group = jnp.zeros([], dt)
         theta = _cast_like(_prox(z, l1, group, g), params)
-        velocity = jax.tree.map(  # Eq. 7
-            lambda th, a, v: th - a + state.u.astype(a.dtype) * v, theta, params, state.velocity
+        return _accelerate(
+            state, params, theta, u_t, count=count, mu=mu, nu=nu, learning_rate=eta, lam=lam_t
         )
-        a_new = jax.tree.map(lambda th, v: th + u_t.astype(th.dtype) * v, theta, velocity)  # Eq. 8
-        updates = jax.tree.map(lambda an, a: an - a, a_new, params)
-        new_state = AdamHAPGState(
-            count=count,
-            theta=theta,
-            velocity=velocity,
-            u=u_t,
-            mu=mu,
-            nu=nu,
-            learning_rate=eta,
-            lam=lam_t,
-        )
-        return updates, new_state
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -42,10 +42,12 @@ import optax
 
 from jaxnas.optim.hapg import (
     ProximalState,
+    add_updates,
     check_schedule,
     needs_params,
+    proximal_state,
     scalar_dtype,
-    schedule_value,
+    scalars_at,
 )
 from jaxnas.optim.prox import soft_threshold
 
@@ -94,20 +96,12 @@ def l1_prox(step_size: ScalarOrSchedule, gamma: ScalarOrSchedule) -> optax.Gradi
     check_schedule("l1_prox: gamma", gamma)
 
     def init_fn(params):
-        dt = scalar_dtype(params)
-        zero = jnp.zeros([], jnp.int32)
-        return ProximalState(
-            count=zero,
-            step_size=jnp.asarray(schedule_value(step_size, zero), dt),
-            lam=jnp.asarray(schedule_value(gamma, zero), dt),
-        )
+        return proximal_state(params, step_size, gamma)
 
     def update_fn(updates, state, params=None):
         needs_params("l1_prox", params)
-        dt = scalar_dtype(params)
-        eta = jnp.asarray(schedule_value(step_size, state.count), dt)
-        gam = jnp.asarray(schedule_value(gamma, state.count), dt)
-        z = jax.tree.map(lambda p, d: p + d.astype(p.dtype), params, updates)
+        eta, gam = scalars_at(state.count, scalar_dtype(params), step_size, gamma)
+        z = add_updates(params, updates)
         theta = soft_threshold(z, eta * gam)
         new_updates = jax.tree.map(
             # Where the prox did not move z, hand d through untouched: gamma = 0 is then
@@ -141,8 +135,7 @@ def add_l1_subgradient(gamma: ScalarOrSchedule) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         needs_params("add_l1_subgradient", params)
-        dt = scalar_dtype(params)
-        gam = jnp.asarray(schedule_value(gamma, state.count), dt)
+        (gam,) = scalars_at(state.count, scalar_dtype(params), gamma)
         new_updates = jax.tree.map(
             lambda g, p: g + (gam * jnp.sign(p)).astype(g.dtype), updates, params
         )
