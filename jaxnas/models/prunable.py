@@ -209,13 +209,18 @@ def check_groups(groups: Sequence[ChannelGroup], variables: Mapping[str, Any]) -
                 )
 
 
-def score_variables(module: Any, groups: Sequence[ChannelGroup]) -> dict[str, Any]:
+def score_variables(
+    module: Any, groups: Sequence[ChannelGroup], scored: bool = True
+) -> dict[str, Any]:
     """Create (or read) one ``"arch"`` vector per group inside ``module`` (a compact call).
 
     Scores start at 1, so a scored network computes what its unscored twin computes
     (thesis Sec. 4.2 gives no initialisation; the code it refers to for SiDT uses ones).
-    Returns ``{group name: alpha}``.
+    Returns ``{group name: alpha}``; ``scored=False``: ``{group name: None}`` and no
+    variable (the plain network).
     """
+    if not scored:
+        return {g.name: None for g in groups}
     return {
         g.name: module.variable("arch", g.name, lambda n=g.size: jnp.ones((n,), jnp.float32)).value
         for g in groups

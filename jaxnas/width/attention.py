@@ -43,14 +43,14 @@ relative-position bias and the LayerNorms are not pruned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnas.models.prunable import ChannelGroup, Slice
+from jaxnas.models.prunable import ChannelGroup, Slice, normalize_keep
 
 __all__ = [
     "LINEAR_INIT",
@@ -58,14 +58,31 @@ __all__ = [
     "HeadsOut",
     "ScoredAttention",
     "ScoredMLP",
+    "WidthTransformer",
     "attend",
     "attention_group",
     "drop_path",
     "mlp_group",
+    "patch_embed",
 ]
 
 #: timm / Swin / ViT init of every linear layer: truncated normal, std 0.02 (bias 0).
 LINEAR_INIT = nn.initializers.truncated_normal(0.02)
+
+
+def patch_embed(features: int, patch: int, dtype: Any, name: str = "patch_embed") -> nn.Conv:
+    """timm's ``PatchEmbed``: a ``patch x patch`` conv of stride ``patch`` (no padding) to
+    ``features`` channels, ``(B, H, W, C) -> (B, H / patch, W / patch, features)``,
+    PyTorch's default conv init (uniform, variance ``1 / (3 fan_in)``)."""
+    return nn.Conv(
+        features,
+        (patch, patch),
+        strides=(patch, patch),
+        padding="VALID",
+        kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+        dtype=dtype,
+        name=name,
+    )
 
 
 def drop_path(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
@@ -226,3 +243,53 @@ def mlp_group(name: str, path: Sequence[str], hidden: int) -> ChannelGroup:
     p = tuple(path)
     fc1 = (Slice("params", (*p, "fc1", "kernel"), 1), Slice("params", (*p, "fc1", "bias"), 0))
     return ChannelGroup(name, hidden, fc1, (Slice("params", (*p, "fc2", "kernel"), 0),), fold=fc1)
+
+
+class WidthTransformer(nn.Module):
+    """What Swin-T and ViT share as width-searchable networks: a sequence of blocks, each
+    with one :func:`attention_group` ``{block}.attn`` (head dimensions) and one
+    :func:`mlp_group` ``{block}.mlp`` (hidden units), in block order.
+
+    A subclass gives :meth:`block_widths` and ``mac_parts(input_shape)`` (closed-form
+    multiply-adds ``[(module, part, MACs)]``); these attributes follow its own:
+
+    Attributes:
+      drop_path_rate: stochastic depth, linear from 0 to this over the blocks (training
+        only; needs a ``"dropout"`` rng).
+      attn_dims: kept head dimensions per block (``None``: all).
+      mlp_dims: kept MLP units per block (``None``: all).
+      scored: create the ``"arch"`` scores.
+      dtype: computation dtype.
+    """
+
+    drop_path_rate: float = 0.0
+    attn_dims: tuple[int, ...] | None = None
+    mlp_dims: tuple[int, ...] | None = None
+    scored: bool = True
+    dtype: Any = None
+
+    def block_widths(self) -> list[tuple[str, int, int]]:
+        """``[(block name, head dimensions, MLP units)]`` of the current network."""
+        raise NotImplementedError
+
+    def channel_groups(self) -> tuple[ChannelGroup, ...]:
+        """``{block}.attn`` and ``{block}.mlp`` per block, in block order."""
+        groups = []
+        for name, attn, mlp in self.block_widths():
+            groups.append(attention_group(f"{name}.attn", (name, "attn"), attn))
+            groups.append(mlp_group(f"{name}.mlp", (name, "mlp"), mlp))
+        return tuple(groups)
+
+    def kept_dims(self, keep: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+        """``{"attn_dims": ..., "mlp_dims": ...}`` of the network keeping the dimensions
+        ``keep[group]`` (indices into the current group; a group left out keeps all)."""
+        keep = normalize_keep(self.channel_groups(), keep)
+        names = [name for name, _, _ in self.block_widths()]
+        return {
+            "attn_dims": tuple(len(keep[f"{n}.attn"]) for n in names),
+            "mlp_dims": tuple(len(keep[f"{n}.mlp"]) for n in names),
+        }
+
+    def macs(self, input_shape: Sequence[int]) -> int:
+        """Total of ``mac_parts(input_shape)``."""
+        return sum(m for _, _, m in self.mac_parts(input_shape))

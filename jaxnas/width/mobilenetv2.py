@@ -229,8 +229,7 @@ class MobileNetV2(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         specs = self._specs()
         stem, last = self._stem_width(specs), self._widths()[1]
-        groups = self.channel_groups()
-        a = score_variables(self, groups) if self.scored else {g.name: None for g in groups}
+        a = score_variables(self, self.channel_groups(), self.scored)
         dt = self.cfg.dtype
         h = conv(stem, 3, 2, name="stem", dtype=dt)(x)
         h = nn.relu6(batch_norm(train, name="stem_bn")(h))

@@ -233,8 +233,7 @@ class PreResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         specs, final_sel = self._specs()
-        groups = self.channel_groups()
-        a = score_variables(self, groups) if self.scored else {g.name: None for g in groups}
+        a = score_variables(self, self.channel_groups(), self.scored)
         h = conv(STEM, 3, name="conv1", dtype=self.dtype)(x)
         for sp in specs:
             block = PreActBottleneck(

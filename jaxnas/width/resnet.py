@@ -140,8 +140,7 @@ class PreActResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         specs = self._specs()
-        groups = self.channel_groups()
-        a = score_variables(self, groups) if self.scored else {g.name: None for g in groups}
+        a = score_variables(self, self.channel_groups(), self.scored)
         h = conv(self.stem, 3, name="stem", dtype=self.dtype)(x)
         for name, mid, out, stride in specs:
             h = PreActBlock(mid, out, stride, self.dtype, name=name)(h, a[f"{name}.mid"], train)

@@ -46,14 +46,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.models.prunable import ChannelGroup, normalize_keep, score_variables
+from jaxnas.models.prunable import score_variables
 from jaxnas.width.attention import (
     LINEAR_INIT,
     ScoredAttention,
     ScoredMLP,
-    attention_group,
+    WidthTransformer,
     drop_path,
-    mlp_group,
+    patch_embed,
 )
 
 __all__ = [
@@ -190,7 +190,7 @@ class PatchMerging(nn.Module):
         )(x)
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(WidthTransformer):
     """Swin Transformer with SiDT scores; see the module doc.
 
     Attributes:
@@ -203,12 +203,8 @@ class SwinTransformer(nn.Module):
       window: ``M`` (the map of every stage with more than ``M`` tokens a side must be
         divisible by it).
       mlp_ratio: MLP hidden width over the block width.
-      drop_path_rate: stochastic depth, linear from 0 to this over the blocks (training
-        only; needs a ``"dropout"`` rng).
-      attn_dims: kept head dimensions per block (``None``: all).
-      mlp_dims: kept MLP units per block (``None``: all).
-      scored: create the ``"arch"`` scores.
-      dtype: computation dtype.
+      drop_path_rate, attn_dims, mlp_dims, scored, dtype: as
+        :class:`~jaxnas.width.attention.WidthTransformer`.
 
     Call: ``model.apply(variables, x, train=False)``, ``x`` ``(B, H, W, C_in)``; logits.
     """
@@ -221,11 +217,6 @@ class SwinTransformer(nn.Module):
     heads: tuple[int, ...] = (3, 6, 12, 24)
     window: int = 7
     mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.0
-    attn_dims: tuple[int, ...] | None = None
-    mlp_dims: tuple[int, ...] | None = None
-    scored: bool = True
-    dtype: Any = None
 
     def _specs(self) -> list[_BlockSpec]:
         if not self.depths or len(self.depths) != len(self.heads):
@@ -280,22 +271,13 @@ class SwinTransformer(nn.Module):
             specs = [dataclasses.replace(sp, **{key: int(d)}) for sp, d in zip(specs, dims)]
         return specs
 
-    def channel_groups(self) -> tuple[ChannelGroup, ...]:
-        """``stage{s}_{b}.attn`` (head dimensions) and ``stage{s}_{b}.mlp`` per block."""
-        groups = []
-        for sp in self._specs():
-            groups.append(attention_group(f"{sp.name}.attn", (sp.name, "attn"), sp.attn_dim))
-            groups.append(mlp_group(f"{sp.name}.mlp", (sp.name, "mlp"), sp.mlp_dim))
-        return tuple(groups)
+    def block_widths(self) -> list[tuple[str, int, int]]:
+        """``stage{s}_{b}``, its head dimensions and MLP units."""
+        return [(sp.name, sp.attn_dim, sp.mlp_dim) for sp in self._specs()]
 
     def pruned(self, keep: Mapping[str, Sequence[int]]) -> SwinTransformer:
         """The network keeping dimensions ``keep[group]`` (indices into the current group)."""
-        keep = normalize_keep(self.channel_groups(), keep)
-        specs = self._specs()
-        return self.clone(
-            attn_dims=tuple(len(keep[f"{sp.name}.attn"]) for sp in specs),
-            mlp_dims=tuple(len(keep[f"{sp.name}.mlp"]) for sp in specs),
-        )
+        return self.clone(**self.kept_dims(keep))
 
     def mac_parts(self, input_shape: Sequence[int]) -> list[tuple[str, str, int]]:
         """Closed-form multiply-adds of one image, ``(module, part, MACs)`` in call order.
@@ -305,6 +287,7 @@ class SwinTransformer(nn.Module):
         ``qkv``, ``attn`` (``Q K^T`` and ``a V``: ``2 h N^2 d_h'`` per window), ``proj``,
         ``mlp`` (``fc1`` + ``fc2``), per merging its LayerNorm and ``reduction``, the final
         LayerNorm and the ``head``.  Biases, softmax, GELU, the pool are not counted.
+        Swin-T at 224, 1000 classes: 4.49 G in all (:meth:`macs`).
         """
         h, w, c_in = (int(v) for v in input_shape)
         if h != self.image_size or w != self.image_size:
@@ -333,26 +316,12 @@ class SwinTransformer(nn.Module):
         parts.append(("head", "head", top.dim * self.num_classes))
         return parts
 
-    def macs(self, input_shape: Sequence[int]) -> int:
-        """Total of :meth:`mac_parts` (Swin-T at 224, 1000 classes: 4.49 G)."""
-        return sum(m for _, _, m in self.mac_parts(input_shape))
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         specs = self._specs()
-        groups = self.channel_groups()
-        a = score_variables(self, groups) if self.scored else {g.name: None for g in groups}
+        a = score_variables(self, self.channel_groups(), self.scored)
         dt = self.dtype
-        p = self.patch_size
-        x = nn.Conv(
-            self.embed_dim,
-            (p, p),
-            strides=(p, p),
-            padding="VALID",
-            kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-            dtype=dt,
-            name="patch_embed",
-        )(x)
+        x = patch_embed(self.embed_dim, self.patch_size, dt)(x)
         x = nn.LayerNorm(LN_EPS, dtype=dt, name="patch_norm")(x)
         for i, sp in enumerate(specs):
             block = SwinBlock(

@@ -30,14 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.models.prunable import ChannelGroup, normalize_keep, score_variables
+from jaxnas.models.prunable import score_variables
 from jaxnas.width.attention import (
     LINEAR_INIT,
     ScoredAttention,
     ScoredMLP,
-    attention_group,
+    WidthTransformer,
     drop_path,
-    mlp_group,
+    patch_embed,
 )
 
 __all__ = ["ViT", "ViTBlock", "vit_tiny"]
@@ -70,7 +70,7 @@ class ViTBlock(nn.Module):
         return x + drop_path(y, self.drop_path, r2)
 
 
-class ViT(nn.Module):
+class ViT(WidthTransformer):
     """Vision Transformer with SiDT scores; see the module doc.
 
     Attributes:
@@ -83,12 +83,8 @@ class ViT(nn.Module):
       head_dim: unpruned head dimension (default ``dim // heads``; sets the scale).
       mlp_dim: unpruned MLP width (default ``4 dim``).
       pool: ``"cls"`` (a class token) or ``"mean"`` (mean over the patch tokens).
-      drop_path_rate: stochastic depth, linear from 0 over the blocks (training only;
-        needs a ``"dropout"`` rng).
-      attn_dims: kept head dimensions per block (``None``: all).
-      mlp_dims: kept MLP units per block (``None``: all).
-      scored: create the ``"arch"`` scores.
-      dtype: computation dtype.
+      drop_path_rate, attn_dims, mlp_dims, scored, dtype: as
+        :class:`~jaxnas.width.attention.WidthTransformer`.
 
     Call: ``model.apply(variables, x, train=False)``, ``x`` ``(B, H, W, C_in)``; logits.
     """
@@ -102,11 +98,6 @@ class ViT(nn.Module):
     head_dim: int | None = None
     mlp_dim: int | None = None
     pool: str = "cls"
-    drop_path_rate: float = 0.0
-    attn_dims: tuple[int, ...] | None = None
-    mlp_dims: tuple[int, ...] | None = None
-    scored: bool = True
-    dtype: Any = None
 
     def _widths(self) -> tuple[int, int, list[int], list[int]]:
         """``(head_dim, mlp_dim, attn_dims, mlp_dims)`` with the defaults filled in."""
@@ -134,25 +125,16 @@ class ViT(nn.Module):
             out.append([int(d) for d in dims])
         return hd, md, out[0], out[1]
 
-    def channel_groups(self) -> tuple[ChannelGroup, ...]:
-        """``block{i}.attn`` (head dimensions) and ``block{i}.mlp`` per block."""
+    def block_widths(self) -> list[tuple[str, int, int]]:
+        """``block{i}``, its head dimensions and MLP units."""
         _, _, attn, mlp = self._widths()
-        groups = []
-        for i in range(self.depth):
-            groups.append(attention_group(f"block{i}.attn", (f"block{i}", "attn"), attn[i]))
-            groups.append(mlp_group(f"block{i}.mlp", (f"block{i}", "mlp"), mlp[i]))
-        return tuple(groups)
+        return [(f"block{i}", attn[i], mlp[i]) for i in range(self.depth)]
 
     def pruned(self, keep: Mapping[str, Sequence[int]]) -> ViT:
         """The network keeping dimensions ``keep[group]`` (indices into the current group)."""
-        keep = normalize_keep(self.channel_groups(), keep)
+        dims = self.kept_dims(keep)
         hd, md, _, _ = self._widths()
-        return self.clone(
-            head_dim=hd,
-            mlp_dim=md,
-            attn_dims=tuple(len(keep[f"block{i}.attn"]) for i in range(self.depth)),
-            mlp_dims=tuple(len(keep[f"block{i}.mlp"]) for i in range(self.depth)),
-        )
+        return self.clone(head_dim=hd, mlp_dim=md, **dims)
 
     def mac_parts(self, input_shape: Sequence[int]) -> list[tuple[str, str, int]]:
         """Closed-form multiply-adds of one image, ``(module, part, MACs)``, counted as
@@ -179,26 +161,12 @@ class ViT(nn.Module):
         parts += [("norm", "norm", n * d), ("head", "head", d * self.num_classes)]
         return parts
 
-    def macs(self, input_shape: Sequence[int]) -> int:
-        """Total of :meth:`mac_parts`."""
-        return sum(m for _, _, m in self.mac_parts(input_shape))
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         hd, _, attn, mlp = self._widths()
-        groups = self.channel_groups()
-        a = score_variables(self, groups) if self.scored else {g.name: None for g in groups}
+        a = score_variables(self, self.channel_groups(), self.scored)
         dt = self.dtype
-        p = self.patch_size
-        x = nn.Conv(
-            self.dim,
-            (p, p),
-            strides=(p, p),
-            padding="VALID",
-            kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-            dtype=dt,
-            name="patch_embed",
-        )(x)
+        x = patch_embed(self.dim, self.patch_size, dt)(x)
         x = x.reshape(x.shape[0], -1, self.dim)
         if self.pool == "cls":
             cls = self.param("cls_token", LINEAR_INIT, (1, 1, self.dim))
