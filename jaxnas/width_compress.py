@@ -85,6 +85,28 @@ TRANSFORMER_MODELS = {
 }
 METHODS = ("rarts-width", "netslim", "random", "sidt")
 
+#: The weight optimiser's settings and defaults, the same keys in the ``search`` and
+#: ``finetune`` sections (whose optimizer is ``search.w_optimizer`` /
+#: ``finetune.optimizer``) and the same keywords of WidthSearch and FineTuner.
+_OPTIM_DEFAULTS = dict(
+    lr=0.1,
+    lr_min=0.0,
+    schedule="step",
+    momentum=0.9,
+    weight_decay=1e-4,
+    grad_clip=0.0,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    warmup_epochs=0.0,
+    warmup_lr=0.0,
+)
+
+
+def _optim_kwargs(section: Mapping[str, Any], optimizer_key: str) -> dict[str, Any]:
+    """The weight optimiser's keywords (WidthSearch, FineTuner) from a config section."""
+    return {**{k: section[k] for k in _OPTIM_DEFAULTS}, "optimizer": section[optimizer_key]}
+
 
 def default_config() -> ml_collections.ConfigDict:
     """Method-specific keys of the width methods, with PreResNet-164 / CIFAR-10 values.
@@ -138,12 +160,6 @@ def default_config() -> ml_collections.ConfigDict:
         dict(
             epochs=160,
             order="rarts",
-            lr=0.1,
-            lr_min=0.0,
-            schedule="step",
-            momentum=0.9,
-            weight_decay=1e-4,
-            grad_clip=0.0,
             a_lr=0.1,
             a_momentum=0.9,
             gamma=1e-4,
@@ -152,32 +168,18 @@ def default_config() -> ml_collections.ConfigDict:
             beta=1.0,
             w_init="copy",
             w_optimizer="sgd",
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            warmup_epochs=0.0,
-            warmup_lr=0.0,
+            **_OPTIM_DEFAULTS,
         )
     )
     c.prune = ml_collections.ConfigDict(dict(mode="ratio", ratio=0.4, scope="global", min_keep=1))
     c.finetune = ml_collections.ConfigDict(
         dict(
             epochs=160,
-            lr=0.1,
-            lr_min=0.0,
-            schedule="step",
-            momentum=0.9,
-            weight_decay=1e-4,
-            grad_clip=0.0,
             label_smoothing=0.0,
             kd_weight=1.0,
             temperature=4.0,
             optimizer="sgd",
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            warmup_epochs=0.0,
-            warmup_lr=0.0,
+            **_OPTIM_DEFAULTS,
         )
     )
     return c
@@ -493,12 +495,6 @@ def compress(
                 target=target,
                 gamma=s.gamma,
                 l1=s.l1,
-                lr=s.lr,
-                lr_min=s.lr_min,
-                schedule=s.schedule,
-                momentum=s.momentum,
-                weight_decay=s.weight_decay,
-                grad_clip=s.grad_clip,
                 a_lr=s.a_lr,
                 a_momentum=s.a_momentum,
                 lam=s.lam,
@@ -507,12 +503,7 @@ def compress(
                 epochs=max(s.epochs, 1),
                 steps_per_epoch=spe,
                 hvp_model=hvp,
-                optimizer=s.w_optimizer,
-                b1=s.b1,
-                b2=s.b2,
-                eps=s.eps,
-                warmup_epochs=s.warmup_epochs,
-                warmup_lr=s.warmup_lr,
+                **_optim_kwargs(s, "w_optimizer"),
             )
         except ValueError as e:
             raise RunError(f"cannot set up {method}: {e}") from e
@@ -603,21 +594,10 @@ def compress(
                 teacher=(model, variables),
                 kd_weight=f.kd_weight,
                 temperature=f.temperature,
-                lr=f.lr,
-                lr_min=f.lr_min,
-                schedule=f.schedule,
-                momentum=f.momentum,
-                weight_decay=f.weight_decay,
-                grad_clip=f.grad_clip,
                 label_smoothing=f.label_smoothing,
                 epochs=max(f.epochs, 1),
                 steps_per_epoch=f_spe,
-                optimizer=f.optimizer,
-                b1=f.b1,
-                b2=f.b2,
-                eps=f.eps,
-                warmup_epochs=f.warmup_epochs,
-                warmup_lr=f.warmup_lr,
+                **_optim_kwargs(f, "optimizer"),
             )
         except ValueError as e:
             raise RunError(f"cannot set up fine-tuning: {e}") from e
