@@ -1029,6 +1029,95 @@ def route_edges(
     return out
 
 
+def cell_axes(
+    pos: dict[Any, tuple[float, float]],
+    routes: Sequence[tuple[float, float, float]],
+    title: str | None,
+    title_h: float,
+    title_size: int,
+) -> tuple[Any, Any]:
+    """A pyplot-free ``(figure, axes)`` framing the nodes ``pos`` and the edge labels at
+    ``(x, y)`` of ``routes`` (``(rad, x, y)`` each, :func:`route_edges`) with margins 1.0
+    (x) and 0.8 (y), 0.75 inch a unit, equal aspect, no axis; ``title_h`` inches above
+    for ``title`` in ``title_size`` points (no title when empty)."""
+    Figure = require("matplotlib.figure", "drawing a cell").Figure
+    xs = [p[0] for p in pos.values()] + [x for _, x, _ in routes]
+    ys = [p[1] for p in pos.values()] + [y for _, _, y in routes]
+    x0, x1 = min(xs) - 1.0, max(xs) + 1.0
+    y0, y1 = min(ys) - 0.8, max(ys) + 0.8
+    scale = 0.75
+    height = (y1 - y0) * scale
+    fig = Figure(figsize=((x1 - x0) * scale, height + title_h))
+    ax = fig.add_axes((0, 0, 1, height / (height + title_h)))
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=title_size, y=1 - 0.1 * title_h / (height + title_h))
+    return fig, ax
+
+
+def draw_nodes(
+    ax: Any, pos: dict[Any, tuple[float, float]], r: float, styles: dict[Any, tuple[str, str]]
+) -> dict[Any, Any]:
+    """A circle of radius ``r`` at each node of ``pos``, filled and labelled by
+    ``styles[node] = (colour, label)``; returns ``{node: circle}`` (for :func:`draw_arrow`)."""
+    Circle = require("matplotlib.patches", "drawing a cell").Circle
+    circles = {}
+    for node, (x, y) in pos.items():
+        color, label = styles[node]
+        circ = Circle((x, y), r, facecolor=color, edgecolor="black", lw=1.2, zorder=3)
+        ax.add_patch(circ)
+        circles[node] = circ
+        ax.text(x, y, label, ha="center", va="center", fontsize=12, zorder=4)
+    return circles
+
+
+def draw_arrow(
+    ax: Any,
+    pos: dict[Any, tuple[float, float]],
+    circles: dict[Any, Any],
+    src: Any,
+    dst: Any,
+    rad: float,
+    **kw: Any,
+) -> None:
+    """An arrow ``src -> dst`` between the node circles, bent by ``rad`` (matplotlib's
+    ``arc3``), styled by ``kw`` (``color``, ``lw``, ``linestyle``)."""
+    FancyArrowPatch = require("matplotlib.patches", "drawing a cell").FancyArrowPatch
+    ax.add_patch(
+        FancyArrowPatch(
+            pos[src],
+            pos[dst],
+            connectionstyle=f"arc3,rad={rad}",
+            arrowstyle="-|>",
+            mutation_scale=14,
+            patchA=circles[src],
+            patchB=circles[dst],
+            shrinkA=1,
+            shrinkB=1,
+            zorder=2,
+            **kw,
+        )
+    )
+
+
+def draw_label(ax: Any, x: float, y: float, text: str, color: str, pad: float) -> None:
+    """An op name at ``(x, y)`` in its colour on a white rounded box (padding ``pad``)."""
+    ax.text(
+        x,
+        y,
+        text,
+        ha="center",
+        va="center",
+        fontsize=9,
+        color=color,
+        zorder=5,
+        bbox=dict(boxstyle=f"round,pad={pad}", fc="white", ec="none", alpha=0.85),
+    )
+
+
 def plot_cell(cell: CellGenotype, path: str | os.PathLike[str], title: str = "") -> str:
     """Draw a cell like the DARTS paper figures and save it to ``path``.
 
@@ -1043,10 +1132,6 @@ def plot_cell(cell: CellGenotype, path: str | os.PathLike[str], title: str = "")
     Returns:
       ``path`` as a string.
     """
-    Figure = require("matplotlib.figure", "drawing a cell").Figure
-    patches = require("matplotlib.patches", "drawing a cell")
-    Circle, FancyArrowPatch = patches.Circle, patches.FancyArrowPatch
-
     path = os.fspath(path)
     n_in, n = cell.n_inputs, cell.n_nodes
     dx, r = 2.4, 0.42
@@ -1065,69 +1150,18 @@ def plot_cell(cell: CellGenotype, path: str | os.PathLike[str], title: str = "")
     drawable = [("\n".join(ops), s, d) for (s, d), ops in merged.items()]
     concat = [c for c in dict.fromkeys(cell.concat) if c in pos and c != out_id]
     routes = route_edges(drawable, pos, r, [(c, out_id) for c in concat])
+    fig, ax = cell_axes(pos, routes, title, 0.45 if title else 0.0, 13)
 
-    xs = [p[0] for p in pos.values()] + [x for _, x, _ in routes]
-    ys = [p[1] for p in pos.values()] + [y for _, _, y in routes]
-    x0, x1 = min(xs) - 1.0, max(xs) + 1.0
-    y0, y1 = min(ys) - 0.8, max(ys) + 0.8
-    scale = 0.75
-    title_h = 0.45 if title else 0.0
-    height = (y1 - y0) * scale
-    fig = Figure(figsize=((x1 - x0) * scale, height + title_h))
-    ax = fig.add_axes((0, 0, 1, height / (height + title_h)))
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=13, y=1 - 0.1 * title_h / (height + title_h))
-
-    circles: dict[int, Circle] = {}
-    for node, (x, y) in pos.items():
-        if node < n_in:
-            color, label = "#b4eeb4", _input_name(node, n_in)
-        elif node == out_id:
-            color, label = "#eee8aa", "$c_{k}$"
-        else:
-            color, label = "#add8e6", str(node - n_in)
-        circ = Circle((x, y), r, facecolor=color, edgecolor="black", lw=1.2, zorder=3)
-        ax.add_patch(circ)
-        circles[node] = circ
-        ax.text(x, y, label, ha="center", va="center", fontsize=12, zorder=4)
-
-    def arrow(src: int, dst: int, rad: float, **kw: Any) -> None:
-        ax.add_patch(
-            FancyArrowPatch(
-                pos[src],
-                pos[dst],
-                connectionstyle=f"arc3,rad={rad}",
-                arrowstyle="-|>",
-                mutation_scale=14,
-                patchA=circles[src],
-                patchB=circles[dst],
-                shrinkA=1,
-                shrinkB=1,
-                zorder=2,
-                **kw,
-            )
-        )
-
+    styles = {i: ("#b4eeb4", _input_name(i, n_in)) for i in range(n_in)}
+    styles.update({n_in + k: ("#add8e6", str(k)) for k in range(n)})
+    styles[out_id] = ("#eee8aa", "$c_{k}$")
+    circles = draw_nodes(ax, pos, r, styles)
     for c in concat:
-        arrow(c, out_id, 0.0, color="#888888", lw=1.0, linestyle="--")
+        draw_arrow(ax, pos, circles, c, out_id, 0.0, color="#888888", lw=1.0, linestyle="--")
     for (op, src, dst), (rad, lx, ly) in zip(drawable, routes):
         color = _OP_COLORS.get(op, "black")
-        arrow(src, dst, rad, color=color, lw=1.6)
-        ax.text(
-            lx,
-            ly,
-            op,
-            ha="center",
-            va="center",
-            fontsize=9,
-            color=color,
-            zorder=5,
-            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
-        )
+        draw_arrow(ax, pos, circles, src, dst, rad, color=color, lw=1.6)
+        draw_label(ax, lx, ly, op, color, 0.15)
 
     fig.savefig(path, dpi=150, facecolor="white")
     return path

@@ -18,8 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxnas.genotype import route_edges  # the CNN cell drawing's edge router
-from jaxnas.optional import require
+from jaxnas.genotype import (  # the CNN cell drawing's router and pieces
+    cell_axes,
+    draw_arrow,
+    draw_label,
+    draw_nodes,
+    route_edges,
+)
 from jaxnas.rnn.genotype import RNNGenotype
 
 __all__ = ["CellGraph", "cell_graph", "plot_recurrent_cell", "replot", "save_pictures"]
@@ -84,10 +89,6 @@ def plot_recurrent_cell(
     Returns:
       ``path`` as a string.
     """
-    Figure = require("matplotlib.figure", "drawing a cell").Figure
-    patches = require("matplotlib.patches", "drawing a cell")
-    Circle, FancyArrowPatch = patches.Circle, patches.FancyArrowPatch
-
     path = os.fspath(path)
     g = cell_graph(genotype)
     dx, r, line_h = 2.4, 0.42, 0.34
@@ -99,72 +100,27 @@ def plot_recurrent_cell(
     drawable = [("\n".join(ops), j, i) for j, i, ops in g.edges]
     fixed = [(a, b) for a, b in g.inputs] + [(s, H_OUT) for s in g.output]
     routes = route_edges(drawable, pos, r, fixed)
-
-    xs = [p[0] for p in pos.values()] + [x for _, x, _ in routes]
-    ys = [p[1] for p in pos.values()] + [y for _, _, y in routes]
-    x0, x1 = min(xs) - 1.0, max(xs) + 1.0
-    y0, y1 = min(ys) - 0.8, max(ys) + 0.8
-    scale, title_h = 0.75, 0.45
     n_out = len(g.output)
     title = (
         f"recurrent cell: $h_t$ = mean of {n_out} state{'s' * (n_out > 1)}"
         if title is None
         else title
     )
-    height = (y1 - y0) * scale
-    fig = Figure(figsize=((x1 - x0) * scale, height + title_h))
-    ax = fig.add_axes((0, 0, 1, height / (height + title_h)))
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=12, y=1 - 0.1 * title_h / (height + title_h))
+    fig, ax = cell_axes(pos, routes, title, 0.45, 12)
 
     names = {X_IN: "$x_t$", H_IN: "$h_{t-1}$", H_OUT: "$h_t$"}
-    circles = {}
-    for node, (x, y) in pos.items():
-        color = {X_IN: "#b4eeb4", H_IN: "#b4eeb4", H_OUT: "#eee8aa"}.get(node, "#add8e6")
-        circ = Circle((x, y), r, facecolor=color, edgecolor="black", lw=1.2, zorder=3)
-        ax.add_patch(circ)
-        circles[node] = circ
-        ax.text(x, y, names.get(node, str(node)), ha="center", va="center", fontsize=12, zorder=4)
-
-    def arrow(src, dst, rad: float, **kw) -> None:
-        ax.add_patch(
-            FancyArrowPatch(
-                pos[src],
-                pos[dst],
-                connectionstyle=f"arc3,rad={rad}",
-                arrowstyle="-|>",
-                mutation_scale=14,
-                patchA=circles[src],
-                patchB=circles[dst],
-                shrinkA=1,
-                shrinkB=1,
-                zorder=2,
-                **kw,
-            )
-        )
-
+    colors = {X_IN: "#b4eeb4", H_IN: "#b4eeb4", H_OUT: "#eee8aa"}
+    styles = {node: (colors.get(node, "#add8e6"), names.get(node, str(node))) for node in pos}
+    circles = draw_nodes(ax, pos, r, styles)
     for a, b in g.inputs:
-        arrow(a, b, 0.0, color="#555555", lw=1.4)
+        draw_arrow(ax, pos, circles, a, b, 0.0, color="#555555", lw=1.4)
     for s in g.output:
-        arrow(s, H_OUT, 0.0, color="#888888", lw=1.0, linestyle="--")
+        draw_arrow(ax, pos, circles, s, H_OUT, 0.0, color="#888888", lw=1.0, linestyle="--")
     for (j, i, ops), (rad, lx, ly) in zip(g.edges, routes):
-        arrow(j, i, rad, color=OP_COLORS[ops[0]] if len(ops) == 1 else "#555555", lw=1.6)
+        color = OP_COLORS[ops[0]] if len(ops) == 1 else "#555555"
+        draw_arrow(ax, pos, circles, j, i, rad, color=color, lw=1.6)
         for k, op in enumerate(ops):  # one label per (edge, op), stacked
-            ax.text(
-                lx,
-                ly + line_h * ((len(ops) - 1) / 2 - k),
-                op,
-                ha="center",
-                va="center",
-                fontsize=9,
-                color=OP_COLORS[op],
-                zorder=5,
-                bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="none", alpha=0.85),
-            )
+            draw_label(ax, lx, ly + line_h * ((len(ops) - 1) / 2 - k), op, OP_COLORS[op], 0.12)
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
