@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxnas.files import write_text
 from jaxnas.ops import DARTS_PRIMITIVES, OPS
 from jaxnas.optional import require
 from jaxnas.spaces import GenotypeError
@@ -898,14 +899,7 @@ def from_json(text: str, known_ops: Collection[str] | None = KNOWN_OPS) -> Genot
 
 def save(genotype: Genotype, path: str | os.PathLike[str]) -> None:
     """Write ``to_json(genotype)`` to ``path`` (atomically; parent folders are created)."""
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(to_json(genotype))
-    os.replace(tmp, path)
+    write_text(path, to_json(genotype))
 
 
 def load(path: str | os.PathLike[str], known_ops: Collection[str] | None = KNOWN_OPS) -> Genotype:

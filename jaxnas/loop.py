@@ -51,6 +51,7 @@ import numpy as np
 
 from jaxnas import plots
 from jaxnas.config import config_to_json
+from jaxnas.files import write_text
 from jaxnas.optional import require
 from jaxnas.runtime import (
     FileLog,
@@ -576,7 +577,7 @@ class _Loop:
             self._resume_files()
             logger.info("resumed from %s/%d", wd.checkpoints, resumed)
         if self.primary:  # after the restore: a checkpoint that does not fit changes nothing
-            _write_text(wd.config, config_to_json(config) + "\n")
+            write_text(wd.config, config_to_json(config) + "\n")
         exp.start(wd, state, resumed)
         if config.run.tensorboard and self.primary:
             tbx = require("tensorboardX", "TensorBoard logging (run.tensorboard)")
@@ -872,10 +873,3 @@ class _Loop:
             write_json(wd.summary, summary)
         logger.info("%s done in %.1fs", exp.name, summary["wall_time"])
         return summary
-
-
-def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

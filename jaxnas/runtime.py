@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.files import write_text
+
 __all__ = [
     "RunError",
     "checkpoint_manager",
@@ -247,12 +249,9 @@ def restore_for_eval(
 
 
 def write_json(path: str, obj: Any) -> None:
-    """``obj`` as indented JSON, written atomically (a kill never leaves half a file)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """``obj`` as indented, key-sorted JSON and a newline, written atomically
+    (:func:`jaxnas.files.write_text`)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def truncate_metrics(path: str, step: int) -> None:
@@ -269,11 +268,7 @@ def truncate_metrics(path: str, step: int) -> None:
                 continue  # a line cut by a kill
             if rec.get("step", 0) <= step:
                 keep.append(rec)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in keep:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
 
 class Interrupted(RuntimeError):

@@ -61,6 +61,7 @@ import numpy as np
 
 from jaxnas import loop, xla
 from jaxnas.config import config_to_json, validate
+from jaxnas.files import write_text
 from jaxnas.optional import require
 from jaxnas.runtime import FileLog, RunError
 
@@ -260,10 +261,7 @@ def save_pruned(
         "keep": {k: [int(i) for i in np.asarray(v)] for k, v in keep.items()},
         **extra,
     }
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def load_pruned(path: str) -> tuple[Any, Any, dict[str, list[int]]]:

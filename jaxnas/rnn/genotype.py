@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxnas.files import write_text
 from jaxnas.genotype import GenotypeError
 
 __all__ = [
@@ -192,10 +193,8 @@ class RNNGenotype:
         return cls.from_dict(d)
 
     def save_json(self, path: str | os.PathLike) -> None:
-        tmp = os.fspath(path) + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json() + "\n")
-        os.replace(tmp, path)
+        """Write :meth:`to_json` and a newline to ``path`` (atomically)."""
+        write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RNNGenotype:

@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxnas.files import write_text
 from jaxnas.optional import require
 from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import CellTopology
@@ -313,14 +314,7 @@ def is_arch(obj: Any) -> bool:
 
 def save(arch: NB201Arch, path: str | os.PathLike[str]) -> None:
     """Write ``{"format": "jaxnas-nb201-v1", "arch": "|...|"}`` to ``path`` (atomically)."""
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(arch.to_json())
-    os.replace(tmp, path)
+    write_text(path, arch.to_json())
 
 
 def _from_obj(obj: Any, where: str) -> NB201Arch:
