@@ -56,6 +56,7 @@ __all__ = [
     "LINEAR_INIT",
     "HeadsIn",
     "HeadsOut",
+    "PreLNBlock",
     "ScoredAttention",
     "ScoredMLP",
     "WidthTransformer",
@@ -220,6 +221,44 @@ class ScoredMLP(nn.Module):
         return nn.Dense(x.shape[-1], kernel_init=LINEAR_INIT, dtype=self.dtype, name="fc2")(h)
 
 
+class PreLNBlock(nn.Module):
+    """A pre-LN transformer block with scored attention and MLP (ViT's; Swin's with its
+    windows in :meth:`attention`), ``x`` of any token layout ``(B, ..., d)``::
+
+        x = x + DropPath(attention(LN_1(x), alpha_attn))
+        x = x + DropPath(MLP(LN_2(x), alpha_mlp))
+
+    The two drop-path draws split one ``"dropout"`` key (training with ``drop_path > 0``
+    only); ``ln_eps`` (a class attribute) is the LayerNorms' epsilon.
+    """
+
+    heads: int
+    attn_dim: int
+    head_dim: int
+    mlp_dim: int
+    drop_path: float = 0.0
+    dtype: Any = None
+    ln_eps = 1e-6
+
+    def attention(self, y: jax.Array, alpha: Any) -> jax.Array:
+        """The attention branch on the normalised tokens ``y`` (same shape out)."""
+        attn = ScoredAttention(self.heads, self.attn_dim, self.head_dim, self.dtype, name="attn")
+        return attn(y, alpha)
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, alpha_attn: Any, alpha_mlp: Any, train: bool = False
+    ) -> jax.Array:
+        """``x``: ``(B, ..., d)`` -> same shape."""
+        rng = self.make_rng("dropout") if train and self.drop_path > 0 else None
+        r1, r2 = jax.random.split(rng) if rng is not None else (None, None)
+        y = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name="norm1")(x)
+        x = x + drop_path(self.attention(y, alpha_attn), self.drop_path, r1)
+        y = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name="norm2")(x)
+        y = ScoredMLP(self.mlp_dim, self.dtype, name="mlp")(y, alpha_mlp)
+        return x + drop_path(y, self.drop_path, r2)
+
+
 def attention_group(name: str, path: Sequence[str], head_dim: int) -> ChannelGroup:
     """The head-dimension group of a :class:`ScoredAttention` at ``path``.
 
@@ -260,6 +299,8 @@ class WidthTransformer(nn.Module):
       mlp_dims: kept MLP units per block (``None``: all).
       scored: create the ``"arch"`` scores.
       dtype: computation dtype.
+
+    Call: ``model.apply(variables, x, train=False)``, ``x`` ``(B, H, W, C_in)``; logits.
     """
 
     drop_path_rate: float = 0.0

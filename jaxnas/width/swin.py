@@ -49,10 +49,9 @@ import numpy as np
 from jaxnas.models.prunable import score_variables
 from jaxnas.width.attention import (
     LINEAR_INIT,
+    PreLNBlock,
     ScoredAttention,
-    ScoredMLP,
     WidthTransformer,
-    drop_path,
     patch_embed,
 )
 
@@ -132,44 +131,34 @@ class _BlockSpec:
     drop_path: float
 
 
-class SwinBlock(nn.Module):
-    """One Swin block: (shifted) window attention and MLP, pre-LN residuals."""
+class SwinBlock(PreLNBlock):
+    """One Swin block on ``(B, H, W, C)``: (shifted) window attention and MLP, pre-LN
+    residuals (:class:`~jaxnas.width.attention.PreLNBlock` with window attention).
 
-    heads: int
-    attn_dim: int
-    head_dim: int
-    mlp_dim: int
-    window: int
-    shift: int
-    drop_path: float = 0.0
-    dtype: Any = None
+    Attributes (after the base's): ``window`` ``M`` (default Swin's 7) and ``shift``
+    (0: W-MSA; ``M // 2``: SW-MSA, the map rolled by ``-shift`` and masked).
+    """
 
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, alpha_attn: Any, alpha_mlp: Any, train: bool = False
-    ) -> jax.Array:
-        """``x``: ``(B, H, W, C)`` -> same shape."""
-        _, h, w, _ = x.shape
+    window: int = 7
+    shift: int = 0
+    ln_eps = LN_EPS
+
+    def attention(self, y: jax.Array, alpha: Any) -> jax.Array:
+        """Attention within ``M x M`` windows, with the relative-position bias."""
+        _, h, w, _ = y.shape
         m, s = self.window, self.shift
         table = self.param(
             "relative_position_bias_table", LINEAR_INIT, ((2 * m - 1) ** 2, self.heads)
         )
         bias = table[relative_position_index(m)].transpose(2, 0, 1)  # (heads, N, N)
         mask = jnp.asarray(shifted_window_mask(h, w, m, s)) if s else None
-        rng = self.make_rng("dropout") if train and self.drop_path > 0 else None
-        r1, r2 = jax.random.split(rng) if rng is not None else (None, None)
-
-        y = nn.LayerNorm(LN_EPS, dtype=self.dtype, name="norm1")(x)
         if s:
             y = jnp.roll(y, (-s, -s), axis=(1, 2))
         attn = ScoredAttention(self.heads, self.attn_dim, self.head_dim, self.dtype, name="attn")
-        y = window_reverse(attn(window_partition(y, m), alpha_attn, bias, mask), m, h, w)
+        y = window_reverse(attn(window_partition(y, m), alpha, bias, mask), m, h, w)
         if s:
             y = jnp.roll(y, (s, s), axis=(1, 2))
-        x = x + drop_path(y, self.drop_path, r1)
-        y = nn.LayerNorm(LN_EPS, dtype=self.dtype, name="norm2")(x)
-        y = ScoredMLP(self.mlp_dim, self.dtype, name="mlp")(y, alpha_mlp)
-        return x + drop_path(y, self.drop_path, r2)
+        return y
 
 
 class PatchMerging(nn.Module):
@@ -204,9 +193,7 @@ class SwinTransformer(WidthTransformer):
         divisible by it).
       mlp_ratio: MLP hidden width over the block width.
       drop_path_rate, attn_dims, mlp_dims, scored, dtype: as
-        :class:`~jaxnas.width.attention.WidthTransformer`.
-
-    Call: ``model.apply(variables, x, train=False)``, ``x`` ``(B, H, W, C_in)``; logits.
+        :class:`~jaxnas.width.attention.WidthTransformer` (and the call).
     """
 
     num_classes: int = 1000
@@ -329,10 +316,10 @@ class SwinTransformer(WidthTransformer):
                 sp.attn_dim,
                 sp.head_dim,
                 sp.mlp_dim,
-                sp.window,
-                sp.shift,
                 sp.drop_path,
                 dt,
+                window=sp.window,
+                shift=sp.shift,
                 name=sp.name,
             )
             x = block(x, a[f"{sp.name}.attn"], a[f"{sp.name}.mlp"], train)

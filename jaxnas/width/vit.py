@@ -33,10 +33,8 @@ import numpy as np
 from jaxnas.models.prunable import score_variables
 from jaxnas.width.attention import (
     LINEAR_INIT,
-    ScoredAttention,
-    ScoredMLP,
+    PreLNBlock,
     WidthTransformer,
-    drop_path,
     patch_embed,
 )
 
@@ -45,29 +43,11 @@ __all__ = ["ViT", "ViTBlock", "vit_tiny"]
 LN_EPS = 1e-6  # timm's ViT
 
 
-class ViTBlock(nn.Module):
-    """Pre-LN transformer block with scored attention and MLP."""
+class ViTBlock(PreLNBlock):
+    """Pre-LN transformer block with scored attention and MLP on ``(B, N, d)`` tokens
+    (:class:`~jaxnas.width.attention.PreLNBlock` as it is)."""
 
-    heads: int
-    attn_dim: int
-    head_dim: int
-    mlp_dim: int
-    drop_path: float = 0.0
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, alpha_attn: Any, alpha_mlp: Any, train: bool = False
-    ) -> jax.Array:
-        """``x``: ``(B, N, d)`` -> same shape."""
-        rng = self.make_rng("dropout") if train and self.drop_path > 0 else None
-        r1, r2 = jax.random.split(rng) if rng is not None else (None, None)
-        y = nn.LayerNorm(LN_EPS, dtype=self.dtype, name="norm1")(x)
-        attn = ScoredAttention(self.heads, self.attn_dim, self.head_dim, self.dtype, name="attn")
-        x = x + drop_path(attn(y, alpha_attn), self.drop_path, r1)
-        y = nn.LayerNorm(LN_EPS, dtype=self.dtype, name="norm2")(x)
-        y = ScoredMLP(self.mlp_dim, self.dtype, name="mlp")(y, alpha_mlp)
-        return x + drop_path(y, self.drop_path, r2)
+    ln_eps = LN_EPS
 
 
 class ViT(WidthTransformer):
@@ -84,9 +64,7 @@ class ViT(WidthTransformer):
       mlp_dim: unpruned MLP width (default ``4 dim``).
       pool: ``"cls"`` (a class token) or ``"mean"`` (mean over the patch tokens).
       drop_path_rate, attn_dims, mlp_dims, scored, dtype: as
-        :class:`~jaxnas.width.attention.WidthTransformer`.
-
-    Call: ``model.apply(variables, x, train=False)``, ``x`` ``(B, H, W, C_in)``; logits.
+        :class:`~jaxnas.width.attention.WidthTransformer` (and the call).
     """
 
     num_classes: int = 10
