@@ -50,6 +50,7 @@ from jaxnas.search_workdir import (
     drop_arch_after,
     regenerate,
     save_arch,
+    search_summary,
     write_arch_meta,
 )
 
@@ -277,15 +278,7 @@ class SearchExperiment(loop.Experiment):
                 benchmark = {"error": " ".join(str(e).split())}
             if benchmark:
                 logger.info("benchmark: %s", json.dumps(benchmark, sort_keys=True))
-        logger.info("genotype in %s", wd.genotype)
-        return {
-            "method": method.name,
-            "genotype": str(genotype),
-            "genotype_json": wd.genotype,
-            "genotype_pictures": pictures,
-            "benchmark": benchmark,
-            "alphas_plot": wd.alphas_plot if os.path.exists(wd.alphas_plot) else None,
-        }
+        return search_summary(wd, method.name, genotype, pictures, benchmark=benchmark)
 
 
 # --------------------------------------------------------------------------------- search

@@ -29,7 +29,13 @@ from jaxnas.rnn.draw import save_pictures
 from jaxnas.rnn.genotype import RNN_OPS
 from jaxnas.runtime import RunError
 from jaxnas.search.sparsenas_rnn import RNNSearchState, SparseNASRNN
-from jaxnas.search_workdir import SearchWorkdir, drop_arch_after, save_arch, write_arch_meta
+from jaxnas.search_workdir import (
+    SearchWorkdir,
+    drop_arch_after,
+    save_arch,
+    search_summary,
+    write_arch_meta,
+)
 
 __all__ = ["RNNSearchExperiment", "evaluate_perplexity", "search"]
 
@@ -182,14 +188,7 @@ class RNNSearchExperiment(loop.Experiment):
                 pictures = save_pictures(genotype, wd.genotype_prefix)
             except Exception as e:  # noqa: BLE001 - a picture never stops a search
                 logger.warning("could not draw the genotype: %s", e)
-        logger.info("genotype in %s", wd.genotype)
-        return {
-            "method": self.method.name,
-            "genotype": str(genotype),
-            "genotype_json": wd.genotype,
-            "genotype_pictures": pictures,
-            "alphas_plot": wd.alphas_plot if os.path.exists(wd.alphas_plot) else None,
-        }
+        return search_summary(wd, self.method.name, genotype, pictures)
 
 
 def search(

@@ -24,7 +24,14 @@ from jaxnas import loop, plots
 from jaxnas.runtime import write_json
 from jaxnas.spaces import nb201
 
-__all__ = ["SearchWorkdir", "drop_arch_after", "regenerate", "save_arch", "write_arch_meta"]
+__all__ = [
+    "SearchWorkdir",
+    "drop_arch_after",
+    "regenerate",
+    "save_arch",
+    "search_summary",
+    "write_arch_meta",
+]
 
 logger = logging.getLogger("jaxnas")
 
@@ -91,6 +98,23 @@ def save_arch(
         )
     except Exception as e:  # noqa: BLE001 - a picture never stops a search
         logger.warning("could not draw %s: %s", wd.alphas_plot, e)
+
+
+def search_summary(
+    wd: SearchWorkdir, method_name: str, genotype: Any, pictures: list[str], **extra: Any
+) -> dict[str, Any]:
+    """What a finished search reports (logging where its genotype is): ``method``,
+    ``genotype`` (its string), ``genotype_json``, ``genotype_pictures``, the ``extra``
+    entries (e.g. ``benchmark``) and ``alphas_plot`` (None when none was drawn)."""
+    logger.info("genotype in %s", wd.genotype)
+    return {
+        "method": method_name,
+        "genotype": str(genotype),
+        "genotype_json": wd.genotype,
+        "genotype_pictures": pictures,
+        **extra,
+        "alphas_plot": wd.alphas_plot if os.path.exists(wd.alphas_plot) else None,
+    }
 
 
 def drop_arch_after(wd: SearchWorkdir, epoch: int) -> None:
