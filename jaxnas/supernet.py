@@ -62,7 +62,9 @@ class Mixer:
       when the mixer sets ``stochastic = True`` (else ``None``); ``step_input`` is
       the pytree of traced per-step values that the method passes to the supernet's
       ``__call__`` (e.g. GDAS' temperature ``{"tau": tau}``; ``None`` when it passes
-      none), so annealing a value never recompiles the step.
+      none), so annealing a value never recompiles the step.  Default: ``arch``
+      itself (free op weights: BayesNAS' gates, SparseNAS' ``A``, PR-DARTS' gate
+      weights, ASM-NAS' selection mask); DARTS' softmax and GDAS' sample override it.
 
     The other hooks have defaults, which a method overrides where it differs; the
     edge (:class:`MixedEdge`) calls each of them, in this order:
@@ -97,8 +99,10 @@ class Mixer:
     def edge_weights(
         self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
     ) -> jax.Array:
-        """Per-edge op weights ``(n_edges, n_ops)`` from one cell's ``arch``."""
-        raise NotImplementedError
+        """Per-edge op weights ``(n_edges, n_ops)`` from one cell's ``arch``; ``arch``
+        itself by default."""
+        del rng, step_input
+        return arch
 
     def edge_input(self, x: jax.Array, w: jax.Array) -> jax.Array:
         """The tensor the edge's ops read; ``x`` itself by default."""

@@ -45,6 +45,8 @@ the initial aux must then have the same structure.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -257,36 +259,12 @@ def rarts_step(
 
 
 def make_rarts_step(
-    *,
-    loss_p: LossFn,
-    loss_a: LossFn,
-    tx_u: optax.GradientTransformation,
-    tx_w: optax.GradientTransformation,
-    tx_alpha: optax.GradientTransformation,
-    lam: float | jax.Array,
-    beta: float | jax.Array,
-    gamma: float | jax.Array = 0.0,
-    penalty: PenaltyFn | None = None,
-    has_aux: bool = False,
+    **settings: Any,
 ) -> Callable[[RARTSState, Any, Any], tuple[RARTSState, RARTSInfo]]:
-    """``step(state, batch_p, batch_a) -> (state, info)``: ``rarts_step`` with its
-    settings bound (not jitted; wrap it in ``jax.jit`` or use it inside ``lax.scan``)."""
-
-    def step(state: RARTSState, batch_p: Any, batch_a: Any) -> tuple[RARTSState, RARTSInfo]:
-        return rarts_step(
-            state,
-            batch_p,
-            batch_a,
-            loss_p=loss_p,
-            loss_a=loss_a,
-            tx_u=tx_u,
-            tx_w=tx_w,
-            tx_alpha=tx_alpha,
-            lam=lam,
-            beta=beta,
-            gamma=gamma,
-            penalty=penalty,
-            has_aux=has_aux,
-        )
-
-    return step
+    """``step(state, batch_p, batch_a) -> (state, info)``: :func:`rarts_step` with its
+    keyword ``settings`` bound (``loss_p``, ``loss_a``, ``tx_u``, ``tx_w``, ``tx_alpha``,
+    ``lam``, ``beta`` and optionally ``gamma``, ``penalty``, ``has_aux``; a missing or
+    unknown one is a ``TypeError`` here).  Not jitted: wrap it in ``jax.jit`` or use it
+    inside ``lax.scan``."""
+    inspect.signature(rarts_step).bind(None, None, None, **settings)
+    return functools.partial(rarts_step, **settings)

@@ -104,7 +104,7 @@ from jaxnas.ops import (
     make_op,
 )
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
-from jaxnas.supernet import Mixer, weighted_sum
+from jaxnas.supernet import Mixer
 
 __all__ = [
     "AuxiliaryHead",
@@ -775,17 +775,6 @@ class OneHotMixer(Mixer):
         """Zeros of ``shape``; set the real weights with :func:`one_hot_arch`."""
         del rng
         return jnp.zeros(shape)
-
-    def edge_weights(
-        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
-    ) -> jax.Array:
-        """``arch`` itself, ``(n_edges, n_ops)``."""
-        del rng, step_input
-        return arch
-
-    def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
-        """Weighted sum of the op outputs."""
-        return weighted_sum(outs, w)
 
 
 def _edge_index(topology: CellTopology, src: int, dst: int) -> int:

@@ -66,9 +66,9 @@ import optax
 from jaxnas.common import epoch_cosine_schedule, torch_sgd
 from jaxnas.genotype import CellGenotype, Genotype, derive_cell
 from jaxnas.optional import require
-from jaxnas.search.method import SearchMethodBase
+from jaxnas.search.method import SearchMethodBase, check_choices, supernet_config
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
-from jaxnas.supernet import Mixer, weighted_sum
+from jaxnas.supernet import Mixer
 
 __all__ = [
     "ASMMixer",
@@ -97,18 +97,8 @@ def default_config() -> ml_collections.ConfigDict:
     # paper: the 5th and 10th of 15 cells. The selected genotype records them.
     # attention_hidden: widths of Theta_1..Theta_3 (Eq. 4.4; the paper gives none).
     # attention_batch_mean: average E over the batch too (ablation; Eq. 4.3 is per sample).
-    c.model = ml_collections.ConfigDict(
-        dict(
-            init_channels=16,
-            layers=15,
-            stem_multiplier=3,
-            primitives="darts",
-            depthwise="auto",
-            remat=False,
-            reductions=(4, 9),
-            attention_hidden=(16, 16, 16),
-            attention_batch_mean=False,
-        )
+    c.model = supernet_config(
+        layers=15, reductions=(4, 9), attention_hidden=(16, 16, 16), attention_batch_mean=False
     )
     # lr_min 0: "annealed down to zero following a cosine schedule" (Sec. 5.1);
     # grad_clip (0 = off) is DARTS' 5, the paper gives none.
@@ -218,17 +208,6 @@ class ASMMixer(Mixer):
         """All ones: every edge mixed by its attention."""
         del rng
         return jnp.ones(shape, jnp.float32)
-
-    def edge_weights(
-        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
-    ) -> jax.Array:
-        """The mask itself."""
-        del rng, step_input
-        return arch
-
-    def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
-        """Fixed-weight sum; unused while ``combiner`` is defined (the supernet prefers it)."""
-        return weighted_sum(outs, w)
 
     def combiner(self, name: str) -> AttentionCombiner:
         """The per-edge attention module (created inside the edge)."""
@@ -350,14 +329,13 @@ class ASMNAS(SearchMethodBase):
     def check_config(self) -> None:
         """The selection settings and ``search.probe_batches`` (one line each)."""
         s = self.config.search
-        for key, value, allowed in (
-            ("selection", s.selection, SELECTIONS),
-            ("aggregate", s.aggregate, AGGREGATES),
-            ("derive", s.derive, DERIVES),
-            ("select_bn", s.select_bn, ("eval", "train")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"search.{key} must be one of {allowed}, got {value!r}")
+        check_choices(
+            self.config,
+            ("search.selection", SELECTIONS),
+            ("search.aggregate", AGGREGATES),
+            ("search.derive", DERIVES),
+            ("search.select_bn", ("eval", "train")),
+        )
         if s.probe_batches < 1:
             raise ValueError(f"search.probe_batches must be >= 1, got {s.probe_batches}")
 

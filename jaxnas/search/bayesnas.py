@@ -95,8 +95,7 @@ from jaxnas import bayes
 from jaxnas import curvature as cv
 from jaxnas.common import cross_entropy, torch_sgd
 from jaxnas.genotype import CellGenotype, Genotype, GenotypeError
-from jaxnas.ops import OpsConfig
-from jaxnas.search.method import SearchMethodBase
+from jaxnas.search.method import SearchMethodBase, check_choices, step_on, supernet_config
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 from jaxnas.supernet import Mixer
 
@@ -147,18 +146,7 @@ def default_config() -> ml_collections.ConfigDict:
       gates moving at lr 0.1).
     """
     c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict(
-        dict(
-            init_channels=16,
-            layers=8,
-            stem_multiplier=3,
-            primitives="bayesnas",
-            edge_gate="input",
-            depthwise="auto",
-            remat=False,
-            reductions=(),
-        )
-    )
+    c.model = supernet_config(primitives="bayesnas", edge_gate="input", reductions=())
     c.optim = ml_collections.ConfigDict(
         dict(
             w_lr=0.1,
@@ -257,13 +245,6 @@ class BayesMixer(Mixer):
         """All gates 1 (Alg. 1 initialisation ``w(0) = 1``)."""
         del rng
         return jnp.ones(shape, jnp.float32)
-
-    def edge_weights(
-        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
-    ) -> jax.Array:
-        """The gates themselves, ``(n_edges, 1 + n_ops)`` (no softmax, eq. 1)."""
-        del rng, step_input
-        return arch
 
     def _gate(self, w: jax.Array, b: jax.Array) -> jax.Array:
         w = w.astype(b.dtype)
@@ -396,7 +377,9 @@ class BayesNAS(SearchMethodBase):
 
     Built by the method contract (``jaxnas.search.method.SearchMethodBase``): the
     DARTS supernet with one set of gates per cell, losses, ``init`` and ``eval_step``
-    are the shared ones; the hooks below and the update rule are BayesNAS' own.
+    are the shared ones, and so is the weights' SGD (``optim.w_*``, weight decay on the
+    weights only: the gates have their own optimiser); the hooks below and the update
+    rule are BayesNAS' own.
     """
 
     name = "bayesnas"
@@ -410,19 +393,18 @@ class BayesNAS(SearchMethodBase):
         list (``"none"`` first, the zero-op gate) and the size limit of the exact
         Hessians (:meth:`_check_exact`)."""
         m, s = self.config.model, self.config.search
-        for key, value, allowed in (
-            ("model.edge_gate", m.edge_gate, EDGE_GATES),
-            ("search.hessian", s.hessian, HESSIANS),
-            ("search.train_on", s.train_on, TRAIN_ON),
-            ("search.update_unit", s.update_unit, UPDATE_UNITS),
-            ("search.hessian_scale", s.hessian_scale, ("mean", "sum")),
-            ("search.dependency", s.dependency, bayes.DEPENDENCIES),
-            ("search.order", s.order, ("alg1", "alg3")),
-            ("search.negative", s.negative, ("clip", "abs")),
-            ("search.eval_bn", s.eval_bn, ("batch", "running")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
+        check_choices(
+            self.config,
+            ("model.edge_gate", EDGE_GATES),
+            ("search.hessian", HESSIANS),
+            ("search.train_on", TRAIN_ON),
+            ("search.update_unit", UPDATE_UNITS),
+            ("search.hessian_scale", ("mean", "sum")),
+            ("search.dependency", bayes.DEPENDENCIES),
+            ("search.order", ("alg1", "alg3")),
+            ("search.negative", ("clip", "abs")),
+            ("search.eval_bn", ("batch", "running")),
+        )
         if s.lam_w <= 0 or s.lam_edge < 0:
             raise ValueError(
                 f"search.lam_w must be > 0 and search.lam_edge >= 0 (0: same as lam_w), got "
@@ -457,12 +439,7 @@ class BayesNAS(SearchMethodBase):
         # the Hessian pass of "paper": the same network, gates with the C.3 backward pass
         mode = {"paper": "exact", "paper_meanfield": "meanfield"}.get(s.hessian, "")
         self.curv_model = self.model.clone(mixer=BayesMixer(self.config.model.edge_gate, mode))
-        # forward-over-reverse (Hutchinson, jax.hessian) cannot pass a custom_vjp
-        self.hvp_model = (
-            self.model.clone(cfg=OpsConfig(depthwise="shifted"))
-            if self.model.cfg.depthwise == "custom_vjp"
-            else self.model
-        )
+        self.hvp_model = self.forward_mode_model()  # Hutchinson, jax.hessian
         names = self.model.arch_names()
         self.cell_types = {
             t: tuple(n for i, n in enumerate(names) if (i in self.reductions) == (t == "reduce"))
@@ -475,16 +452,6 @@ class BayesNAS(SearchMethodBase):
         self.warmup_steps = int(round(s.warmup_epochs * spe))
         self.update_period = s.update_every * (spe if s.update_unit == "epoch" else 1)
         self.eval_bn = s.eval_bn
-
-    def weight_optimizer(self) -> optax.GradientTransformation:
-        """SGD with momentum on ``lr_schedule``, weight decay only on the weights."""
-        o = self.config.optim
-        return torch_sgd(
-            self.lr_schedule,
-            momentum=o.w_momentum,
-            weight_decay=o.w_weight_decay,
-            grad_clip=o.grad_clip,
-        )
 
     def arch_optimizer(self) -> optax.GradientTransformation:
         """The gates' SGD (lr ``g_lr``, no weight decay); their gradients are clipped on
@@ -665,16 +632,8 @@ class BayesNAS(SearchMethodBase):
 
         stack = lambda *xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)
         carry = (state.params, state.arch, state.batch_stats, state.w_opt, state.a_opt)
-        (params, arch, stats, w_opt, a_opt), ms = jax.lax.scan(body, carry, stack(*batches))
-        new = state.replace(
-            step=state.step + 1,
-            params=params,
-            arch=arch,
-            batch_stats=stats,
-            w_opt=w_opt,
-            a_opt=a_opt,
-            rng=jax.random.key_data(rng_next),
-        )
+        carry, ms = jax.lax.scan(body, carry, stack(*batches))
+        new = step_on(state, rng_next, *carry)
 
         do = self.is_update_step(state.step)  # Alg. 1 steps 2-4 on the step's last batch
         new = jax.lax.cond(

@@ -43,9 +43,8 @@ import ml_collections
 import optax
 
 from jaxnas.bilevel.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
-from jaxnas.common import momentum_buffer, torch_sgd
-from jaxnas.ops import OpsConfig
-from jaxnas.search.method import SearchMethodBase, SearchState
+from jaxnas.common import momentum_buffer
+from jaxnas.search.method import SearchMethodBase, SearchState, step_on, supernet_config
 from jaxnas.supernet import SoftmaxMixer
 
 __all__ = ["DARTS", "SearchState", "default_config"]
@@ -58,17 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
     # remat: recompute each edge's intermediates in the backward pass (less memory);
     # space: "darts" (the DARTS cell) | "nb201" (NAS-Bench-201's cell: set primitives="nb201";
     # layers is then N, the cells per stage, and stem_multiplier is unused).
-    c.model = ml_collections.ConfigDict(
-        dict(
-            init_channels=16,
-            layers=8,
-            stem_multiplier=3,
-            primitives="darts",
-            depthwise="auto",
-            remat=False,
-            space="darts",
-        )
-    )
+    c.model = supernet_config(space="darts")
     c.optim = ml_collections.ConfigDict(
         dict(
             w_lr=0.025,
@@ -119,12 +108,13 @@ def _fuse_phases(setting: str, order: str, mode: str) -> bool:
 class DARTS(SearchMethodBase):
     """The DARTS search method (implements ``jaxnas.search.base.SearchMethod``).
 
-    Built by the method contract (``jaxnas.search.method.SearchMethodBase``); DARTS'
-    own hooks: ``check_config``, ``setup``, ``weight_optimizer``, ``arch_optimizer``,
-    ``make_mixer`` (softmax of alpha); its own update rule is the bilevel step
-    (``arch_gradient``, ``_train_step``) with ``arch_regularizer`` (extra terms of the
-    upper-level objective), a hook of RARTS.  RARTS and PR-DARTS add ``step_with`` to
-    ``entry_points``, the step with traced hyperparameters.
+    Built by the method contract (``jaxnas.search.method.SearchMethodBase``, whose
+    default weight optimiser is DARTS' SGD); DARTS' own hooks: ``check_config``,
+    ``setup``, ``arch_optimizer``, ``make_mixer`` (softmax of alpha); its own update
+    rule is the bilevel step (``arch_gradient``, ``_train_step``) with
+    ``arch_regularizer`` (extra terms of the upper-level objective), a hook of RARTS.
+    RARTS and PR-DARTS add ``step_with`` to ``entry_points``, the step with traced
+    hyperparameters.
     """
 
     name = "darts"
@@ -145,23 +135,7 @@ class DARTS(SearchMethodBase):
         self.order, self.mode = s.order, s.hypergradient
         self.exact_hvp = s.order == "second" and s.hypergradient == "exact"
         self.fuse_phases = _fuse_phases(s.fuse_phases, s.order, s.hypergradient)
-        self.hvp_model = (
-            self.model.clone(cfg=OpsConfig(depthwise="shifted"))
-            if self.exact_hvp and self.model.cfg.depthwise == "custom_vjp"
-            else self.model
-        )
-
-    def weight_optimizer(self) -> optax.GradientTransformation:
-        """SGD with momentum on ``lr_schedule``, weight decay added to the gradient and the
-        gradient norm clipped first (the reference's ``train_search.py``)."""
-        o = self.config.optim
-        return torch_sgd(
-            self.lr_schedule,
-            momentum=o.w_momentum,
-            weight_decay=o.w_weight_decay,
-            grad_clip=o.grad_clip,
-            nesterov=bool(o.get("w_nesterov", False)),
-        )
+        self.hvp_model = self.forward_mode_model() if self.exact_hvp else self.model
 
     def arch_optimizer(self) -> optax.GradientTransformation:
         """Adam with PyTorch's coupled weight decay (the reference's ``architect.py``)."""
@@ -216,17 +190,8 @@ class DARTS(SearchMethodBase):
             out = self._fused_phases(state, train_batch, valid_batch, rng_a, rng_w)
         else:
             out = self._separate_phases(state, train_batch, valid_batch, rng_a, rng_w)
-        params, arch, stats, w_opt, a_opt, metrics = out
-        new = state.replace(
-            step=state.step + 1,
-            params=params,
-            arch=arch,
-            batch_stats=stats,
-            w_opt=w_opt,
-            a_opt=a_opt,
-            rng=jax.random.key_data(rng_next),
-        )
-        return new, dict(metrics, lr=self.lr_schedule(state.step))
+        *trees, metrics = out  # params, arch, batch_stats, w_opt, a_opt
+        return step_on(state, rng_next, *trees), dict(metrics, lr=self.lr_schedule(state.step))
 
     def _separate_phases(self, state, train_batch, valid_batch, rng_a, rng_w):
         # 1. architecture step on the valid half (DARTS Alg. 1, line 2)

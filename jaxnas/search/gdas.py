@@ -44,9 +44,10 @@ import numpy as np
 import optax
 
 from jaxnas.search.darts import DARTS
-from jaxnas.search.method import SearchState
+from jaxnas.search.darts import default_config as darts_default_config
+from jaxnas.search.method import SearchState, step_on
 from jaxnas.search.prdarts_reg import tau_schedule
-from jaxnas.supernet import Mixer, weighted_sum
+from jaxnas.supernet import SoftmaxMixer, weighted_sum
 
 __all__ = ["GDAS", "UNSELECTED_GRADS", "GumbelMixer", "check_config", "default_config"]
 
@@ -57,35 +58,10 @@ UNSELECTED_GRADS = ("zero", "bias")
 def default_config() -> ml_collections.ConfigDict:
     """GDAS' config keys with the CIFAR-10 search of the DARTS space ([paper] Sec. 4.1:
     C = 16, 8 cells, 240 epochs, tau 10 -> 0.1, DARTS' optimisers)."""
-    c = ml_collections.ConfigDict()
-    # space: "darts" | "nb201" (primitives="nb201"; layers is then N, the cells per stage)
-    c.model = ml_collections.ConfigDict(
-        dict(
-            init_channels=16,
-            layers=8,
-            stem_multiplier=3,
-            primitives="darts",
-            depthwise="auto",
-            remat=False,
-            space="darts",
-        )
-    )
+    # DARTS' model (space "darts" | "nb201") and optimisers, and
     # a_init_scale: alpha = a_init_scale * N(0, 1) ([code]: 1e-3)
-    c.optim = ml_collections.ConfigDict(
-        dict(
-            w_lr=0.025,
-            w_lr_min=0.001,
-            w_momentum=0.9,
-            w_nesterov=False,
-            w_weight_decay=3e-4,
-            grad_clip=5.0,
-            a_lr=3e-4,
-            a_beta1=0.5,
-            a_beta2=0.999,
-            a_weight_decay=1e-3,
-            a_init_scale=1e-3,
-        )
-    )
+    c = darts_default_config()
+    c.optim.a_init_scale = 1e-3
     # unselected_grad: "zero" (an unsampled op adds nothing, [code]'s DARTS-space cells) |
     #   "bias" (it adds its weight w_k = 0 as a scalar: [code]'s NAS-Bench-201 cell).
     # nats_bench: NATS-Bench topology archive (model.space="nb201"), "" for none.
@@ -125,9 +101,10 @@ def gumbel_hard(
 
 
 @dataclasses.dataclass(frozen=True)
-class GumbelMixer(Mixer):
+class GumbelMixer(SoftmaxMixer):
     """Eq. 5-7: one sampled op per edge, weight 1 forward, the softmax's gradient back.
 
+    alpha is DARTS' (``SoftmaxMixer.init_arch``: ``init_scale * N(0, 1)``).
     ``edge_weights(alpha, rng, {"tau": tau})`` is :func:`gumbel_hard`; without a
     ``step_input`` (``init``, ``eval_step``) it is the mode, ``one_hot(argmax alpha)``.
     ``active`` computes only the op of weight 1.  ``unselected_grad``: ``"zero"``: the
@@ -135,13 +112,8 @@ class GumbelMixer(Mixer):
     forward pass) to the edge output, so ``dL/dw_k`` is the sum of ``dL/dy``.
     """
 
-    init_scale: float = 1e-3
     unselected_grad: str = "zero"
     stochastic: bool = True
-
-    def init_arch(self, rng: jax.Array, shape: tuple[int, int]) -> jax.Array:
-        """alpha ``= init_scale * N(0, 1)`` of ``shape``."""
-        return self.init_scale * jax.random.normal(rng, shape, jnp.float32)
 
     def edge_weights(
         self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
@@ -217,15 +189,7 @@ class GDAS(DARTS):
         upd, a_opt = self.a_tx.update(g_a, state.a_opt, state.arch)
         arch = optax.apply_updates(state.arch, upd)
 
-        new = state.replace(
-            step=state.step + 1,
-            params=params,
-            arch=arch,
-            batch_stats=stats,
-            w_opt=w_opt,
-            a_opt=a_opt,
-            rng=jax.random.key_data(k_next),
-        )
+        new = step_on(state, k_next, params, arch, stats, w_opt, a_opt)
         metrics = dict(
             loss=f32(loss),
             accuracy=f32(acc),

@@ -16,8 +16,8 @@ constructor.  ``SearchMethodBase.__init__`` runs, in this order:
    cosine per epoch from ``optim.w_lr`` to ``optim.w_lr_min``);
 5. :meth:`~SearchMethodBase.setup`: what the method adds (second networks, tables,
    its own settings);
-6. ``self.w_tx`` = :meth:`~SearchMethodBase.weight_optimizer`, ``self.a_tx`` =
-   :meth:`~SearchMethodBase.arch_optimizer`;
+6. ``self.w_tx`` = :meth:`~SearchMethodBase.weight_optimizer` (default DARTS' SGD on
+   ``optim.w_*``), ``self.a_tx`` = :meth:`~SearchMethodBase.arch_optimizer`;
 7. ``jax.jit`` of the supernet's ``init`` and of every name in ``entry_points``
    (``name`` is ``jax.jit(self._name)``; ``train_step`` and ``eval_step`` by default).
 
@@ -26,12 +26,15 @@ metrics)``; the state is :class:`SearchState` or a method's own pytree made by
 :meth:`~SearchMethodBase.make_state`.  Shared here: the losses (:meth:`apply`,
 :meth:`loss`), :meth:`init`, the inference-mode ``eval_step`` (through
 :meth:`eval_arch`), and the DARTS reading of the architecture (:meth:`arch_weights`,
-:meth:`genotype`), which a method overrides where its own rule differs.
+:meth:`genotype`), which a method overrides where its own rule differs.  Module-level
+helpers: :func:`supernet_config` (the ``model`` section every supernet search starts
+from), :func:`check_choices` (option values), :func:`step_on` (the state one step on).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import flax.struct
@@ -41,7 +44,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas.common import cross_entropy, epoch_cosine_schedule
+from jaxnas.common import cross_entropy, epoch_cosine_schedule, torch_sgd
 from jaxnas.genotype import Genotype, derive
 from jaxnas.models.nb201_net import NB201SuperNet
 from jaxnas.ops import OpsConfig, resolve_primitives
@@ -49,7 +52,14 @@ from jaxnas.spaces import nb201
 from jaxnas.spaces.darts import CellTopology
 from jaxnas.supernet import SuperNet, resolve_reductions
 
-__all__ = ["SearchMethodBase", "SearchState", "as_key"]
+__all__ = [
+    "SearchMethodBase",
+    "SearchState",
+    "as_key",
+    "check_choices",
+    "step_on",
+    "supernet_config",
+]
 
 
 class SearchState(flax.struct.PyTreeNode):
@@ -69,6 +79,49 @@ def as_key(rng: jax.Array) -> jax.Array:
     if jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
         return rng
     return jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
+
+
+def step_on(state: Any, rng: jax.Array, params, arch, batch_stats, w_opt, a_opt) -> Any:
+    """``state`` one step on: ``step + 1``, the new trees (in :class:`SearchState`'s field
+    order) and the next key ``rng`` (typed, stored as key data); other fields kept."""
+    return state.replace(
+        step=state.step + 1,
+        params=params,
+        arch=arch,
+        batch_stats=batch_stats,
+        w_opt=w_opt,
+        a_opt=a_opt,
+        rng=jax.random.key_data(rng),
+    )
+
+
+def supernet_config(**changes: Any) -> ml_collections.ConfigDict:
+    """The ``model`` section of a supernet search: DARTS' CIFAR-10 search network
+    (C = 16, 8 cells, stem 3C, the DARTS ops), the depthwise conv picked for the step
+    (``"auto"``) and no rematerialisation, with ``changes`` (keys to change or add)."""
+    c = ml_collections.ConfigDict(
+        dict(
+            init_channels=16,
+            layers=8,
+            stem_multiplier=3,
+            primitives="darts",
+            depthwise="auto",
+            remat=False,
+        )
+    )
+    c.update(changes)
+    return c
+
+
+def check_choices(config: ml_collections.ConfigDict, *choices: tuple[str, Sequence[Any]]) -> None:
+    """Raise ``ValueError`` (one line) unless each ``(dotted key, allowed values)`` of
+    ``choices`` has one of its allowed values in ``config``."""
+    for key, allowed in choices:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if value not in allowed:
+            raise ValueError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
 
 
 class SearchMethodBase:
@@ -147,8 +200,19 @@ class SearchMethodBase:
         """What the method builds besides the supernet and the two optimisers."""
 
     def weight_optimizer(self) -> optax.GradientTransformation:
-        """The optimiser of the supernet's weights (``"params"``)."""
-        raise NotImplementedError
+        """The optimiser of the supernet's weights (``"params"``): by default the DARTS
+        reference's (``train_search.py``), SGD with momentum ``optim.w_momentum`` on
+        ``lr_schedule``, weight decay ``optim.w_weight_decay`` added to the gradient and
+        the gradient norm clipped to ``optim.grad_clip`` first
+        (``jaxnas.common.torch_sgd``; Nesterov where the config has ``optim.w_nesterov``)."""
+        o = self.config.optim
+        return torch_sgd(
+            self.lr_schedule,
+            momentum=o.w_momentum,
+            weight_decay=o.w_weight_decay,
+            grad_clip=o.grad_clip,
+            nesterov=bool(o.get("w_nesterov", False)),
+        )
 
     def arch_optimizer(self) -> optax.GradientTransformation:
         """The optimiser of the architecture variables (``"arch"``)."""
@@ -214,6 +278,14 @@ class SearchMethodBase:
             cfg=cfg,
             **per_cell,
         )
+
+    def forward_mode_model(self):
+        """The supernet for forward-mode autodiff (Hessian-vector products, ``jax.hessian``):
+        the same network with the shifted-multiply-add depthwise conv where the step uses
+        its ``custom_vjp`` version, which forward mode cannot pass."""
+        if self.model.cfg.depthwise == "custom_vjp":
+            return self.model.clone(cfg=OpsConfig(depthwise="shifted"))
+        return self.model
 
     @property
     def topology(self) -> CellTopology:

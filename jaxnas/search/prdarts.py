@@ -56,7 +56,7 @@ genotype keeps the top two (predecessor, op) pairs per node by that probability
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -68,6 +68,8 @@ import optax
 from jaxnas import gates
 from jaxnas.genotype import Genotype
 from jaxnas.search.darts import DARTS, SearchState
+from jaxnas.search.darts import default_config as darts_default_config
+from jaxnas.search.method import step_on
 from jaxnas.search.prdarts_reg import (
     DERIVE_RULES,
     LAMBDA_NONSKIP,
@@ -79,7 +81,7 @@ from jaxnas.search.prdarts_reg import (
     prdarts_regularizer,
     tau_schedule,
 )
-from jaxnas.supernet import Mixer, weighted_sum
+from jaxnas.supernet import Mixer
 
 __all__ = ["GATE_MODES", "GateMixer", "PRDARTS", "default_config"]
 
@@ -94,33 +96,9 @@ def default_config() -> ml_collections.ConfigDict:
     b = 1.1, lambda = (0.01, 0.005, 0.005), SGD for W and Adam for beta (L188); the
     optimiser settings are [code]'s (the paper's appendix with them is missing).
     """
-    c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict(
-        dict(
-            init_channels=16,
-            layers=8,
-            stem_multiplier=3,
-            primitives="darts",
-            depthwise="auto",
-            remat=False,
-        )
-    )
+    c = darts_default_config()  # DARTS' supernet and optimisers, [code]'s changes:
     # a_init_scale: beta = a_init_scale * N(0, 1) ([code]: 1e-3).
-    c.optim = ml_collections.ConfigDict(
-        dict(
-            w_lr=0.025,
-            w_lr_min=0.001,
-            w_momentum=0.9,
-            w_nesterov=True,
-            w_weight_decay=5e-4,
-            grad_clip=5.0,
-            a_lr=3e-4,
-            a_beta1=0.5,
-            a_beta2=0.999,
-            a_weight_decay=1e-3,
-            a_init_scale=1e-3,
-        )
-    )
+    c.optim.update(dict(w_nesterov=True, w_weight_decay=5e-4, a_init_scale=1e-3))
     # tau_max -> tau_min linearly per epoch (L188; [code]'s default tau_max is 1).
     # gates: "paper" (uniform pair, continuous gate) | "code" (top-2 after drops, straight
     #   through); ops_per_edge: ops computed per edge and step (L188: 2); drop_prob: "code".
@@ -172,17 +150,6 @@ class GateMixer(Mixer):
     def init_arch(self, rng: jax.Array, shape: tuple[int, int]) -> jax.Array:
         """beta ``= init_scale * N(0, 1)`` of ``shape``."""
         return self.init_scale * jax.random.normal(rng, shape, jnp.float32)
-
-    def edge_weights(
-        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
-    ) -> jax.Array:
-        """The gate weights themselves, ``(n_edges, n_ops)``."""
-        del rng, step_input
-        return arch
-
-    def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
-        """``sum_t w_t O_t(x)`` (Eq. 7); skipped ops contribute exact zeros."""
-        return weighted_sum(outs, w)
 
     def active(self, w: jax.Array) -> jax.Array:
         """Ops to compute on an edge: those with a non-zero gate weight."""
@@ -373,15 +340,7 @@ class PRDARTS(DARTS):
         upd, a_opt = self.a_tx.update(g_beta, state.a_opt, state.arch)
         arch = optax.apply_updates(state.arch, upd)
 
-        new = state.replace(
-            step=state.step + 1,
-            params=params,
-            arch=arch,
-            batch_stats=stats,
-            w_opt=w_opt,
-            a_opt=a_opt,
-            rng=jax.random.key_data(k_next),
-        )
+        new = step_on(state, k_next, params, arch, stats, w_opt, a_opt)
         metrics = dict(
             loss=f32(loss),
             accuracy=f32(acc),

@@ -75,23 +75,10 @@ def default_config() -> ml_collections.ConfigDict:
     ``search.latency_table`` names a table (``jaxnas latency``).
     """
     c = darts.default_config()
-    c.optim = ml_collections.ConfigDict(
-        dict(
-            u_lr=0.025,
-            u_lr_min=0.001,
-            u_momentum=0.9,
-            u_weight_decay=3e-4,
-            w_lr=0.025,
-            w_lr_min=0.001,
-            w_momentum=0.9,
-            w_weight_decay=3e-4,
-            grad_clip=5.0,
-            a_lr=3e-4,
-            a_beta1=0.5,
-            a_beta2=0.999,
-            a_weight_decay=1e-3,
-        )
-    )
+    # DARTS' optimisers without the Nesterov option; the u copy's SGD is the w copy's
+    w = {k: v for k, v in c.optim.items() if k != "w_nesterov"}
+    u = {"u" + k[1:]: w[k] for k in ("w_lr", "w_lr_min", "w_momentum", "w_weight_decay")}
+    c.optim = ml_collections.ConfigDict(dict(u, **w))
     # lam, beta: Lagrangian weights (Eq. 2.8); gamma: latency weight (Eq. 2.11);
     # latency_table: JSON from `jaxnas latency` ("" = no penalty);
     # w_init: "copy" (w^0 = u^0) | "independent" (its own random init).

@@ -68,7 +68,7 @@ from jaxnas.ops import PRIMITIVE_SETS
 from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.darts import default_config as darts_default_config
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
-from jaxnas.supernet import Mixer, weighted_sum
+from jaxnas.supernet import Mixer
 
 __all__ = [
     "CELL_OPS",
@@ -164,17 +164,6 @@ class LinearMixer(Mixer):
         """``init_value * (1 + noise * N(0, 1))`` of ``shape``."""
         eps = jax.random.normal(rng, shape, jnp.float32) if self.noise else 0.0
         return self.init_value * (1.0 + self.noise * eps) * jnp.ones(shape, jnp.float32)
-
-    def edge_weights(
-        self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
-    ) -> jax.Array:
-        """``A`` itself, ``(n_edges, n_ops)`` (Eq. 1)."""
-        del rng, step_input
-        return arch
-
-    def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
-        """``sum_o A^o o(x)`` (Eq. 1)."""
-        return weighted_sum(outs, w)
 
 
 def cell_masks(
