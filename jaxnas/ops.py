@@ -382,21 +382,28 @@ class FactorizedReduce(nn.Module):
 
 
 class SepConv(nn.Module):
-    """(ReLU, depthwise kxk, pointwise, BN) twice; the first pass is strided."""
+    """(ReLU, depthwise kxk, pointwise, BN) twice; the first pass is strided.
+
+    With ``bn_first`` (a class attribute: :class:`BNSepConv`) the BN leads each pass.
+    """
 
     kernel_size: int
     stride: int = 1
     affine: bool = True
     cfg: OpsConfig = OpsConfig()
+    bn_first = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c, k = x.shape[-1], self.kernel_size
         for stride in (self.stride, 1):
+            if self.bn_first:
+                x = batch_norm(train, self.affine)(x)
             x = self.cfg.act(x)
             x = DepthwiseConv(k, stride, 1, k // 2, self.cfg)(x)
             x = _dense(c, self.cfg)(x)
-            x = batch_norm(train, self.affine)(x)
+            if not self.bn_first:
+                x = batch_norm(train, self.affine)(x)
         return x
 
 
@@ -544,22 +551,10 @@ def resolve_primitives(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ..
 # ==================  =========================================================
 
 
-class BNSepConv(nn.Module):
+class BNSepConv(SepConv):
     """(BN, ReLU, depthwise kxk, pointwise) twice; the first depthwise conv is strided."""
 
-    kernel_size: int
-    stride: int = 1
-    affine: bool = True
-    cfg: OpsConfig = OpsConfig()
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        c, k = x.shape[-1], self.kernel_size
-        for stride in (self.stride, 1):
-            x = self.cfg.act(batch_norm(train, self.affine)(x))
-            x = DepthwiseConv(k, stride, 1, k // 2, self.cfg)(x)
-            x = _dense(c, self.cfg)(x)
-        return x
+    bn_first = True
 
 
 class BNDilConv(nn.Module):
