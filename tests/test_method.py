@@ -4,13 +4,21 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from jaxnas.common import momentum_buffer, torch_sgd
 from jaxnas.search import METHODS
-from jaxnas.search.method import SearchMethodBase, as_key
+from jaxnas.search.method import (
+    SearchMethodBase,
+    SearchState,
+    as_key,
+    check_choices,
+    step_on,
+    supernet_config,
+)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -59,3 +67,42 @@ def test_as_key_accepts_typed_and_raw_keys():
     raw = jax.random.key_data(key)
     np.testing.assert_array_equal(jax.random.key_data(as_key(raw)), raw)
     assert as_key(key) is key
+
+
+def test_step_on_advances_step_and_key_and_keeps_the_rest():
+    """``step_on``: step + 1, the new trees in place, the key stored as its data."""
+    zero = jnp.zeros(())
+    state = SearchState(
+        step=jnp.asarray(4, jnp.int32),
+        params=zero,
+        arch=zero,
+        batch_stats=zero,
+        w_opt=zero,
+        a_opt=zero,
+        rng=jax.random.key_data(jax.random.key(0)),
+    )
+    key = jax.random.key(7)
+    new = step_on(state, key, *(jnp.full((), float(i)) for i in range(1, 6)))
+    assert int(new.step) == 5
+    got = [new.params, new.arch, new.batch_stats, new.w_opt, new.a_opt]
+    assert [float(x) for x in got] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    np.testing.assert_array_equal(new.rng, jax.random.key_data(key))
+
+
+def test_check_choices_names_the_key_on_one_line():
+    config = ml_collections.ConfigDict({"search": {"mode": "fast"}})
+    check_choices(config, ("search.mode", ("fast", "slow")))
+    config.search.mode = "medium"
+    with pytest.raises(ValueError) as e:
+        check_choices(config, ("search.mode", ("fast", "slow")))
+    assert str(e.value) == "search.mode must be one of ('fast', 'slow'), got 'medium'"
+
+
+def test_supernet_config_is_darts_network_with_changes():
+    """The DARTS CIFAR-10 search network, keys changed or added by ``changes``."""
+    base = supernet_config()
+    assert (base.init_channels, base.layers, base.stem_multiplier) == (16, 8, 3)
+    assert base.primitives == "darts" and base.depthwise == "auto" and not base.remat
+    c = supernet_config(layers=15, reductions=(4, 9))
+    assert c.layers == 15 and tuple(c.reductions) == (4, 9) and c.init_channels == 16
+    assert supernet_config().layers == 8  # a fresh section each call
