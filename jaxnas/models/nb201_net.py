@@ -42,7 +42,7 @@ stack of the 4 node tensors), as :mod:`jaxnas.supernet` does for DARTS cells.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -136,6 +136,30 @@ def _head(x: jax.Array, num_classes: int, train: bool, cfg: OpsConfig) -> jax.Ar
     return nn.Dense(num_classes, dtype=cfg.dtype, name="classifier")(jnp.mean(x, axis=(1, 2)))
 
 
+def _tiny_network(
+    x: jax.Array,
+    channels: int,
+    cells_per_stage: int,
+    num_classes: int,
+    train: bool,
+    cfg: OpsConfig,
+    stage: Callable[[jax.Array, int], jax.Array],
+) -> jax.Array:
+    """``TinyNetwork``'s body around its cells: stem, three stages ``stage(x, s)`` (the
+    cells of stage ``s``), a stride-2 :class:`ResNetBasicBlock` doubling the channels
+    before stages 1 and 2, then :func:`_head`; logits ``(B, num_classes)``."""
+    if cells_per_stage < 1:
+        raise ValueError(f"cells_per_stage (model.layers) must be >= 1, got {cells_per_stage}")
+    c = channels
+    x = _stem(x, c, train, cfg)
+    for s in range(3):
+        if s:
+            c *= 2
+            x = ResNetBasicBlock(c, 2, True, cfg, name=f"reduce_{s}")(x, train)
+        x = stage(x, s)
+    return _head(x, num_classes, train, cfg)
+
+
 def _scan_cells(body: type[nn.Module], n: int, broadcast_args: int) -> type[nn.Module]:
     """``n`` copies of ``body`` chained over the carry, variables stacked on axis 0."""
     return nn.scan(
@@ -157,14 +181,22 @@ def search_op(name: str, channels: int, stride: int, cfg: OpsConfig) -> nn.Modul
     return make_op(name, channels, affine=False, cfg=cfg)
 
 
-class _EdgeIntoBuffer(nn.Module):
-    """Edge scan body: add ``edge(nodes[src])`` into ``nodes[dst]``."""
+class _SearchSettings(nn.Module):
+    """What every part of a search cell is built with (the supernet's settings)."""
 
     primitives: tuple[str, ...]
     mixer: Any
     train: bool
     cfg: OpsConfig = OpsConfig()
     remat: bool = False
+
+    def settings(self) -> tuple[Any, ...]:
+        """The fields, positionally, for the next part."""
+        return (self.primitives, self.mixer, self.train, self.cfg, self.remat)
+
+
+class _EdgeIntoBuffer(_SearchSettings):
+    """Edge scan body: add ``edge(nodes[src])`` into ``nodes[dst]``."""
 
     @nn.compact
     def __call__(self, nodes: jax.Array, xs: tuple[jax.Array, jax.Array, jax.Array]):
@@ -176,19 +208,14 @@ class _EdgeIntoBuffer(nn.Module):
         return jax.lax.dynamic_update_index_in_dim(nodes, cur + y, dst, 0), None
 
 
-class SearchCell(nn.Module):
+class SearchCell(_SearchSettings):
     """``NAS201SearchCell``: node ``i`` = sum over ``j < i`` of the mixed edge ``j -> i``.
 
     ``(x (B, H, W, C), w (6, n_ops)) -> node 3 (B, H, W, C)``.  Edges run in
     :data:`~jaxnas.spaces.nb201.NB201_CELL` order, which visits every edge into node
-    ``j`` before any edge out of it.
+    ``j`` before any edge out of it.  Fields: ``primitives``, ``mixer``, ``train``,
+    ``cfg``, ``remat`` (the supernet's).
     """
-
-    primitives: tuple[str, ...]
-    mixer: Any
-    train: bool
-    cfg: OpsConfig = OpsConfig()
-    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
@@ -203,24 +230,14 @@ class SearchCell(nn.Module):
             in_axes=0,
             length=top.n_edges,
         )
-        args = (self.primitives, self.mixer, self.train, self.cfg, self.remat)
-        nodes, _ = body(*args, name="edges")(nodes, (src, dst, w))
+        nodes, _ = body(*self.settings(), name="edges")(nodes, (src, dst, w))
         return nodes[-1]
 
 
-class _ScannedSearchCell(nn.Module):
-    primitives: tuple[str, ...]
-    mixer: Any
-    train: bool
-    cfg: OpsConfig = OpsConfig()
-    remat: bool = False
-
+class _ScannedSearchCell(_SearchSettings):
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array):
-        cell = SearchCell(
-            self.primitives, self.mixer, self.train, self.cfg, self.remat, name="cell"
-        )
-        return cell(x, w), None
+        return SearchCell(*self.settings(), name="cell")(x, w), None
 
 
 class NB201SuperNet(nn.Module):
@@ -250,10 +267,6 @@ class NB201SuperNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = True, step_input: Any = None) -> jax.Array:
         """Logits ``(B, num_classes)``; ``step_input`` (traced per-step values, see
         :class:`jaxnas.supernet.Mixer`) goes to the mixer's ``edge_weights``."""
-        if self.cells_per_stage < 1:
-            raise ValueError(
-                f"cells_per_stage (model.layers) must be >= 1, got {self.cells_per_stage}"
-            )
         shape = (NB201_CELL.n_edges, len(self.primitives))
         arch = self.variable(
             "arch", ARCH_NAME, lambda: self.mixer.init_arch(self.make_rng("params"), shape)
@@ -262,17 +275,14 @@ class NB201SuperNet(nn.Module):
             raise ValueError(f"arch[{ARCH_NAME!r}] has shape {arch.shape}, expected {shape}")
         rng = self.make_rng("mixer") if self.mixer.stochastic else None
         w = self.mixer.edge_weights(arch, rng, step_input)
+        settings = (self.primitives, self.mixer, train, self.cfg, self.remat)
 
-        c, cfg = self.init_channels, self.cfg
-        x = _stem(x, c, train, cfg)
-        for stage in range(3):
-            if stage:
-                c *= 2
-                x = ResNetBasicBlock(c, 2, True, cfg, name=f"reduce_{stage}")(x, train)
+        def stage(x: jax.Array, s: int) -> jax.Array:
             body = _scan_cells(_ScannedSearchCell, self.cells_per_stage, 1)
-            args = (self.primitives, self.mixer, train, cfg, self.remat)
-            x, _ = body(*args, name=f"stage_{stage}")(x, w)
-        return _head(x, self.num_classes, train, cfg)
+            return body(*settings, name=f"stage_{s}")(x, w)[0]
+
+        c, n = self.init_channels, self.cells_per_stage
+        return _tiny_network(x, c, n, self.num_classes, train, self.cfg, stage)
 
 
 # ---------------------------------------------------------------------------- discrete
@@ -343,31 +353,18 @@ class NB201Network(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False, drop_prob: Any = None):
         if isinstance(drop_prob, (int, float)) and drop_prob > 0:
             raise ValueError("NAS-Bench-201 networks have no drop path")
-        if self.cells_per_stage < 1:
-            raise ValueError(
-                f"cells_per_stage (model.layers) must be >= 1, got {self.cells_per_stage}"
-            )
-        c, cfg = self.init_channels, self.cfg
-        x = _stem(x, c, train, cfg)
-        for stage in range(3):
-            if stage:
-                c *= 2
-                x = ResNetBasicBlock(c, 2, True, cfg, name=f"reduce_{stage}")(x, train)
+        n, cfg = self.cells_per_stage, self.cfg
+
+        def stage(x: jax.Array, s: int) -> jax.Array:
             if not self.scan_cells:
-                for i in range(self.cells_per_stage):
-                    x = InferCell(self.arch, self.affine, cfg, name=f"stage_{stage}_cell_{i}")(
-                        x, train
-                    )
-                continue
-            body = nn.scan(
-                _ScannedInferCell,
-                variable_axes={"params": 0, "batch_stats": 0},
-                split_rngs={"params": True},
-                in_axes=nn.broadcast,
-                length=self.cells_per_stage,
-            )
-            x, _ = body(self.arch, self.affine, cfg, name=f"stage_{stage}")(x, train)
-        return _head(x, self.num_classes, train, cfg), None
+                for i in range(n):
+                    x = InferCell(self.arch, self.affine, cfg, name=f"stage_{s}_cell_{i}")(x, train)
+                return x
+            body = _scan_cells(_ScannedInferCell, n, 1)
+            return body(self.arch, self.affine, cfg, name=f"stage_{s}")(x, train)[0]
+
+        logits = _tiny_network(x, self.init_channels, n, self.num_classes, train, cfg, stage)
+        return logits, None
 
 
 def network_for_training(
