@@ -500,7 +500,71 @@ class AuxiliaryHead(nn.Module):
 # -------------------------------------------------------------------------------- networks
 
 
-class NetworkCIFAR(nn.Module):
+class _EvalNetwork(nn.Module):
+    """What :class:`NetworkCIFAR` and :class:`NetworkImageNet` share: the fields, the
+    cell stack with its auxiliary head, the pool and the classifier.  A subclass gives
+    :meth:`stem` (``x -> (s0, s1)``, the first cell's inputs), :meth:`aux_head` and
+    ``reduction_prev`` (``s0`` at twice ``s1``'s resolution)."""
+
+    genotype: Genotype
+    num_classes: int
+    init_channels: int = 36
+    layers: int = 20
+    auxiliary: bool = True
+    drop_path_prob: float = 0.0
+    affine: bool = True
+    pool_bn: bool = False
+    scan_cells: bool = False
+    cfg: OpsConfig = OpsConfig()
+    reductions: tuple[int, ...] | None = None
+    reduction_prev = False
+
+    def reduction_cells(self) -> tuple[int, ...]:
+        """0-based indices of the reduction cells this network builds."""
+        return self.genotype.reduction_cells(self.layers, self.reductions)
+
+    def stem(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        """``(s0, s1)``, the inputs of the first cell."""
+        raise NotImplementedError
+
+    def aux_head(self) -> AuxiliaryHead:
+        """The auxiliary head (named ``auxiliary_head``)."""
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, train: bool = False, drop_prob: DropProb | None = None
+    ) -> tuple[jax.Array, jax.Array | None]:
+        check_genotype(self.genotype, self.layers, self.reductions)
+        drop_prob = self.drop_path_prob if drop_prob is None else drop_prob
+        s0, s1 = self.stem(x, train)
+        aux_out: list[jax.Array] = []
+
+        def on_aux(s: jax.Array) -> None:
+            if self.auxiliary and (train or self.is_initializing()):
+                aux_out.append(self.aux_head()(s, train))
+
+        s1 = _cell_stack(
+            self.genotype,
+            self.layers,
+            self.init_channels,
+            s0,
+            s1,
+            reduction_prev=self.reduction_prev,
+            train=train,
+            drop_prob=drop_prob,
+            affine=self.affine,
+            pool_bn=self.pool_bn,
+            cfg=self.cfg,
+            scan_cells=self.scan_cells,
+            on_aux=on_aux,
+            reductions=self.reductions,
+        )
+        logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
+        return logits, (aux_out[0] if aux_out and train else None)
+
+
+class NetworkCIFAR(_EvalNetwork):
     """The DARTS CIFAR evaluation network (``model.NetworkCIFAR``).
 
     Stem: conv3x3 to ``3C`` + BN.  ``layers`` cells, channels doubling at the
@@ -532,33 +596,13 @@ class NetworkCIFAR(nn.Module):
     ``init`` always creates the auxiliary head's variables (when ``auxiliary``).
     """
 
-    genotype: Genotype
-    num_classes: int
-    init_channels: int = 36
-    layers: int = 20
-    auxiliary: bool = True
-    drop_path_prob: float = 0.0
     stem_multiplier: int = 3
     aux_pool_stride: int | tuple[int, int] | None = None
-    affine: bool = True
-    pool_bn: bool = False
-    scan_cells: bool = False
-    cfg: OpsConfig = OpsConfig()
-    reductions: tuple[int, ...] | None = None
 
-    def reduction_cells(self) -> tuple[int, ...]:
-        """0-based indices of the reduction cells this network builds."""
-        return self.genotype.reduction_cells(self.layers, self.reductions)
-
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, train: bool = False, drop_prob: DropProb | None = None
-    ) -> tuple[jax.Array, jax.Array | None]:
-        check_genotype(self.genotype, self.layers, self.reductions)
-        drop_prob = self.drop_path_prob if drop_prob is None else drop_prob
-        c_stem = self.stem_multiplier * self.init_channels
+    def stem(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        """conv3x3 to ``stem_multiplier * C`` + BN, read by the first cell twice."""
         s = nn.Conv(
-            c_stem,
+            self.stem_multiplier * self.init_channels,
             (3, 3),
             padding=((1, 1), (1, 1)),
             use_bias=False,
@@ -566,36 +610,16 @@ class NetworkCIFAR(nn.Module):
             name="stem_conv",
         )(x)
         s = batch_norm(train, True, name="stem_bn")(s)
-        aux_out: list[jax.Array] = []
+        return s, s
 
-        def on_aux(s1: jax.Array) -> None:
-            if self.auxiliary and (train or self.is_initializing()):
-                head = AuxiliaryHead(
-                    self.num_classes, self.aux_pool_stride, True, self.cfg, name="auxiliary_head"
-                )
-                aux_out.append(head(s1, train))
-
-        s1 = _cell_stack(
-            self.genotype,
-            self.layers,
-            self.init_channels,
-            s,
-            s,
-            reduction_prev=False,
-            train=train,
-            drop_prob=drop_prob,
-            affine=self.affine,
-            pool_bn=self.pool_bn,
-            cfg=self.cfg,
-            scan_cells=self.scan_cells,
-            on_aux=on_aux,
-            reductions=self.reductions,
+    def aux_head(self) -> AuxiliaryHead:
+        """The CIFAR head: pool stride ``aux_pool_stride``, BN after the 2x2 conv."""
+        return AuxiliaryHead(
+            self.num_classes, self.aux_pool_stride, True, self.cfg, name="auxiliary_head"
         )
-        logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
-        return logits, (aux_out[0] if aux_out and train else None)
 
 
-class NetworkImageNet(nn.Module):
+class NetworkImageNet(_EvalNetwork):
     """The DARTS ImageNet evaluation network, mobile setting (``model.NetworkImageNet``).
 
     ``stem0``: conv3x3 stride 2 to ``C/2`` + BN + ReLU + conv3x3 stride 2 to ``C`` + BN;
@@ -609,28 +633,12 @@ class NetworkImageNet(nn.Module):
     Attributes and call as :class:`NetworkCIFAR` (paper: ``C=48``, 14 layers).
     """
 
-    genotype: Genotype
-    num_classes: int
     init_channels: int = 48
     layers: int = 14
-    auxiliary: bool = True
-    drop_path_prob: float = 0.0
-    affine: bool = True
-    pool_bn: bool = False
-    scan_cells: bool = False
-    cfg: OpsConfig = OpsConfig()
-    reductions: tuple[int, ...] | None = None
+    reduction_prev = True
 
-    def reduction_cells(self) -> tuple[int, ...]:
-        """0-based indices of the reduction cells this network builds."""
-        return self.genotype.reduction_cells(self.layers, self.reductions)
-
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, train: bool = False, drop_prob: DropProb | None = None
-    ) -> tuple[jax.Array, jax.Array | None]:
-        check_genotype(self.genotype, self.layers, self.reductions)
-        drop_prob = self.drop_path_prob if drop_prob is None else drop_prob
+    def stem(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        """``(stem0(x), stem1(stem0(x)))``, the class docstring's two stems."""
         c, dt = self.init_channels, self.cfg.dtype
 
         def conv(features: int, name: str) -> nn.Conv:
@@ -642,31 +650,11 @@ class NetworkImageNet(nn.Module):
         s0 = nn.relu(batch_norm(train, True, name="stem0_bn0")(s0))
         s0 = batch_norm(train, True, name="stem0_bn1")(conv(c, "stem0_conv1")(s0))
         s1 = batch_norm(train, True, name="stem1_bn")(conv(c, "stem1_conv")(nn.relu(s0)))
-        aux_out: list[jax.Array] = []
+        return s0, s1
 
-        def on_aux(s: jax.Array) -> None:
-            if self.auxiliary and (train or self.is_initializing()):
-                head = AuxiliaryHead(self.num_classes, 2, False, self.cfg, name="auxiliary_head")
-                aux_out.append(head(s, train))
-
-        s1 = _cell_stack(
-            self.genotype,
-            self.layers,
-            c,
-            s0,
-            s1,
-            reduction_prev=True,
-            train=train,
-            drop_prob=drop_prob,
-            affine=self.affine,
-            pool_bn=self.pool_bn,
-            cfg=self.cfg,
-            scan_cells=self.scan_cells,
-            on_aux=on_aux,
-            reductions=self.reductions,
-        )
-        logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
-        return logits, (aux_out[0] if aux_out and train else None)
+    def aux_head(self) -> AuxiliaryHead:
+        """The ImageNet head: pool stride 2, no BN after the 2x2 conv."""
+        return AuxiliaryHead(self.num_classes, 2, False, self.cfg, name="auxiliary_head")
 
 
 # -------------------------------------------------------------------------------- factory
