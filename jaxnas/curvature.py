@@ -51,6 +51,7 @@ replaced by its diagonal.  Flax layouts: dense kernels ``(in, out)``, images
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -179,6 +180,18 @@ def _probe_mean(one: Callable[[jax.Array], PyTree], like: PyTree, key, num_sampl
     return jax.tree.map(lambda t: t / num_samples, total)
 
 
+def _vjp_probe_mean(model_fn, params, key, sampler, num_samples, probe_batch, post):
+    """Mean over probes ``v = sampler(z, k)`` of ``post(J^T v)``, one forward pass
+    ``z = model_fn(params)`` shared by all (:func:`_probe_mean` over the keys)."""
+    z, vjp_fn = jax.vjp(model_fn, params)
+
+    def one(k):
+        (u,) = vjp_fn(sampler(z, k))
+        return post(u)
+
+    return _probe_mean(one, params, key, num_samples, probe_batch)
+
+
 def hutchinson_diag(
     f: Callable[..., jax.Array],
     params: PyTree,
@@ -302,13 +315,8 @@ def ggn_diag_mc(
     Returns:
       a pytree like ``params``.
     """
-    z, vjp_fn = jax.vjp(model_fn, params)
-
-    def one(k):
-        (u,) = vjp_fn(sampler(z, k))
-        return jax.tree.map(jnp.square, u)
-
-    return _probe_mean(one, params, key, num_samples, probe_batch)
+    square = functools.partial(jax.tree.map, jnp.square)
+    return _vjp_probe_mean(model_fn, params, key, sampler, num_samples, probe_batch, square)
 
 
 def probe_vjp_mean(
@@ -330,13 +338,7 @@ def probe_vjp_mean(
     ``jaxnas.search.bayesnas``).  With an ordinary ``model_fn`` the mean of
     ``J^T v`` is an unbiased estimate of 0.  Arguments as :func:`ggn_diag_mc`.
     """
-    z, vjp_fn = jax.vjp(model_fn, params)
-
-    def one(k):
-        (u,) = vjp_fn(sampler(z, k))
-        return u
-
-    return _probe_mean(one, params, key, num_samples, probe_batch)
+    return _vjp_probe_mean(model_fn, params, key, sampler, num_samples, probe_batch, lambda u: u)
 
 
 def _reduction_scale(z: jax.Array, reduction: str, batch_axes: int) -> float:
