@@ -53,29 +53,34 @@ def _one_line(e: BaseException) -> str:
 # --------------------------------------------------------------------------------- commands
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
+def _run_config(args: argparse.Namespace):
+    """The config of a long-running command (``--config`` with ``--set``), after the
+    ``--workdir`` checks that need no config (:func:`_check_workdir_arg`)."""
     from jaxnas.config import load_config
+
+    _check_workdir_arg(args)
+    return load_config(args.config, args.set or ())
+
+
+def _run_kwargs(args: argparse.Namespace) -> dict:
+    """``resume`` and ``progress`` (a bar unless --no-progress or stderr is no TTY) of a
+    run driver."""
+    return dict(resume=args.resume, progress=not args.no_progress and sys.stderr.isatty())
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
     from jaxnas.run import search
     from jaxnas.runtime import RunError
 
-    _check_workdir_arg(args)
-    config = load_config(args.config, args.set or ())
+    config = _run_config(args)
     if config.method in ("train", "train_rnn"):
         raise RunError(f"{args.config} is a retraining config: use `jaxnas train`")
     _check_workdir_method(args, config.method)
-    progress = not args.no_progress and sys.stderr.isatty()
-    from jaxnas.runtime import Interrupted
-
     if config.method == "sparsenas_rnn":  # text data: the recurrent search run
         from jaxnas.run_rnn import search as run_search
     else:
         run_search = search
-    try:
-        summary = run_search(config, args.workdir, resume=args.resume, progress=progress)
-    except Interrupted as e:  # SIGTERM/SIGINT: the RNN search checkpoints that step,
-        print(f"jaxnas: {_one_line(e)}", file=sys.stderr)  # the CNN one its last epoch
-        return EXIT_INTERRUPTED
-    _print_outputs(summary)
+    _print_outputs(run_search(config, args.workdir, **_run_kwargs(args)))
     return 0
 
 
@@ -166,18 +171,27 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _add_search(sub) -> None:
-    p = sub.add_parser(
+    p = _add_config_command(
+        sub,
         "search",
+        "config file (Python, defines get_config())",
         help="run an architecture search",
         description="Run an architecture search from a config file.",
     )
-    p.add_argument("--config", required=True, help="config file (Python, defines get_config())")
-    _add_run_args(p, example="search.epochs=3")
-    p.set_defaults(func=_cmd_search)
+    _add_run_args(p, _cmd_search, example="search.epochs=3")
 
 
-def _add_run_args(p: argparse.ArgumentParser, example: str) -> None:
-    """--workdir, --resume, --set, --no-progress: what every long-running command takes."""
+def _add_config_command(sub, name: str, config_help: str, **parser_kw) -> argparse.ArgumentParser:
+    """The subparser ``name`` of a long-running command, with its ``--config``; the
+    caller adds its own flags, then :func:`_add_run_args`."""
+    p = sub.add_parser(name, **parser_kw)
+    p.add_argument("--config", required=True, help=config_help)
+    return p
+
+
+def _add_run_args(p: argparse.ArgumentParser, func: Callable, example: str) -> None:
+    """--workdir, --resume, --set, --no-progress: what every long-running command takes;
+    ``func`` runs the command."""
     p.add_argument("--workdir", required=True, help="output folder (checkpoints, logs, plots)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument(
@@ -189,6 +203,7 @@ def _add_run_args(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bars (also off when not a TTY)"
     )
+    p.set_defaults(func=func)
 
 
 def _add_plot(sub) -> None:
@@ -203,25 +218,16 @@ def _add_plot(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from jaxnas.config import load_config
     from jaxnas.runtime import RunError
-    from jaxnas.train import Interrupted, train
+    from jaxnas.train import train
 
-    _check_workdir_arg(args)
-    config = load_config(args.config, args.set or ())
+    config = _run_config(args)
     if config.method in ("train", "train_rnn"):
         _check_workdir_method(args, config.method)
     if config.method == "train_rnn":  # a recurrent cell on PTB-format text
         from jaxnas.train_rnn import train as train_rnn
 
-        progress = not args.no_progress and sys.stderr.isatty()
-        try:
-            s = train_rnn(
-                config, args.workdir, genotype=args.genotype, resume=args.resume, progress=progress
-            )
-        except Interrupted as e:
-            print(f"jaxnas: {_one_line(e)}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        s = train_rnn(config, args.workdir, genotype=args.genotype, **_run_kwargs(args))
         best = s["best"]
         print(
             f"network:   {s['params_M']:.3f}M parameters\n"
@@ -234,14 +240,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{args.config} is a {config.method!r} search config; `jaxnas train` takes a "
             "retraining config (method='train', e.g. configs/eval_cifar10.py)"
         )
-    progress = not args.no_progress and sys.stderr.isatty()
-    try:
-        s = train(
-            config, args.workdir, genotype=args.genotype, resume=args.resume, progress=progress
-        )
-    except Interrupted as e:
-        print(f"jaxnas: {_one_line(e)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    s = train(config, args.workdir, genotype=args.genotype, **_run_kwargs(args))
     final, best = s.get("final") or {}, s.get("best")
     lines = [
         f"network:   {s['params_M']:.3f}M parameters (without auxiliary head), "
@@ -264,14 +263,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser(
+    p = _add_config_command(
+        sub,
         "train",
+        "retraining config (e.g. configs/eval_cifar10.py)",
         help="retrain a genotype from scratch and evaluate it",
         description="Build the evaluation network of a genotype and train it from scratch "
         "(data parallel over all devices; orbax checkpoints every epoch and on SIGTERM/SIGINT).",
-    )
-    p.add_argument(
-        "--config", required=True, help="retraining config (e.g. configs/eval_cifar10.py)"
     )
     p.add_argument(
         "--genotype",
@@ -279,8 +277,7 @@ def _add_train(sub) -> None:
         help="a genotype JSON file (e.g. runs/x/genotype.json) or a shipped name (DARTS_V2); "
         "default: the config's model.genotype",
     )
-    _add_run_args(p, example="train.epochs=3")
-    p.set_defaults(func=_cmd_train)
+    _add_run_args(p, _cmd_train, example="train.epochs=3")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -467,27 +464,26 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         config = validate(data, source=args.config)
         config.lock()
     _check_workdir_method(args, config.method)
-    progress = not args.no_progress and sys.stderr.isatty()
-    summary = compress(config, args.workdir, resume=args.resume, progress=progress)
+    summary = compress(config, args.workdir, **_run_kwargs(args))
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
 
 def _add_compress(sub) -> None:
-    p = sub.add_parser(
+    p = _add_config_command(
+        sub,
         "compress",
+        "compress config file",
         help="prune a network to a physically smaller one (width search, BayesNAS groups)",
         description="Search channel / dimension scores or group priors on an ordinary "
         "network, cut it down to the kept channels and fine-tune it.",
     )
-    p.add_argument("--config", required=True, help="compress config file")
     p.add_argument(
         "--method",
         default=None,
         help="rarts-width | netslim | random | sidt | bayes-group (default: the config's)",
     )
-    _add_run_args(p, example="search.epochs=3")
-    p.set_defaults(func=_cmd_compress)
+    _add_run_args(p, _cmd_compress, example="search.epochs=3")
 
 
 def _add_latency(sub) -> None:
@@ -556,6 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     errors = _user_errors()
+    from jaxnas.runtime import Interrupted
+
     # before anything starts the backend (XLA reads XLA_FLAGS then); the run drivers
     # call it again, for their callers from Python
     xla.prepare(search=args.command == "search")
@@ -565,6 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors as e:
         print(f"jaxnas: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except Interrupted as e:  # SIGTERM/SIGINT stopped a run after its checkpoint
+        print(f"jaxnas: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("jaxnas: interrupted; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -74,6 +74,7 @@ __all__ = [
     "Experiment",
     "Workdir",
     "WorkdirLock",
+    "eval_target",
     "locate_step",
     "resumed_artifact",
     "log_line",
@@ -142,6 +143,48 @@ class Workdir:
             raise RunError(f"cannot create workdir {self.root}: {e.strerror or e}") from e
         if not os.access(self.root, os.W_OK):
             raise RunError(f"workdir {self.root} is not writable")
+
+
+def eval_target(
+    checkpoint: str | os.PathLike,
+    method: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[str, int | None, str | None, ml_collections.ConfigDict]:
+    """What ``jaxnas eval`` reads: ``(root, step, which, config)`` for ``checkpoint``, a
+    workdir of a ``method`` run (``step`` and ``which`` None: the caller's choice) or a
+    checkpoint folder ``root/{checkpoints,best}/<step>`` inside one (that ``step``, and
+    ``which`` the folder's name); ``config`` is the run's, with ``overrides`` applied.
+
+    Raises:
+      RunError: neither, or a workdir of another method.
+    """
+    from jaxnas.config import apply_overrides, config_from_json
+
+    path = os.path.abspath(os.fspath(checkpoint))
+    step, which = None, None
+    wd = Workdir(path)
+    if os.path.isfile(wd.config) and os.path.isdir(wd.checkpoints):
+        root = path
+    else:
+        parent = os.path.dirname(path)
+        root = os.path.dirname(parent)
+        if not (
+            os.path.basename(path).isdigit()
+            and os.path.basename(parent) in ("checkpoints", "best")
+            and os.path.isfile(Workdir(root).config)
+        ):
+            raise RunError(
+                f"{path} is neither a {method} workdir (with config.json and checkpoints/) nor "
+                "a checkpoint folder inside one (workdir/checkpoints/<step>, workdir/best/<step>)"
+            )
+        step, which = int(os.path.basename(path)), os.path.basename(parent)
+    with open(Workdir(root).config, encoding="utf-8") as f:
+        config = config_from_json(f.read())
+    if config.method != method:
+        raise RunError(f"{root} is a {config.method!r} workdir, not a {method} one")
+    if overrides:
+        config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
+    return root, step, which, config
 
 
 class WorkdirLock:

@@ -679,31 +679,9 @@ def evaluate(
     Raises:
       RunError: not a train workdir / checkpoint, or one of another architecture.
     """
-    from jaxnas.config import apply_overrides, config_from_json
-
-    path = os.path.abspath(os.fspath(checkpoint))
-    step: int | None = None
-    if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(
-        os.path.join(path, "checkpoints")
-    ):
-        root = path
-    else:
-        parent = os.path.dirname(path)
-        root = os.path.dirname(parent)
-        if not (os.path.basename(path).isdigit() and os.path.isfile(TrainWorkdir(root).config)):
-            raise RunError(
-                f"{path} is neither a train workdir (with config.json and checkpoints/) nor "
-                "a checkpoint folder inside one (workdir/checkpoints/<step>, workdir/best/<step>)"
-            )
-        step = int(os.path.basename(path))
-        which = os.path.basename(parent)
+    root, step, folder_which, config = loop.eval_target(checkpoint, "train", overrides)
+    which = folder_which or which
     wd = TrainWorkdir(root)
-    with open(wd.config, encoding="utf-8") as f:
-        config = config_from_json(f.read())
-    if config.method != "train":
-        raise RunError(f"{root} is a {config.method!r} workdir, not a retraining one")
-    if overrides:
-        config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
     genotype = resolve_genotype(config, wd.genotype)
     mesh = parallel.data_mesh(int(config.train.num_devices))
     _, test_ds = _load_data(config, mesh)

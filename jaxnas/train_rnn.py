@@ -488,34 +488,11 @@ def evaluate(
       RunError: not a ``train_rnn`` workdir or checkpoint, no checkpoint yet, or one of
         another model.
     """
-    from jaxnas.config import apply_overrides, config_from_json
-
-    path = os.path.abspath(os.fspath(checkpoint))
-    step = None
-    if os.path.isfile(os.path.join(path, "config.json")):
-        root = path
-    else:
-        parent = os.path.dirname(path)
-        root = os.path.dirname(parent)
-        if not (
-            os.path.basename(path).isdigit()
-            and os.path.basename(parent) in ("checkpoints", "best")
-            and os.path.isfile(os.path.join(root, "config.json"))
-        ):
-            raise RunError(
-                f"{path} is neither a train_rnn workdir (with config.json) nor a checkpoint "
-                "folder inside one (workdir/checkpoints/<step>, workdir/best/<step>)"
-            )
-        step, which = int(os.path.basename(path)), os.path.basename(parent)
+    root, step, folder_which, config = loop.eval_target(checkpoint, "train_rnn", overrides)
+    which = folder_which or which
     if which not in ("best", "latest", "checkpoints"):
         raise RunError(f"which must be 'best' or 'latest', got {which!r}")
     wd = RNNTrainWorkdir(root)
-    with open(wd.config, encoding="utf-8") as f:
-        config = config_from_json(f.read())
-    if config.method != "train_rnn":
-        raise RunError(f"{root} is a {config.method!r} workdir, not a train_rnn one")
-    if overrides:
-        config = apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
     if not os.path.exists(wd.genotype):
         raise RunError(f"{root} has no genotype.json")
     cell = _genotype(config, wd.genotype)
