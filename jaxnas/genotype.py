@@ -577,6 +577,30 @@ def get_genotype(name_or_path: str | os.PathLike[str]) -> Genotype:
 # --------------------------------------------------------------------------------------
 
 
+def arch_array(
+    weights: Any,
+    primitives: Sequence[str],
+    topology: CellTopology,
+    shape_what: str = "weights have",
+    values_what: str = "architecture weights",
+) -> np.ndarray:
+    """One cell's architecture weights as a float64 ``(n_edges, n_ops)`` array.
+
+    Raises:
+      GenotypeError: another shape (``"{shape_what} shape ..."``) or a NaN / inf
+        (``"{values_what} contain NaN or inf"``).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (topology.n_edges, len(primitives)):
+        raise GenotypeError(
+            f"{shape_what} shape {w.shape}, expected (n_edges, n_ops) = "
+            f"({topology.n_edges}, {len(primitives)})"
+        )
+    if not np.all(np.isfinite(w)):
+        raise GenotypeError(f"{values_what} contain NaN or inf")
+    return w
+
+
 def derive_cell(
     weights: Any,
     primitives: Sequence[str] = DARTS_PRIMITIVES,
@@ -608,15 +632,8 @@ def derive_cell(
       A :class:`CellGenotype` with ``topology.n_nodes`` nodes and concat of all
       intermediate nodes.
     """
-    w = np.asarray(weights, dtype=np.float64)
     primitives = tuple(primitives)
-    if w.shape != (topology.n_edges, len(primitives)):
-        raise GenotypeError(
-            f"weights have shape {w.shape}, expected (n_edges, n_ops) = "
-            f"({topology.n_edges}, {len(primitives)})"
-        )
-    if not np.all(np.isfinite(w)):
-        raise GenotypeError("architecture weights contain NaN or inf")
+    w = arch_array(weights, primitives, topology, "weights have", "architecture weights")
     if k is not None and k < 0:
         raise GenotypeError(f"k must be >= 0 or None, got {k}")
     allowed = [i for i, name in enumerate(primitives) if name not in set(exclude)]
