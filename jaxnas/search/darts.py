@@ -44,7 +44,13 @@ import optax
 
 from jaxnas.bilevel.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
 from jaxnas.common import momentum_buffer
-from jaxnas.search.method import SearchMethodBase, SearchState, step_on, supernet_config
+from jaxnas.search.method import (
+    SearchMethodBase,
+    SearchState,
+    check_choices,
+    step_on,
+    supernet_config,
+)
 from jaxnas.supernet import SoftmaxMixer
 
 __all__ = ["DARTS", "SearchState", "default_config"]
@@ -123,9 +129,7 @@ class DARTS(SearchMethodBase):
 
     def check_config(self) -> None:
         """Raise ``ValueError`` (one line) on a bad setting of this method."""
-        s = self.config.search
-        if s.order not in ("first", "second"):
-            raise ValueError(f"search.order must be 'first' or 'second', got {s.order!r}")
+        check_choices(self.config, ("search.order", ("first", "second")))
 
     def setup(self) -> None:
         """What the method builds besides the supernet and the two optimisers. DARTS:

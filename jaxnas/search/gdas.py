@@ -45,7 +45,7 @@ import optax
 
 from jaxnas.search.darts import DARTS
 from jaxnas.search.darts import default_config as darts_default_config
-from jaxnas.search.method import SearchState, step_on
+from jaxnas.search.method import SearchState, check_choices, step_on
 from jaxnas.search.prdarts_reg import tau_schedule
 from jaxnas.supernet import SoftmaxMixer, weighted_sum
 
@@ -76,10 +76,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     s = config.search
     if not 0.0 < s.tau_min <= s.tau_max:
         raise ValueError(f"need 0 < search.tau_min <= search.tau_max, got {s.tau_min}, {s.tau_max}")
-    if s.unselected_grad not in UNSELECTED_GRADS:
-        raise ValueError(
-            f"search.unselected_grad must be one of {UNSELECTED_GRADS}, got {s.unselected_grad!r}"
-        )
+    check_choices(config, ("search.unselected_grad", UNSELECTED_GRADS))
 
 
 def gumbel_hard(

@@ -69,7 +69,7 @@ from jaxnas import gates
 from jaxnas.genotype import Genotype
 from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.darts import default_config as darts_default_config
-from jaxnas.search.method import step_on
+from jaxnas.search.method import check_choices, step_on
 from jaxnas.search.prdarts_reg import (
     DERIVE_RULES,
     LAMBDA_NONSKIP,
@@ -185,22 +185,13 @@ class PRDARTS(DARTS):
         """The gate, regularizer and derivation settings (one line each)."""
         s = self.config.search
         n_ops = len(self.primitives)
-        _check(s.gates in GATE_MODES, f"search.gates must be one of {GATE_MODES}, got {s.gates!r}")
-        _check(
-            s.reg_variant in VARIANTS,
-            f"search.reg_variant must be one of {VARIANTS}, got {s.reg_variant!r}",
-        )
-        _check(
-            s.derive in DERIVE_RULES,
-            f"search.derive must be one of {DERIVE_RULES}, got {s.derive!r}",
-        )
-        _check(
-            s.eval_gates in EVAL_GATES,
-            f"search.eval_gates must be one of {EVAL_GATES}, got {s.eval_gates!r}",
-        )
-        _check(
-            s.reg_combine in ("mean", "sum"),
-            f"search.reg_combine must be 'mean' or 'sum', got {s.reg_combine!r}",
+        check_choices(
+            self.config,
+            ("search.gates", GATE_MODES),
+            ("search.reg_variant", VARIANTS),
+            ("search.derive", DERIVE_RULES),
+            ("search.eval_gates", EVAL_GATES),
+            ("search.reg_combine", ("mean", "sum")),
         )
         _check(
             1 <= s.ops_per_edge <= n_ops,

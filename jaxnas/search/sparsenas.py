@@ -67,6 +67,7 @@ from jaxnas.genotype import CellGenotype, Genotype, GenotypeError
 from jaxnas.ops import PRIMITIVE_SETS
 from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.darts import default_config as darts_default_config
+from jaxnas.search.method import check_choices
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 from jaxnas.supernet import Mixer
 
@@ -397,11 +398,12 @@ class SparseNAS(DARTS):
     def check_config(self) -> None:
         """DARTS' checks and the optimiser, A's init, clip and path-end settings."""
         super().check_config()
-        m, o, s = self.config.model, self.config.optim, self.config.search
-        if s.optimizer not in OPTIMIZERS:
-            raise ValueError(f"search.optimizer must be one of {OPTIMIZERS}, got {s.optimizer!r}")
-        if m.arch_init not in ("uniform", "ones"):
-            raise ValueError(f"model.arch_init must be 'uniform' or 'ones', got {m.arch_init!r}")
+        o, s = self.config.optim, self.config.search
+        check_choices(
+            self.config,
+            ("search.optimizer", OPTIMIZERS),
+            ("model.arch_init", ("uniform", "ones")),
+        )
         if o.a_grad_clip < 0:
             raise ValueError(f"optim.a_grad_clip must be >= 0 (0: off), got {o.a_grad_clip}")
         if s.max_ops < 0:

@@ -44,6 +44,7 @@ import optax
 
 from jaxnas.rnn.genotype import RNN_OPS, RNNGenotype, derive_rnn, edge_index, node_groups
 from jaxnas.rnn.model import Dropouts, init_supernet_params, lm_forward, lm_loss, supernet_cell
+from jaxnas.search.method import check_choices
 from jaxnas.search.sparsenas import arch_optimizer
 
 __all__ = ["RNNSearchState", "SparseNASRNN", "default_config"]
@@ -141,13 +142,13 @@ class SparseNASRNN:
     primitives = RNN_OPS
 
     def __init__(self, config: ml_collections.ConfigDict, *, vocab_size: int, steps_per_epoch: int):
-        m, o, s = config.model, config.optim, config.search
-        if s.optimizer not in OPTIMIZERS:
-            raise ValueError(f"search.optimizer must be one of {OPTIMIZERS}, got {s.optimizer!r}")
-        if s.order not in ("first", "second"):
-            raise ValueError(f"search.order must be 'first' or 'second', got {s.order!r}")
-        if m.arch_init not in ("uniform", "ones"):
-            raise ValueError(f"model.arch_init must be 'uniform' or 'ones', got {m.arch_init!r}")
+        m, o = config.model, config.optim
+        check_choices(
+            config,
+            ("search.optimizer", OPTIMIZERS),
+            ("search.order", ("first", "second")),
+            ("model.arch_init", ("uniform", "ones")),
+        )
         if m.steps < 1 or m.size < 1:
             raise ValueError(f"model.steps and model.size must be >= 1, got {m.steps}, {m.size}")
         self.config, self.vocab_size, self.steps = config, vocab_size, int(m.steps)
