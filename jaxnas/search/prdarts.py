@@ -203,9 +203,6 @@ class PRDARTS(DARTS):
             f"need 0 < search.tau_min <= search.tau_max, got {s.tau_min}, {s.tau_max}",
         )
         _check(s.epochs >= 1, f"search.epochs must be >= 1, got {s.epochs}")
-        _check(
-            self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}"
-        )
         for key in ("lambda_skip", "lambda_nonskip", "lambda_path"):
             _check(s[key] >= 0, f"search.{key} must be >= 0, got {s[key]}")
         op_groups(self.primitives, s.reg_variant)  # needs skip_connect and a conv op
