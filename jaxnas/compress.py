@@ -44,14 +44,7 @@ def compressor_module(method: str):
     return importlib.import_module(COMPRESSORS[method])
 
 
-def compress(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    *,
-    resume: bool = False,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Run the compress method ``config.method``; returns its summary dict."""
-    return compressor_module(config.method).compress(
-        config, workdir, resume=resume, progress=progress
-    )
+def compress(config: ml_collections.ConfigDict, workdir: str, **run: Any) -> dict[str, Any]:
+    """Run the compress method ``config.method``; returns its summary dict.  ``run``:
+    ``resume``, ``progress``, handed to the method module's ``compress`` as they are."""
+    return compressor_module(config.method).compress(config, workdir, **run)
