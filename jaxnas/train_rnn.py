@@ -53,7 +53,14 @@ from jaxnas.data_text import TextStream, load_corpus
 from jaxnas.genotype import GenotypeError
 from jaxnas.rnn.draw import save_pictures
 from jaxnas.rnn.genotype import RNNGenotype, get_rnn_genotype
-from jaxnas.rnn.model import Dropouts, discrete_cell, init_discrete_params, lm_forward, lm_loss
+from jaxnas.rnn.model import (
+    DARTS_DROPOUTS,
+    Dropouts,
+    discrete_cell,
+    init_discrete_params,
+    lm_forward,
+    lm_loss,
+)
 from jaxnas.runtime import RunError, restore_for_eval, write_json
 
 __all__ = [
@@ -87,10 +94,7 @@ def default_config() -> ml_collections.ConfigDict:
         dict(
             genotype="darts_v2",
             size=850,
-            dropout=0.75,
-            dropouth=0.25,
-            dropoutx=0.75,
-            dropouti=0.2,
+            **DARTS_DROPOUTS,
             dropoute=0.1,
             tar_beta=1e-3,
         )
@@ -151,13 +155,7 @@ class RNNTrainer:
     def __init__(self, config: ml_collections.ConfigDict, genotype: RNNGenotype, vocab_size: int):
         m, o = config.model, config.optim
         self.config, self.genotype, self.vocab_size = config, genotype, vocab_size
-        self.dropouts = Dropouts(
-            output=m.dropout,
-            hidden=m.dropouth,
-            x=m.dropoutx,
-            input=m.dropouti,
-            embedding=m.dropoute,
-        )
+        self.dropouts = Dropouts.from_config(m)
         self.tx = optax.chain(
             optax.clip_by_global_norm(o.grad_clip),
             optax.add_decayed_weights(o.weight_decay),

@@ -50,6 +50,7 @@ from jaxnas.rnn.genotype import RNN_OPS, STEPS, RNNGenotype, edge_index
 
 __all__ = [
     "ACTIVATIONS",
+    "DARTS_DROPOUTS",
     "INIT_RANGE",
     "Dropouts",
     "batch_norm",
@@ -74,6 +75,10 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 INIT_RANGE = 0.04  # DARTS rnn/model.py: cell weights ~ U(-0.04, 0.04)
 EMB_RANGE = 0.1  # embedding ~ U(-0.1, 0.1), decoder bias 0
 
+#: DARTS' (AWD-LSTM's) dropouts of its PTB runs, search and retraining, as the config's
+#: ``model`` keys (``dropoute``, the whole-word dropout, differs: 0 searching, 0.1 retraining).
+DARTS_DROPOUTS = dict(dropout=0.75, dropouth=0.25, dropoutx=0.75, dropouti=0.2)
+
 
 @dataclasses.dataclass(frozen=True)
 class Dropouts:
@@ -90,6 +95,18 @@ class Dropouts:
             p = getattr(self, f.name)
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"dropout {f.name} must be in [0, 1), got {p}")
+
+    @classmethod
+    def from_config(cls, model: Any) -> Dropouts:
+        """From a config's ``model`` section, by DARTS' key names (``dropout``,
+        ``dropouth``, ``dropoutx``, ``dropouti``, ``dropoute``)."""
+        return cls(
+            output=model["dropout"],
+            hidden=model["dropouth"],
+            x=model["dropoutx"],
+            input=model["dropouti"],
+            embedding=model["dropoute"],
+        )
 
 
 # --------------------------------------------------------------------------- params
