@@ -40,6 +40,7 @@ __all__ = [
     "initialize_distributed",
     "data_mesh",
     "replicated",
+    "replicate",
     "batch_sharding",
     "shard_batch",
     "local_rows",
@@ -72,33 +73,50 @@ def initialize_distributed() -> None:
     _initialized = True
 
 
-def data_mesh(num_devices: int = 0) -> Mesh:
+def data_mesh(num_devices: int = 0, key: str = "train.num_devices") -> Mesh:
     """A 1-D mesh (axis ``"data"``) over the first ``num_devices`` global devices.
 
     Args:
       num_devices: 0 for all devices (of all processes); a positive number uses the
         first ones (single process only).
+      key: the config key that set ``num_devices``, named by the errors.
 
     Raises:
       ValueError: more devices asked for than exist, or a subset in a multi-process run.
     """
     devices = jax.devices()
     if num_devices < 0:
-        raise ValueError(f"train.num_devices must be >= 0 (0: all), got {num_devices}")
+        raise ValueError(f"{key} must be >= 0 (0: all), got {num_devices}")
     if num_devices > len(devices):
         raise ValueError(
-            f"train.num_devices={num_devices} but only {len(devices)} "
+            f"{key}={num_devices} but only {len(devices)} "
             f"{devices[0].platform.upper()} device(s) exist "
             "(on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"
         )
     if num_devices and num_devices != len(devices) and jax.process_count() > 1:
-        raise ValueError("a multi-process run uses all devices: set train.num_devices=0")
+        raise ValueError(f"a multi-process run uses all devices: set {key}=0")
     return Mesh(np.array(devices[: num_devices or len(devices)]), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     """Every device holds the whole array (the train state)."""
     return NamedSharding(mesh, P())
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """``tree``'s arrays as global arrays held whole by every device of ``mesh``.
+
+    Every process must pass the same values (a state built from the one seed); each
+    array is copied to the host once and put on this process's devices, so it works
+    with several processes, where ``jax.device_put`` onto other hosts' devices cannot.
+    """
+    sharding = replicated(mesh)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

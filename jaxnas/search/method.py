@@ -21,6 +21,12 @@ constructor.  ``SearchMethodBase.__init__`` runs, in this order:
 7. ``jax.jit`` of the supernet's ``init`` and of every name in ``entry_points``
    (``name`` is ``jax.jit(self._name)``; ``train_step`` and ``eval_step`` by default).
 
+Data parallelism is the contract's too, never a method's: :meth:`~SearchMethodBase.mesh_steps`
+compiles the same ``_train_step`` and ``_eval_step`` for a 1-D ``"data"`` mesh
+(:mod:`jaxnas.parallel`), the state replicated and the batches split along their first
+axis, so that BN statistics, gradients, hypergradients and Hessian-vector products are
+those of the global batch, as on one device.
+
 The update rule is ``_train_step(state, train_batch, valid_batch) -> (state,
 metrics)``; the state is :class:`SearchState` or a method's own pytree made by
 :meth:`~SearchMethodBase.make_state`.  Shared here: the losses (:meth:`apply`,
@@ -44,6 +50,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxnas import parallel
 from jaxnas.common import cross_entropy, epoch_cosine_schedule, torch_sgd
 from jaxnas.genotype import Genotype, derive
 from jaxnas.models.nb201_net import NB201SuperNet
@@ -180,6 +187,39 @@ class SearchMethodBase:
         self._init = jax.jit(functools.partial(self.model.init, train=True))
         for name in self.entry_points:
             setattr(self, name, jax.jit(getattr(self, "_" + name)))
+
+    def mesh_steps(self, mesh: Any, *, donate: bool = False) -> tuple[Any, Any]:
+        """``(train_step, eval_step)`` compiled for the data mesh ``mesh``.
+
+        The same update rule as ``train_step`` (``_train_step``), through ``jax.jit``
+        with the state (any pytree: :class:`SearchState` or a method's own) replicated,
+        ``S`` = ``replicated(mesh)``, and each batch ``(x, y)``, ``x: (B, H, W, C)``,
+        ``y: (B,)``, split along ``B`` over the ``n`` devices, ``D`` =
+        ``batch_sharding(mesh)``, ``B % n == 0``::
+
+            train_step: (state: S, train: D, valid: D) -> (state: S, metrics: S)
+            eval_step:  (state: S, batch: D) -> metrics: S
+
+        XLA partitions the batch axis and inserts the all-reduces, so every mean over
+        the batch (the loss, BN's ``mu = sum_b x_b / B``, ``sigma^2``) and every
+        gradient is over the global batch of ``B`` rows: the 1-device step up to the
+        order of floating-point sums.  Pass the state and batches as global arrays
+        (``parallel.replicate``, ``parallel.shard_batch``).
+
+        Args:
+          mesh: a 1-D mesh with axis ``"data"`` (``parallel.data_mesh``).
+          donate: donate the state's buffers to ``train_step`` (the state passed in is
+            invalid afterwards): only for a caller that owns the state, as the loop does.
+        """
+        rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+        train_step = jax.jit(
+            self._train_step,
+            in_shardings=(rep, data, data),
+            out_shardings=(rep, rep),
+            donate_argnums=(0,) if donate else (),
+        )
+        eval_step = jax.jit(self._eval_step, in_shardings=(rep, data), out_shardings=rep)
+        return train_step, eval_step
 
     # ---- what a method changes (hooks of __init__) -----------------------------------
 
