@@ -72,6 +72,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from jaxnas.run import search
     from jaxnas.runtime import RunError
 
+    if args.devices is not None:
+        args.set = [*(args.set or ()), f"run.devices={args.devices}"]
     config = _run_config(args)
     if config.method in ("train", "train_rnn"):
         raise RunError(f"{args.config} is a retraining config: use `jaxnas train`")
@@ -176,7 +178,16 @@ def _add_search(sub) -> None:
         "search",
         "config file (Python, defines get_config())",
         help="run an architecture search",
-        description="Run an architecture search from a config file.",
+        description="Run an architecture search from a config file (data parallel over "
+        "--devices devices: the config's data.batch_size is the global batch).",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="devices to search on (the same as --set run.devices=N; 0: all; default: the "
+        "config's run.devices, 1)",
     )
     _add_run_args(p, _cmd_search, example="search.epochs=3")
 

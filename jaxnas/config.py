@@ -101,7 +101,11 @@ def shared_defaults() -> ml_collections.ConfigDict:
         0: epoch records only), ``checkpoint_keep`` (orbax ``max_to_keep``),
         ``eval_test`` (evaluate the supernet on the test split after every
         epoch), ``eval_limit`` (test images for that; 0: all),
-        ``tensorboard`` (write TensorBoard events under ``workdir/tb``).
+        ``tensorboard`` (write TensorBoard events under ``workdir/tb``), ``devices``
+        (devices of an image search's data mesh, ``data.batch_size`` the global batch
+        split over them; 1: one device, the plain step; 0: all devices) and
+        ``distributed`` (join the other processes of a multi-host search through
+        ``jax.distributed``; every device of every process then searches).
     """
     c = ml_collections.ConfigDict()
     c.method = "darts"
@@ -126,6 +130,8 @@ def shared_defaults() -> ml_collections.ConfigDict:
             eval_test=True,
             eval_limit=0,
             tensorboard=True,
+            devices=1,
+            distributed=False,
         )
     )
     return c
@@ -287,6 +293,7 @@ _INT_MIN: dict[str, int] = {
     "run.log_every_steps": 0,
     "run.checkpoint_keep": 1,
     "run.eval_limit": 0,
+    "run.devices": 0,
     "search.epochs": 1,
     "train.epochs": 1,
     "finetune.epochs": 0,

@@ -72,6 +72,7 @@ from jaxnas.runtime import (
 
 __all__ = [
     "Experiment",
+    "PLACEMENT_KEYS",
     "Workdir",
     "WorkdirLock",
     "eval_target",
@@ -364,6 +365,10 @@ def metric_name(key: str) -> str:
     return "train/" + key
 
 
+#: config keys that place a run on devices and hosts without changing its result (the
+#: step is the global batch's on any mesh): a resume may change them without a warning
+PLACEMENT_KEYS = ("run.devices", "run.distributed", "train.num_devices", "train.distributed")
+
 _LOG_GROUPS = ("train", "valid", "test")
 _LOG_KEYS = (
     ("loss", "loss", ".4f"),
@@ -602,6 +607,10 @@ class _Loop:
                 with open(wd.config, encoding="utf-8") as f:
                     old = json.load(f)
                 changed = diff_configs(old, json.loads(config_to_json(config)))
+                moved = [c for c in changed if c.split(":")[0] in PLACEMENT_KEYS]
+                changed = [c for c in changed if c not in moved]
+                if moved:
+                    logger.info("resuming on other devices: %s", "; ".join(moved))
                 if changed:
                     logger.warning(
                         "resuming with a changed config (the result will differ from an "

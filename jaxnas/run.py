@@ -24,6 +24,14 @@ besides the loop's ``config.json``, ``log.txt``, ``metrics.jsonl``, ``tb/``,
 ``valid/*`` (the method's ``valid_*`` metrics), ``lr`` and, with ``run.eval_test``,
 ``test/*`` of the supernet on the first ``run.eval_limit`` test images.
 
+``run.devices`` (``jaxnas search --devices N``) other than 1, or ``run.distributed``,
+searches data parallel on a device mesh: the method's ``mesh_steps`` (state replicated
+and donated, batches of ``data.batch_size`` rows, the global batch, split over the
+devices); ``run.distributed`` first joins the other processes
+(``jaxnas.parallel.initialize_distributed``), each feeding only its own devices' rows
+of the same deterministic batches, and only process 0 writes files.  Checkpoints hold
+replicated arrays, restored onto the current mesh: a resume may change the devices.
+
 A SIGTERM or SIGINT saves a checkpoint after the current step and raises
 :class:`jaxnas.runtime.Interrupted` (the CLI exits with status 130); ``resume=True``
 continues from it to the same architecture weights, genotype and records as an
@@ -42,7 +50,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxnas import loop, xla
+from jaxnas import loop, parallel, xla
 from jaxnas.config import validate
 from jaxnas.runtime import Meter, RunError
 from jaxnas.search_workdir import (
@@ -96,8 +104,9 @@ def _make_loaders(config: ml_collections.ConfigDict):
         raise RunError(f"data: {e}") from e
 
 
-def _test_batches(test_dataset: Any, config: ml_collections.ConfigDict):
-    """A deterministic Loader over the first ``run.eval_limit`` test images (full batches)."""
+def _test_batches(test_dataset: Any, config: ml_collections.ConfigDict, devices: int = 1):
+    """A deterministic Loader over the first ``run.eval_limit`` test images (full batches
+    of a multiple of ``devices`` rows)."""
     from jaxnas import data
 
     n = len(test_dataset)
@@ -106,6 +115,12 @@ def _test_batches(test_dataset: Any, config: ml_collections.ConfigDict):
     bs = min(config.data.batch_size, n)
     if n == 0:
         raise RunError("run.eval_test is on but the test split is empty")
+    bs -= bs % devices
+    if bs == 0:
+        raise RunError(
+            f"run.eval_test is on but the test split has {n} image(s), fewer than "
+            f"the {devices} device(s)"
+        )
     return data.Loader(
         test_dataset,
         np.arange(n),
@@ -118,10 +133,10 @@ def _test_batches(test_dataset: Any, config: ml_collections.ConfigDict):
     )
 
 
-def _evaluate(method: Any, state: Any, loader: Any) -> dict[str, float]:
+def _evaluate(eval_step: Callable, state: Any, loader: Any, mesh: Any) -> dict[str, float]:
     meter = Meter()
     for batch in loader.epoch(0):
-        meter.add(method.eval_step(state, batch))
+        meter.add(eval_step(state, batch if mesh is None else parallel.shard_batch(batch, mesh)))
     means = meter.epoch_means()
     means["examples"] = float(meter.count * loader.batch_size)
     return means
@@ -145,6 +160,25 @@ def _save_genotype(genotype: Any, path: str) -> None:
         save_json(path)
     else:
         genotype_lib.save(genotype, path)
+
+
+def _search_mesh(config: ml_collections.ConfigDict) -> Any:
+    """The data mesh of ``run.devices`` (None: one device, the plain jitted step);
+    one-line :class:`RunError` on more devices than exist or a batch that does not
+    split over them, before any data is read or step compiled."""
+    devices = int(config.run.devices)
+    if devices == 1 and not config.run.distributed:
+        return None
+    try:
+        mesh = parallel.data_mesh(devices, key="run.devices")
+    except ValueError as e:
+        raise RunError(str(e)) from e
+    if config.data.batch_size % mesh.size:
+        raise RunError(
+            f"data.batch_size={config.data.batch_size} (the global batch) does not split "
+            f"over {mesh.size} devices (run.devices)"
+        )
+    return mesh
 
 
 # ------------------------------------------------------------------------------ experiment
@@ -171,6 +205,7 @@ class SearchExperiment(loop.Experiment):
 
     def setup(self, wd: Workdir, latest_step: int | None) -> None:
         config = self.config
+        self.mesh = _search_mesh(config)
         self.train_loader, self.valid_loader, test_dataset = self._loaders or _make_loaders(config)
         self.steps_per_epoch = min(len(self.train_loader), len(self.valid_loader))
         if self.steps_per_epoch == 0:
@@ -193,17 +228,25 @@ class SearchExperiment(loop.Experiment):
         except ValueError as e:  # a bad method setting in the config
             raise RunError(f"cannot set up method {config.method!r}: {e}") from e
         self.name = f"{self.method.name} search"
+        self.train_step, self.eval_step = self.method.train_step, self.method.eval_step
+        devices = 1 if self.mesh is None else self.mesh.size
+        if self.mesh is not None:  # the loop owns the state: its buffers are donated
+            self.train_step, self.eval_step = self.method.mesh_steps(self.mesh, donate=True)
         self.test_loader = None
         if config.run.eval_test and test_dataset is not None:
-            self.test_loader = _test_batches(test_dataset, config)
+            self.test_loader = _test_batches(test_dataset, config, devices)
         logger.info(
-            "%s search: %s %s, %d classes, %d steps/epoch x %d epochs, workdir %s",
+            "%s search: %s %s, %d classes, %d steps/epoch x %d epochs, global batch %d "
+            "on %d device(s)%s, workdir %s",
             self.method.name,
             config.data.dataset,
             "x".join(map(str, input_shape)),
             num_classes,
             self.steps_per_epoch,
             self.epochs,
+            config.data.batch_size,
+            devices,
+            f" in {jax.process_count()} processes" if jax.process_count() > 1 else "",
             wd.root,
         )
 
@@ -211,13 +254,16 @@ class SearchExperiment(loop.Experiment):
         return self.steps_per_epoch
 
     def init(self) -> Any:
-        return self.method.init(jax.random.PRNGKey(self.config.seed), self.sample_images)
+        state = self.method.init(jax.random.PRNGKey(self.config.seed), self.sample_images)
+        return state if self.mesh is None else parallel.replicate(state, self.mesh)
 
     def batches(self, epoch: int):
         return zip(self.train_loader.epoch(epoch), self.valid_loader.epoch(epoch))
 
     def step(self, state: Any, batch: Any):
-        return self.method.train_step(state, *batch)
+        if self.mesh is not None:
+            batch = [parallel.shard_batch(b, self.mesh) for b in batch]
+        return self.train_step(state, *batch)
 
     def start(self, wd: Workdir, state: Any, resumed_step: int | None) -> None:
         method = self.method
@@ -233,7 +279,7 @@ class SearchExperiment(loop.Experiment):
         method = self.method
         extra: dict[str, Any] = {}
         if self.test_loader is not None:
-            test = _evaluate(method, state, self.test_loader)
+            test = _evaluate(self.eval_step, state, self.test_loader, self.mesh)
             extra.update({f"test/{k}": v for k, v in test.items()})
         genotype = method.genotype(state)
         logger.info("genotype = %s", genotype)
@@ -336,6 +382,8 @@ def search(
     xla.prepare(search=True)
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     config.lock()
+    if config.run.distributed:
+        parallel.initialize_distributed()
     experiment = SearchExperiment(config, build=build, loaders=loaders)
     return loop.run(
         experiment,
