@@ -384,6 +384,7 @@ def search(
     config.lock()
     if config.run.distributed:
         parallel.initialize_distributed()
+    _search_mesh(config)  # devices and batch split checked before the workdir is touched
     experiment = SearchExperiment(config, build=build, loaders=loaders)
     return loop.run(
         experiment,

@@ -174,9 +174,7 @@ CASES: list[Case] = [
     _search("--set optim.grad_clip=-1.0", "'optim.grad_clip'", id="negative-grad-clip"),
     _search("--set search.order=third", "'search.order'", "'second'", id="search-order-third"),
     _search("--devices -1", "'run.devices'", ">= 0", id="search-devices-negative"),
-    _search(
-        "--devices 64", "run.devices=64", "device(s) exist", id="search-more-devices", fresh=None
-    ),
+    _search("--devices 64", "run.devices=64", "device(s) exist", id="search-more-devices"),
     _search(
         "--set search.order=second --set search.hypergradient=exactt",
         "'search.hypergradient'",

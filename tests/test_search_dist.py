@@ -144,3 +144,33 @@ def test_two_processes_search_as_one(tmp_path):
             moved = np.max(np.abs(x[k] - x0[k]))
             np.testing.assert_allclose(y[k], x[k], rtol=0, atol=1e-3 * moved + 1e-7)
     assert open(one / "genotype.json").read() == open(multi / "genotype.json").read()
+
+
+def test_batch_that_does_not_split_is_one_line(tmp_path):
+    """``jaxnas search --devices 2`` with a global batch of 7: exit status 2, one line
+    naming the batch and the devices, the workdir not created (no compile, no data)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from jaxnas.cli import main; sys.exit(main())",
+            "search",
+            "--config",
+            os.path.join(root, "configs", "darts_fmnist_tiny.py"),
+            "--workdir",
+            str(tmp_path / "wd"),
+            "--devices",
+            "2",
+            "--set",
+            "data.batch_size=7",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 2 and p.stdout == "", p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data.batch_size=7" in lines[0] and "2 devices" in lines[0]
+    assert not (tmp_path / "wd").exists()
