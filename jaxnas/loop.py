@@ -248,6 +248,9 @@ class Experiment:
         because they belong to an earlier run that never checkpointed.
       workdir_class: the :class:`Workdir` subclass that names the experiment's files;
         the hooks receive one.
+      data_parallel: the experiment runs on the mesh of ``run.devices`` and
+        ``run.distributed`` (the image search); for any other the loop refuses a
+        setting of those keys other than 1 device, one process (one line).
       primary: set by the loop: whether this process writes files (process 0 of a
         multi-process run). Every process calls every hook, since evaluations are
         collective; the hooks write files only when ``primary``.
@@ -261,6 +264,7 @@ class Experiment:
     outputs: tuple[str, ...] = ()
     tags: Mapping[str, Any] = {}
     workdir_class: type[Workdir] = Workdir
+    data_parallel: bool = False
     primary: bool = True
 
     def setup(self, wd: Workdir, latest_step: int | None) -> None:
@@ -515,6 +519,13 @@ def run(
       Interrupted: SIGTERM/SIGINT, after saving a checkpoint.
     """
     t_start = time.time()
+    if not experiment.data_parallel and (
+        int(config.run.get("devices", 1)) != 1 or config.run.get("distributed", False)
+    ):
+        raise RunError(
+            f"{experiment.name} runs on one device: run.devices and run.distributed are the "
+            "image search's (retraining: train.num_devices, train.distributed)"
+        )
     if config.run.tensorboard:  # a missing extra is one line before anything is touched
         require("tensorboardX", "TensorBoard logging (run.tensorboard)")
     wd = experiment.workdir_class(os.fspath(workdir))

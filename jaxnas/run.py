@@ -189,6 +189,7 @@ class SearchExperiment(loop.Experiment):
 
     outputs = ("genotype.json", "alphas", "alphas.png")
     workdir_class = Workdir
+    data_parallel = True
 
     def __init__(
         self,

@@ -228,10 +228,6 @@ def search(
     xla.prepare(search=True)
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     config.lock()
-    if int(config.run.devices) != 1 or config.run.distributed:
-        raise RunError(
-            "the recurrent search runs on one device: set run.devices=1, run.distributed=false"
-        )
     return loop.run(
         RNNSearchExperiment(config, corpus),
         config,

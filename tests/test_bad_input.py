@@ -175,6 +175,7 @@ CASES: list[Case] = [
     _search("--set search.order=third", "'search.order'", "'second'", id="search-order-third"),
     _search("--devices -1", "'run.devices'", ">= 0", id="search-devices-negative"),
     _search("--devices 64", "run.devices=64", "device(s) exist", id="search-more-devices"),
+    _train("--set run.devices=2", "run.devices", "train.num_devices", id="train-run-devices"),
     _search(
         "--set search.order=second --set search.hypergradient=exactt",
         "'search.hypergradient'",
