@@ -3,7 +3,7 @@
 Rows (``--only``, names in ``BENCHES``):
 
 * search methods -- ``darts_1st``, ``darts_2nd`` (exact hypergradient), ``rarts``,
-  ``sparsenas_hapg``, ``sparsenas_adamhapg``, ``bayesnas``, ``asmnas``, ``prdarts`` -- at
+  ``sparsenas_hapg``, ``sparsenas_adamhapg``, ``bayesnas``, ``asmnas``, ``prdarts``, ``gdas`` -- at
   ``tiny`` (the method's ``configs/*_fmnist_tiny.py``: C=4, 5 cells, batch 32, 28x28x1)
   and ``paper`` (the method's CIFAR-10 config with the papers' common search size
   C=16, 8 cells, batch 64, 32x32x3; ASM-NAS keeps its own 15 cells).  One row is one
@@ -103,6 +103,12 @@ BENCHES: dict[str, dict] = {
     "prdarts": dict(
         kind="search",
         configs=dict(tiny="prdarts_fmnist_tiny.py", paper="prdarts_cifar10.py"),
+        set=[],
+    ),
+    # GDAS (one Gumbel-sampled op per edge computed): DARTS' search size
+    "gdas": dict(
+        kind="search",
+        configs=dict(tiny="gdas_fmnist_tiny.py", paper="gdas_cifar10.py"),
         set=[],
     ),
     "retrain_darts_v2": dict(

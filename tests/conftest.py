@@ -1,9 +1,136 @@
-"""Shared fixtures: float64 for closed-form and finite-difference checks."""
+"""Shared fixtures: float64 for closed-form and finite-difference checks.
+
+Also, for the speed of the suite (CI runs it in two pytest-xdist workers on a 2-core
+machine, where XLA compilation is most of the time):
+
+* one persistent XLA compilation cache for the test session (a fresh temporary folder,
+  removed at the end), shared by the xdist workers and the subprocesses that tests
+  start: the same program built again (another test, the other worker, a child process)
+  is read back instead of compiled again.  ``JAXNAS_TEST_XLA_CACHE=0`` turns it off.
+* the longest tests start first (:func:`pytest_collection_modifyitems`), so that no
+  worker is left idle while the other finishes a long test that started late.
+"""
 
 import os
+import shutil
+import tempfile
 
-import jax
 import pytest
+
+# The CLI turns on JAX's persistent compilation cache in ~/.cache; keep test runs hermetic
+# (no cache from another session is read).
+os.environ["JAXNAS_CACHE_DIR"] = ""
+
+
+def _session_compilation_cache() -> None:
+    """Point JAX (here, in the xdist workers and in every subprocess) at one compilation
+    cache folder for this session, through the ``JAX_*`` environment variables that
+    ``jax.config`` reads when jax is imported."""
+    if os.environ.get("JAXNAS_TEST_XLA_CACHE", "1") == "0":
+        return
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and "_JAXNAS_TEST_XLA_CACHE_OWNER" not in (
+        os.environ
+    ):
+        # the controller (or a run without xdist): create the folder; the workers, started
+        # later, inherit the environment and so the folder
+        path = tempfile.mkdtemp(prefix="jaxnas-test-xla-cache-")
+        os.environ["_JAXNAS_TEST_XLA_CACHE_OWNER"] = str(os.getpid())
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+        # the smallest programs cost more to write and read than to compile
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+        try:  # with a size limit, reads and writes of the cache take a file lock
+            import filelock  # noqa: F401
+
+            os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(16 << 30)
+        except ImportError:  # without: a read of an entry being written fails and recompiles
+            pass
+    import jax
+
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if path and not jax.config.jax_compilation_cache_dir:  # jax imported before this
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update(
+            "jax_persistent_cache_min_compile_time_secs",
+            float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+        )
+        if "JAX_COMPILATION_CACHE_MAX_SIZE" in os.environ:
+            jax.config.update(
+                "jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"])
+            )
+
+
+_session_compilation_cache()
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("_JAXNAS_TEST_XLA_CACHE_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ.get("JAX_COMPILATION_CACHE_DIR", ""), ignore_errors=True)
+
+
+#: About how long each of the longest test files takes (seconds of its tests in a full
+#: ``-n 2`` run on the 2-core machine beside other jobs, from ``JAXNAS_TEST_TIMES``; most
+#: of it XLA compilation).  Only the order of the files depends on these numbers: the
+#: longest start first.
+_FILE_SECONDS = {
+    "test_search_dist.py": 790,
+    "test_darts.py": 360,
+    "test_head_to_head.py": 350,
+    "test_train.py": 275,
+    "test_width.py": 215,
+    "test_width_compress.py": 200,
+    "test_supernet.py": 185,
+    "test_prdarts_reg.py": 155,
+    "test_models.py": 155,
+    "test_sparsenas.py": 150,
+    "test_run.py": 140,
+    "test_asmnas.py": 120,
+    "test_bayesnas.py": 120,
+    "test_gdas.py": 115,
+    "test_hypergrad.py": 110,
+    "test_bayes_compress.py": 100,
+    "test_prdarts_theory_experiments.py": 100,
+    "test_rarts.py": 95,
+    "test_prdarts.py": 80,
+    "test_rnn_runtime.py": 75,
+    "test_nb201.py": 70,
+    "test_rnn.py": 70,
+    "test_optim.py": 55,
+    "test_ops.py": 55,
+    "test_loop.py": 55,
+    "test_width_search.py": 45,
+    "test_width_data.py": 40,
+    "test_width_transformers.py": 40,
+    "test_curvature.py": 35,
+    "test_gates.py": 35,
+    "test_rarts_update.py": 30,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the longest test files first (each file's tests stay together, in their order,
+    so a module-scoped fixture is built once per worker).
+
+    With ``--dist worksteal`` each xdist worker starts on its share of the collection in
+    this order and an idle worker takes tests from the end of the other's share: when the
+    long files come first, the run ends on short tests instead of one worker waiting for
+    a long test that started late.  Files not listed keep their order, after the others.
+    """
+    first = {}  # file -> position of its first test
+    for i, item in enumerate(items):
+        first.setdefault(item.path.name, i)
+    items.sort(key=lambda it: (-_FILE_SECONDS.get(it.path.name, 0), first[it.path.name]))
+
+
+def pytest_runtest_logreport(report):
+    """With ``JAXNAS_TEST_TIMES=FILE``: one line per test phase appended to FILE as it ends
+    (``nodeid phase seconds outcome``), so a run that dies still says what took the time."""
+    path = os.environ.get("JAXNAS_TEST_TIMES")
+    if path and os.environ.get("PYTEST_XDIST_WORKER") is None:
+        with open(path, "a") as f:
+            f.write(f"{report.nodeid} {report.when} {report.duration:.2f} {report.outcome}\n")
+
+
+import jax  # noqa: E402
 
 
 @pytest.fixture
@@ -11,10 +138,6 @@ def x64():
     """Run the test body with 64-bit floats enabled."""
     with jax.enable_x64(True):
         yield
-
-
-# The CLI turns on JAX's persistent compilation cache; keep test runs hermetic.
-os.environ["JAXNAS_CACHE_DIR"] = ""
 
 
 @pytest.fixture(autouse=True)

@@ -110,13 +110,17 @@ def test_every_row_resolves_to_a_valid_search_config():
     load_config(ROOT / exp["retrain_config"], h2h._override_strings(exp["retrain"]))
 
 
-# Compile time dominates at this size and grows with the ops per edge: every row searches
-# a three-op space (plus each method's zero op), and the SparseNAS / BayesNAS rows start
-# with a sparsity strong enough that their one-epoch cells are not dense.
-_OPS = "skip_connect,max_pool_3x3,sep_conv_3x3"
+# Compile time dominates at this size and grows with the ops per edge and the convolutions
+# per op: every row searches a three-op space (plus each method's zero op) whose one
+# parametric op is the single convolution ``conv_3x3`` (PR-DARTS' regulariser needs a
+# separable or dilated conv, BayesNAS has its BN-first separable conv).  At this budget
+# the SparseNAS and BayesNAS cells keep every op (lambda 0.3 is far from zeroing theta in
+# four steps): their retraining compiles the largest networks.
+_OPS = "skip_connect,max_pool_3x3,conv_3x3"
 TINY = [
     *[f"{m}.model.primitives=none,{_OPS}" for m in ("darts_1st", "darts_2nd", "rarts", "gdas")],
-    *[f"{m}.model.primitives=none,{_OPS}" for m in ("asmnas", "prdarts")],
+    "asmnas.model.primitives=none," + _OPS,
+    "prdarts.model.primitives=none,skip_connect,max_pool_3x3,sep_conv_3x3",
     *[f"{m}.model.primitives={_OPS}" for m in ("sparsenas_hapg", "sparsenas_adamhapg")],
     *[f"{m}.search.lam_start=0.3" for m in ("sparsenas_hapg", "sparsenas_adamhapg")],
     "bayesnas.model.primitives=none,skip_connect,max_pool_3x3,bn_sep_conv_3x3",
@@ -135,32 +139,100 @@ TINY = [
     "retrain.model.drop_path_prob=0.0",
 ]
 
+#: The rows the end-to-end test below runs (XLA compiles each row's search and retraining
+#: programs, minutes of a 2-core CI machine per row): ASM-NAS, the one row that goes
+#: through ``run_one``'s selection step and retrains one cell per layer, and SparseNAS-HAPG,
+#: the row with the most of its own settings (HAPG, the per-step lambda ramp of the quick
+#: budget, ``max_ops``' path end, the per-cell clip of A) and a mixed-path cell.  Every
+#: row's own search config is built and its step traced by
+#: ``test_every_row_builds_and_traces_its_search_step``; every method's search runs through
+#: the same runner in its own test file (test_darts, test_run, test_rarts, test_sparsenas,
+#: test_bayesnas, test_asmnas, test_prdarts).
+E2E_ROWS = ("sparsenas_hapg", "asmnas")
+
+
+@pytest.mark.slow
+def test_every_row_builds_and_traces_its_search_step():
+    """Each row of the quick head-to-head (its config, the shared overrides and its own, at
+    the end-to-end test's size) builds its search method, initialises it, and its train
+    and eval steps trace to a state of the same structure, shapes and dtypes: what a row
+    needs before the runner can search it (the searches themselves run in the end-to-end
+    test below and in each method's own test file)."""
+    import jax
+
+    from jaxnas.config import load_config
+    from jaxnas.search import build
+
+    exp = h2h.load_experiment(CONFIG, quick=True, sets=TINY)
+    assert set(E2E_ROWS) < set(exp["methods"])
+    methods = {}
+    for name, (path, overrides) in exp["methods"].items():
+        c = load_config(
+            ROOT / path, h2h._override_strings({**exp["search"], **overrides, "seed": 0})
+        )
+        assert (c.data.limit, c.data.batch_size, c.search.epochs) == (128, 16, 1), name
+        m = build(c, steps_per_epoch=4, num_classes=10, input_shape=(28, 28, 1))
+        methods[name] = c.method
+        b = c.data.batch_size
+        images = np.zeros((b, 28, 28, 1), np.float32)
+        # shapes only: tracing, no compilation (building the programs is the point here)
+        state = jax.eval_shape(lambda k, m=m, images=images: m.init(k, images), jax.random.key(0))
+        batch = (
+            jax.ShapeDtypeStruct((b, 28, 28, 1), np.float32),
+            jax.ShapeDtypeStruct((b,), np.int32),
+        )
+        new, metrics = jax.eval_shape(m.train_step, state, batch, batch)
+        spec = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)  # noqa: E731
+        assert spec(new) == spec(state), name
+        assert "loss" in metrics and all(v.shape == () for v in metrics.values()), name
+        assert {"loss", "accuracy"} <= set(jax.eval_shape(m.eval_step, new, batch)), name
+    assert set(methods.values()) == {
+        "darts",
+        "rarts",
+        "sparsenas",
+        "bayesnas",
+        "asmnas",
+        "prdarts",
+        "gdas",
+    }
+
 
 @pytest.mark.slow
 def test_quick_head_to_head_end_to_end_and_resume(tmp_path):
     # two rows at a time, in child processes; the rerun below runs in this process
-    out = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY, jobs=2)
-    names = [m for m, *_ in h2h.load_experiment(CONFIG, quick=True)["methods"].items()]
+    rows = list(reversed(E2E_ROWS))  # the table keeps the config's order
+    out = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY, jobs=2, methods=rows)
+    names = [m for m in h2h.load_experiment(CONFIG, quick=True)["methods"] if m in rows]
+    assert len(names) == len(rows) == 2
     table = (tmp_path / "table.md").read_text()
-    rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
-    assert [r.split("|")[1].strip() for r in rows] == names  # one row per method, in order
+    rows_md = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    assert [r.split("|")[1].strip() for r in rows_md] == names  # one row per method, in order
     records = json.loads((tmp_path / "results.json").read_text())
     assert {r["method"] for r in records} == set(names)
     for r in records:
         assert 0.0 <= r["test_error"] <= 100.0 and r["test_examples"] == 128
         assert r["params_M"] > 0 and r["macs_M"] > 0 and r["search_s"] > 0
         assert os.path.exists(tmp_path / r["genotype_json"])
+    asm = next(r for r in records if r["method"] == "asmnas")
+    assert asm["genotype_json"].endswith(os.path.join("selection", "genotype.json"))
     assert os.path.exists(out["cells_png"]) and os.path.exists(out["alphas_png"])
     assert all((tmp_path / m / "seed0" / "row.log").exists() for m in names)
     assert all(r["cpus"] == 1 for r in records)  # each child row ran on one CPU
     # rerun: every (method, seed) is finished, so nothing is searched or trained again
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/seed0/result.json")}
-    again = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY)
+    assert len(stamps) == 2
+    again = h2h.run(CONFIG, str(tmp_path), quick=True, sets=TINY, methods=rows)
     assert [r["test_error"] for r in again["records"]] == [r["test_error"] for r in records]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # other settings in the same workdir are refused
     with pytest.raises(ValueError, match="other settings"):
-        h2h.run(CONFIG, str(tmp_path), quick=True, sets=[*TINY, "search.search.epochs=2"])
+        h2h.run(
+            CONFIG,
+            str(tmp_path),
+            quick=True,
+            sets=[*TINY, "search.search.epochs=2"],
+            methods=rows,
+        )
     assert np.isfinite([r["test_error"] for r in records]).all()
 
 

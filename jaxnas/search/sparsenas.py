@@ -444,9 +444,9 @@ class SparseNAS(DARTS):
         state = super().init(rng, sample_images)
         arch = {}
         for name, a in state.arch.items():
-            mask = jnp.asarray(self.masks[name], a.dtype)
+            mask = np.asarray(self.masks[name])  # host side: init stays traceable (eval_shape)
             scale = 1.0 / float(mask.sum()) if self.config.model.arch_init == "uniform" else 1.0
-            arch[name] = a * mask * scale
+            arch[name] = a * jnp.asarray(mask, a.dtype) * scale
         return state.replace(arch=arch, a_opt=self.a_tx.init(arch))
 
     def theta(self, state: SearchState) -> dict[str, jax.Array]:
