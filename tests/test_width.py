@@ -541,7 +541,7 @@ def test_l1_subgradient_and_schedule_under_jit():
 
 @pytest.mark.slow
 def test_small_resnet_trains_on_fashion_mnist_and_surgery_keeps_its_predictions():
-    """The CPU demo network learns Fashion-MNIST in a few hundred SGD steps (weights and
+    """The CPU demo network learns Fashion-MNIST in 160 SGD steps of 64 images (weights and
     scores jointly, the thesis's gamma = 1e-4 as a subgradient); cutting 40 % of its
     channels by |alpha| gives a network that predicts exactly what the masked one does."""
     from jaxnas import data
@@ -555,7 +555,7 @@ def test_small_resnet_trains_on_fashion_mnist_and_surgery_keeps_its_predictions(
     xte, yte = data.normalize(test.images, "fashion_mnist"), test.labels
     model = PreActResNet()
     v = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    steps, batch = 250, 128
+    steps, batch = 160, 64
     w_tx = optax.chain(
         optax.add_decayed_weights(1e-4),
         optax.sgd(optax.cosine_decay_schedule(0.05, steps), momentum=0.9),
@@ -590,7 +590,7 @@ def test_small_resnet_trains_on_fashion_mnist_and_surgery_keeps_its_predictions(
         return np.concatenate([f(variables, xte[i : i + 500]) for i in range(0, len(yte), 500)])
 
     acc = np.mean(np.argmax(logits(model, trained), -1) == yte)
-    assert acc >= 0.75, acc  # 0.8025 measured (2,000 test images)
+    assert acc >= 0.65, acc  # 0.731 measured (2,000 test images; chance is 0.1)
 
     groups = model.channel_groups()
     keep = choose_channels(trained["arch"], groups, ratio=0.4)
