@@ -22,6 +22,7 @@ __all__ = [
     "lr_schedule",
     "momentum_buffer",
     "smoothed_cross_entropy",
+    "tau_schedule",
     "torch_sgd",
 ]
 
@@ -81,6 +82,22 @@ def lr_schedule(optim: Mapping[str, Any], epochs: int, steps_per_epoch: int) -> 
     if kind == "exponential":
         return epoch_exponential_schedule(lr, float(optim["decay_rate"]), steps_per_epoch)
     raise ValueError(f"optim.schedule must be 'cosine' or 'exponential', got {kind!r}")
+
+
+def tau_schedule(
+    epoch: int | jax.Array, n_epochs: int, tau_max: float = 10.0, tau_min: float = 0.1
+) -> jax.Array | float:
+    """Linear per-epoch temperature: ``tau_max - (tau_max - tau_min) * epoch / (n_epochs - 1)``.
+
+    The annealing of the sampled methods: PR-DARTS (paper L188: 10 -> 0.1; its authors'
+    code per epoch) and GDAS (10 -> 0.1, per epoch in its authors' code).  Epoch 0 gives
+    ``tau_max`` and epoch ``n_epochs - 1`` gives ``tau_min``; with a single epoch the
+    temperature stays ``tau_max``.  ``epoch`` may be traced.
+    """
+    if n_epochs < 1:
+        raise ValueError(f"n_epochs must be >= 1, got {n_epochs}")
+    frac = epoch / (n_epochs - 1) if n_epochs > 1 else 0 * epoch
+    return tau_max - (tau_max - tau_min) * frac
 
 
 def torch_sgd(

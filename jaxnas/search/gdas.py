@@ -43,10 +43,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxnas.common import tau_schedule
 from jaxnas.search.darts import DARTS
 from jaxnas.search.darts import default_config as darts_default_config
 from jaxnas.search.method import SearchState, check_choices, step_on
-from jaxnas.search.prdarts_reg import tau_schedule
 from jaxnas.supernet import SoftmaxMixer, weighted_sum
 
 __all__ = ["GDAS", "UNSELECTED_GRADS", "GumbelMixer", "check_config", "default_config"]

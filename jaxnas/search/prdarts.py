@@ -66,6 +66,7 @@ import numpy as np
 import optax
 
 from jaxnas import gates
+from jaxnas.common import tau_schedule
 from jaxnas.genotype import Genotype
 from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.darts import default_config as darts_default_config
@@ -79,7 +80,6 @@ from jaxnas.search.prdarts_reg import (
     op_groups,
     prdarts_derive,
     prdarts_regularizer,
-    tau_schedule,
 )
 from jaxnas.supernet import Mixer
 

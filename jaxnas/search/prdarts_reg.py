@@ -77,7 +77,6 @@ __all__ = [
     "prdarts_derive",
     "prdarts_derive_cell",
     "prdarts_regularizer",
-    "tau_schedule",
 ]
 
 #: lam1 (skip group), lam2 (non-skip group), lam3 (path reward), paper L188.
@@ -310,22 +309,6 @@ def prdarts_regularizer(
     lam1, lam2, lam3 = lambdas
     total = lam1 * terms["skip"] + lam2 * (terms["nonskip"] + terms["pool"]) - lam3 * terms["path"]
     return RegTerms(total=total, **terms)
-
-
-def tau_schedule(
-    epoch: int | jax.Array, n_epochs: int, tau_max: float = 10.0, tau_min: float = 0.1
-) -> jax.Array | float:
-    """Linear per-epoch temperature: ``tau_max - (tau_max - tau_min) * epoch / (n_epochs - 1)``.
-
-    The paper anneals 10 -> 0.1 linearly (L188) without saying per step or per
-    epoch; the authors' code does it per epoch (its default ``tau_max`` is 1).
-    Epoch 0 gives ``tau_max`` and epoch ``n_epochs - 1`` gives ``tau_min``; with a
-    single epoch the temperature stays ``tau_max``.  ``epoch`` may be traced.
-    """
-    if n_epochs < 1:
-        raise ValueError(f"n_epochs must be >= 1, got {n_epochs}")
-    frac = epoch / (n_epochs - 1) if n_epochs > 1 else 0 * epoch
-    return tau_max - (tau_max - tau_min) * frac
 
 
 # --------------------------------------------------------------------------------------
