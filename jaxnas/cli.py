@@ -38,9 +38,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is the whole story (no traceback)."""
     from jaxnas.config import ConfigError
     from jaxnas.data import DatasetNotFoundError
-    from jaxnas.genotype import GenotypeError
     from jaxnas.optional import MissingExtraError
     from jaxnas.runtime import RunError
+    from jaxnas.spaces import GenotypeError
 
     return (ConfigError, DatasetNotFoundError, GenotypeError, MissingExtraError, RunError)
 
@@ -358,9 +358,9 @@ def _add_eval(sub) -> None:
 def _cmd_summary(args: argparse.Namespace) -> int:
     import json
 
-    from jaxnas.genotype import get_genotype
     from jaxnas.models.summary import format_summary, summary
     from jaxnas.runtime import RunError
+    from jaxnas.spaces.darts_zoo import get_genotype
 
     for flag, value in (
         ("--layers", args.layers),

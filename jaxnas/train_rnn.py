@@ -50,7 +50,6 @@ import optax
 from jaxnas import loop, plots, xla
 from jaxnas.config import validate
 from jaxnas.data_text import TextStream, load_corpus
-from jaxnas.genotype import GenotypeError
 from jaxnas.rnn.draw import save_pictures
 from jaxnas.rnn.genotype import RNNGenotype, get_rnn_genotype
 from jaxnas.rnn.model import (
@@ -62,6 +61,7 @@ from jaxnas.rnn.model import (
     lm_loss,
 )
 from jaxnas.runtime import RunError, restore_for_eval, write_json
+from jaxnas.spaces import GenotypeError
 
 __all__ = [
     "RNNTrainer",

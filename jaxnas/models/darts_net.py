@@ -92,7 +92,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.genotype import CellGenotype, Genotype, GenotypeError, reduction_layers, validate
 from jaxnas.ops import (
     DARTS_PRIMITIVES,
     OPS,
@@ -103,7 +102,9 @@ from jaxnas.ops import (
     batch_norm,
     make_op,
 )
+from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
+from jaxnas.spaces.darts_genotype import CellGenotype, Genotype, reduction_layers, validate
 from jaxnas.supernet import Mixer
 
 __all__ = [

@@ -40,9 +40,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnas.genotype import Genotype
 from jaxnas.models.darts_net import DATASET_SPECS, make_network
 from jaxnas.ops import DepthwiseConv, OpsConfig
+from jaxnas.spaces.darts_genotype import Genotype
 
 __all__ = ["LayerMACs", "count_macs", "count_params", "format_summary", "layer_macs", "summary"]
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxnas.genotype import (  # the CNN cell drawing's router and pieces
+from jaxnas.rnn.genotype import RNNGenotype
+from jaxnas.spaces.drawing import (  # the CNN cell drawing's router and pieces
     cell_axes,
     draw_arrow,
     draw_label,
     draw_nodes,
     route_edges,
 )
-from jaxnas.rnn.genotype import RNNGenotype
 
 __all__ = ["CellGraph", "cell_graph", "plot_recurrent_cell", "replot", "save_pictures"]
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from jaxnas.files import write_text
-from jaxnas.genotype import GenotypeError
+from jaxnas.spaces import GenotypeError
 
 __all__ = [
     "DARTS_V1",

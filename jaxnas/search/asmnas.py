@@ -64,10 +64,11 @@ import numpy as np
 import optax
 
 from jaxnas.common import epoch_cosine_schedule, torch_sgd
-from jaxnas.genotype import CellGenotype, Genotype, derive_cell
 from jaxnas.optional import require
 from jaxnas.search.method import SearchMethodBase, check_choices, supernet_config
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
+from jaxnas.spaces.darts_derive import derive_cell
+from jaxnas.spaces.darts_genotype import CellGenotype, Genotype, save
 from jaxnas.supernet import Mixer
 
 __all__ = [
@@ -572,8 +573,6 @@ def save_selection(
     """Write ``attention.npz`` (coefficients, votes, choice), ``attention.png`` (heat maps),
     ``genotype.json`` and ``selection.json`` under ``folder``.  ``reductions`` (for the
     panel titles): default the genotype's."""
-    from jaxnas import genotype as genotype_lib
-
     if not reductions:
         reductions = selection.genotype.reductions or ()
 
@@ -595,7 +594,7 @@ def save_selection(
         choice=selection.choice,
     )
     gj = os.path.join(folder, "genotype.json")
-    genotype_lib.save(selection.genotype, gj)
+    save(selection.genotype, gj)
     meta = os.path.join(folder, "selection.json")
     with open(meta, "w", encoding="utf-8") as f:
         json.dump(

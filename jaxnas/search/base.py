@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from jaxnas.genotype import Genotype
+from jaxnas.spaces.darts_genotype import Genotype
 
 Batch = tuple[jax.Array, jax.Array]
 Metrics = dict[str, jax.Array]

@@ -94,9 +94,10 @@ import optax
 from jaxnas import bayes
 from jaxnas import curvature as cv
 from jaxnas.common import cross_entropy, torch_sgd
-from jaxnas.genotype import CellGenotype, Genotype, GenotypeError
 from jaxnas.search.method import SearchMethodBase, check_choices, step_on, supernet_config
+from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
+from jaxnas.spaces.darts_genotype import CellGenotype, Genotype
 from jaxnas.supernet import Mixer
 
 __all__ = [

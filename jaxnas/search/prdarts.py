@@ -67,7 +67,6 @@ import optax
 
 from jaxnas import gates
 from jaxnas.common import tau_schedule
-from jaxnas.genotype import Genotype
 from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.darts import default_config as darts_default_config
 from jaxnas.search.method import check_choices, step_on
@@ -81,6 +80,7 @@ from jaxnas.search.prdarts_reg import (
     prdarts_derive,
     prdarts_regularizer,
 )
+from jaxnas.spaces.darts_genotype import Genotype
 from jaxnas.supernet import Mixer
 
 __all__ = ["GATE_MODES", "GateMixer", "PRDARTS", "default_config"]

@@ -57,9 +57,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.gates import A, B, p_nonzero
-from jaxnas.genotype import CellGenotype, Genotype, GenotypeError, derive_cell
 from jaxnas.ops import DARTS_PRIMITIVES
+from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
+from jaxnas.spaces.darts_derive import derive_cell
+from jaxnas.spaces.darts_genotype import CellGenotype, Genotype
 
 __all__ = [
     "CODE_THRESHOLD",

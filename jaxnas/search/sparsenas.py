@@ -63,12 +63,13 @@ import optax
 
 from jaxnas import optim
 from jaxnas.common import epoch_cosine_schedule
-from jaxnas.genotype import CellGenotype, Genotype, GenotypeError
 from jaxnas.ops import PRIMITIVE_SETS
 from jaxnas.search.darts import DARTS, SearchState
 from jaxnas.search.darts import default_config as darts_default_config
 from jaxnas.search.method import check_choices
+from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
+from jaxnas.spaces.darts_genotype import CellGenotype, Genotype
 from jaxnas.supernet import Mixer
 
 __all__ = [

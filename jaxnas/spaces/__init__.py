@@ -1,7 +1,15 @@
-"""Search-space topologies, and the error every space's architecture parser raises.
+"""The search spaces' data, and the error every space's architecture parser raises.
 
-:class:`GenotypeError` lives here, below :mod:`jaxnas.genotype` (which re-exports it)
-and :mod:`jaxnas.spaces.nb201`, so that neither space imports the other's module.
+- :mod:`jaxnas.spaces.darts`: cell topologies (:class:`CellTopology`, the DARTS cell);
+- :mod:`jaxnas.spaces.darts_genotype`: the DARTS cell genotype (types, validation, JSON);
+- :mod:`jaxnas.spaces.darts_derive`: the DARTS rule from architecture weights;
+- :mod:`jaxnas.spaces.darts_zoo`: the published DARTS-space cells by name;
+- :mod:`jaxnas.spaces.drawing`: cell pictures (the curve router every picture shares);
+- :mod:`jaxnas.spaces.nb201`: the NAS-Bench-201 cell (arch strings, derivation, JSON,
+  picture, the NATS-Bench lookup).
+
+:class:`GenotypeError` lives here, below all of them (and :mod:`jaxnas.genotype`, the
+old import path, which re-exports it), so that no space imports another's module.
 """
 
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
