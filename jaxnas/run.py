@@ -58,6 +58,7 @@ from jaxnas.search_workdir import (
     drop_arch_after,
     regenerate,
     save_arch,
+    save_genotype,
     search_summary,
     write_arch_meta,
 )
@@ -148,18 +149,6 @@ def _num_classes(train_loader: Any, test_dataset: Any) -> int:
         if n:
             return int(n)
     raise RunError("cannot tell the number of classes: the dataset has no num_classes")
-
-
-def _save_genotype(genotype: Any, path: str) -> None:
-    """A DARTS genotype via ``jaxnas.genotype.save``; an architecture of another space
-    (an NB201 cell) in its own format, through its ``save_json(path)``."""
-    from jaxnas import genotype as genotype_lib
-
-    save_json = getattr(genotype, "save_json", None)
-    if save_json is not None:
-        save_json(path)
-    else:
-        genotype_lib.save(genotype, path)
 
 
 def _search_mesh(config: ml_collections.ConfigDict) -> Any:
@@ -294,27 +283,13 @@ class SearchExperiment(loop.Experiment):
             title=f"{method.name}: architecture weights",
             edge_labels=getattr(method, "edge_labels", None),
         )
-        _save_genotype(genotype, wd.genotype)
+        save_genotype(wd, genotype)
         return state, extra
 
     def finish(self, wd: Workdir, state: Any, records: list[dict]) -> dict[str, Any]:
-        from jaxnas import genotype as genotype_lib
-
         method = self.method
         genotype = method.genotype(state)
-        pictures: list[str] = []
-        if self.primary:
-            _save_genotype(genotype, wd.genotype)
-        try:
-            draw = getattr(genotype, "save_pictures", None)  # another space's own (NB201)
-            if not self.primary:
-                pass
-            elif draw is not None:
-                pictures = draw(wd.genotype_prefix)
-            else:
-                pictures = genotype_lib.plot_genotype(genotype, wd.genotype_prefix)
-        except Exception as e:  # noqa: BLE001
-            logger.warning("could not draw the genotype: %s", e)
+        pictures = save_genotype(wd, genotype, pictures=True) if self.primary else []
         benchmark = None  # e.g. NATS-Bench's accuracy of an NB201 cell (search.nats_bench)
         report_fn = getattr(method, "benchmark_report", None)
         if report_fn is not None:

@@ -25,7 +25,6 @@ import numpy as np
 from jaxnas import loop, xla
 from jaxnas.config import validate
 from jaxnas.data_text import TextStream, load_corpus
-from jaxnas.rnn.draw import save_pictures
 from jaxnas.rnn.genotype import RNN_OPS
 from jaxnas.runtime import RunError
 from jaxnas.search.sparsenas_rnn import RNNSearchState, SparseNASRNN
@@ -33,6 +32,7 @@ from jaxnas.search_workdir import (
     SearchWorkdir,
     drop_arch_after,
     save_arch,
+    save_genotype,
     search_summary,
     write_arch_meta,
 )
@@ -41,7 +41,8 @@ __all__ = ["RNNSearchExperiment", "evaluate_perplexity", "search"]
 
 logger = logging.getLogger("jaxnas")
 
-#: the recurrent cell's pictures (:func:`jaxnas.rnn.draw.save_pictures`)
+#: the recurrent cell's pictures (:func:`jaxnas.rnn.draw.save_pictures`, through
+#: ``jaxnas.search_spaces.RNN_SPACE``)
 RNN_PICTURES = ("genotype_recurrent.png", "genotype_recurrent.svg")
 
 
@@ -172,7 +173,7 @@ class RNNSearchExperiment(loop.Experiment):
                 title=f"{method.name}: theta",
                 edge_labels=method.edge_labels,
             )
-            genotype.save_json(wd.genotype)
+            save_genotype(wd, genotype)
         return state, {
             "valid/loss": float(np.log(ppl)),
             "valid/ppl": ppl,
@@ -181,13 +182,7 @@ class RNNSearchExperiment(loop.Experiment):
 
     def finish(self, wd: SearchWorkdir, state: RNNSearchState, records: list[dict]):
         genotype = self.method.genotype(state)
-        pictures: list[str] = []
-        if self.primary:
-            genotype.save_json(wd.genotype)
-            try:
-                pictures = save_pictures(genotype, wd.genotype_prefix)
-            except Exception as e:  # noqa: BLE001 - a picture never stops a search
-                logger.warning("could not draw the genotype: %s", e)
+        pictures = save_genotype(wd, genotype, pictures=True) if self.primary else []
         return search_summary(wd, self.method.name, genotype, pictures)
 
 

@@ -19,16 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from jaxnas import genotype as genotype_lib
-from jaxnas import loop, plots
+from jaxnas import loop, plots, search_spaces
 from jaxnas.runtime import write_json
-from jaxnas.spaces import nb201
 
 __all__ = [
     "SearchWorkdir",
     "drop_arch_after",
     "regenerate",
     "save_arch",
+    "save_genotype",
     "search_summary",
     "write_arch_meta",
 ]
@@ -100,6 +99,26 @@ def save_arch(
         logger.warning("could not draw %s: %s", wd.alphas_plot, e)
 
 
+def save_genotype(wd: SearchWorkdir, genotype: Any, *, pictures: bool = False) -> list[str]:
+    """Write ``genotype.json`` in the format of the genotype's space
+    (:func:`jaxnas.search_spaces.space_of`) and, with ``pictures``, draw it to
+    ``genotype_*.{png,svg}`` (the space's pictures).
+
+    Returns:
+      The pictures' paths; none when ``pictures`` is False or drawing failed (a
+      picture never stops a search: the failure is logged).
+    """
+    space = search_spaces.space_of(genotype)
+    space.save(genotype, wd.genotype)
+    if not pictures:
+        return []
+    try:
+        return space.save_pictures(genotype, wd.genotype_prefix)
+    except Exception as e:  # noqa: BLE001 - a picture never stops a search
+        logger.warning("could not draw the genotype: %s", e)
+        return []
+
+
 def search_summary(
     wd: SearchWorkdir, method_name: str, genotype: Any, pictures: list[str], **extra: Any
 ) -> dict[str, Any]:
@@ -155,12 +174,9 @@ def regenerate(workdir: str | os.PathLike) -> dict[str, list[str] | str]:
     if records:
         out["curves"] = plots.plot_curves(records, wd.curves_plot)
     if os.path.exists(wd.genotype):
-        cell = nb201.maybe_load(wd.genotype)  # a NAS-Bench-201 search saves its arch string
-        if cell is not None:
-            out["genotype"] = cell.save_pictures(wd.genotype_prefix)
-        else:
-            g = genotype_lib.load(wd.genotype, known_ops=None)
-            out["genotype"] = genotype_lib.plot_genotype(g, wd.genotype_prefix)
+        # an NB201 cell's JSON, else a DARTS genotype whose ops need not be registered here
+        g = search_spaces.resolve_genotype(wd.genotype, ("nb201", "darts"), strict=False)
+        out["genotype"] = search_spaces.space_of(g).save_pictures(g, wd.genotype_prefix)
     if not out:
         raise FileNotFoundError(
             f"{workdir} has no alphas/, metrics.jsonl or genotype.json: is it a search workdir?"

@@ -37,7 +37,6 @@ A train workdir holds::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import time
@@ -50,14 +49,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxnas import loop, parallel, xla
+from jaxnas import loop, parallel, search_spaces, xla
 from jaxnas.common import classification_sums, lr_schedule, smoothed_cross_entropy
 from jaxnas.config import validate
 from jaxnas.data import eval_batches
-from jaxnas.genotype import Genotype, GenotypeError, get_genotype
 from jaxnas.ops import OpsConfig
 from jaxnas.runtime import Interrupted, RunError, restore_for_eval, write_json
-from jaxnas.spaces import nb201
+from jaxnas.spaces import GenotypeError
+from jaxnas.spaces.darts_genotype import Genotype
+from jaxnas.spaces.nb201 import NB201Arch
 
 __all__ = [
     "default_config",
@@ -187,12 +187,7 @@ class Trainer:
         steps_per_epoch: int,
         mesh: Any = None,
     ):
-        from jaxnas.models.darts_net import (
-            DATASET_SPECS,
-            NetworkCIFAR,
-            NetworkImageNet,
-            check_genotype,
-        )
+        from jaxnas.models.darts_net import DATASET_SPECS
 
         self.config = config
         self.genotype = genotype
@@ -203,8 +198,8 @@ class Trainer:
         m, o, t = config.model, config.optim, config.train
         # unknown ops, reductions contradicting the genotype's etc.: one line, before compiling
         reductions = tuple(int(r) for r in m.reductions) or None
-        if not nb201.is_arch(genotype):  # an NB201 cell is checked when parsed
-            check_genotype(genotype, int(m.layers), reductions)
+        space = search_spaces.space_of(genotype)
+        space.check_genotype(genotype, int(m.layers), reductions)
         self.epochs = int(t.epochs)
         self.accumulate = int(t.accumulate)
         if self.accumulate < 1:
@@ -221,23 +216,12 @@ class Trainer:
         family = (
             spec.family if spec else ("imagenet" if min(self.input_shape[:2]) > 64 else "cifar")
         )
-        cls = NetworkCIFAR if family == "cifar" else NetworkImageNet
-        if nb201.is_arch(genotype):  # NAS-Bench-201's network; model.layers = cells per stage
-            from jaxnas.models.nb201_net import network_for_training
-
-            cls = functools.partial(network_for_training, drop_path_prob=m.drop_path_prob)
         cfg = OpsConfig(
             depthwise=m.depthwise, dtype=jnp.dtype(m.dtype), group_ops=bool(m.get("group_ops"))
         )
-        self.model = cls(
-            genotype,
-            self.num_classes,
-            init_channels=int(m.init_channels),
-            layers=int(m.layers),
-            auxiliary=bool(m.auxiliary),
-            scan_cells=bool(m.scan_cells),
-            cfg=cfg,
-            reductions=reductions,
+        # DARTS: NetworkCIFAR / NetworkImageNet; NB201: model.layers = cells per stage
+        self.model = space.discrete_network(
+            genotype, self.num_classes, model=m, cfg=cfg, family=family
         )
         self.lr = lr_schedule(o, self.epochs, self.steps_per_epoch)
         parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
@@ -446,14 +430,11 @@ def _test_batches(test_ds: Any, config: ml_collections.ConfigDict, mesh: Any):
 # ------------------------------------------------------------------------------ the run
 
 
-def resolve_genotype(
-    config: ml_collections.ConfigDict, genotype: Any
-) -> Genotype | nb201.NB201Arch:
-    """A DARTS genotype (name or JSON) or an NB201 cell (arch string or its JSON)."""
-    if isinstance(genotype, Genotype) or nb201.is_arch(genotype):
-        return genotype
+def resolve_genotype(config: ml_collections.ConfigDict, genotype: Any) -> Genotype | NB201Arch:
+    """A DARTS genotype (name or JSON) or an NB201 cell (arch string or its JSON):
+    ``genotype``, else ``model.genotype`` (:func:`jaxnas.search_spaces.resolve_genotype`)."""
     spec = genotype if genotype is not None else config.model.genotype
-    return nb201.maybe_load(spec) or get_genotype(spec)
+    return search_spaces.resolve_genotype(spec, ("nb201", "darts"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -573,10 +554,7 @@ class TrainExperiment(loop.Experiment):
 
     def start(self, wd: TrainWorkdir, state: TrainState, resumed_step: int | None) -> None:
         if self.primary:
-            from jaxnas import genotype as genotype_lib
-
-            save = nb201.save if nb201.is_arch(self.genotype) else genotype_lib.save
-            save(self.genotype, wd.genotype)
+            search_spaces.space_of(self.genotype).save(self.genotype, wd.genotype)
 
     def end_epoch(self, wd: TrainWorkdir, state: TrainState, epoch: int):
         record: dict[str, Any] = {

@@ -4,14 +4,15 @@ A search method is one module with a config section (``default_config``) and a
 subclass of :class:`SearchMethodBase` that overrides hooks, never the
 constructor.  ``SearchMethodBase.__init__`` runs, in this order:
 
-1. ``steps_per_epoch >= 1``, then the space (``model.space``: ``self.space``,
-   ``self.primitives``; ``search.nats_bench`` checked) and, for methods with one
+1. ``steps_per_epoch >= 1``, then the space (``model.space``: ``self.space``, its
+   object ``self.search_space`` (:mod:`jaxnas.search_spaces`), ``self.primitives``,
+   ``self.edge_labels``; ``search.nats_bench`` checked) and, for methods with one
    architecture per cell (``arch_sharing = "cell"``), ``self.reductions`` from
    ``model.reductions``;
 2. :meth:`~SearchMethodBase.check_config`: one-line ``ValueError`` on a bad setting,
    before anything is built;
-3. the supernet of the space (:meth:`~SearchMethodBase._build_model`) whose edges mix
-   their ops by :meth:`~SearchMethodBase.make_mixer`;
+3. the supernet of the space (:meth:`~SearchMethodBase._build_model`, the space
+   object's ``supernet``) whose edges mix their ops by :meth:`~SearchMethodBase.make_mixer`;
 4. ``self.lr_schedule`` (:meth:`~SearchMethodBase.weight_schedule`, default DARTS'
    cosine per epoch from ``optim.w_lr`` to ``optim.w_lr_min``);
 5. :meth:`~SearchMethodBase.setup`: what the method adds (second networks, tables,
@@ -50,14 +51,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas import parallel
+from jaxnas import parallel, search_spaces
 from jaxnas.common import cross_entropy, epoch_cosine_schedule, torch_sgd
-from jaxnas.genotype import Genotype, derive
-from jaxnas.models.nb201_net import NB201SuperNet
-from jaxnas.ops import OpsConfig, resolve_primitives
-from jaxnas.spaces import nb201
+from jaxnas.ops import OpsConfig
 from jaxnas.spaces.darts import CellTopology
-from jaxnas.supernet import SuperNet, resolve_reductions
+from jaxnas.supernet import resolve_reductions
 
 __all__ = [
     "SearchMethodBase",
@@ -150,7 +148,7 @@ class SearchMethodBase:
     #: the values of ``model.space`` this method can search; a method whose derivation
     #: or regularizers assume the DARTS cell narrows it to ``("darts",)``.
     spaces: tuple[str, ...] = ("darts", "nb201")
-    space: str = "darts"  # set by _setup_space
+    space: str = "darts"  # set by _setup_space, with its object self.search_space
 
     #: ``"cell_type"``: one architecture per cell type (``{"normal", "reduce"}``);
     #: ``"cell"``: one per cell (``{"layer_00", ...}``), reduction cells at
@@ -267,7 +265,9 @@ class SearchMethodBase:
     # ---- the search space (model.space) ------------------------------------------
 
     def _setup_space(self) -> None:
-        """``self.space`` and ``self.primitives`` from ``model.space``, ``model.primitives``;
+        """``self.space`` (the name) and ``self.search_space`` (the object,
+        :func:`jaxnas.search_spaces.get`) from ``model.space``; ``self.primitives`` from
+        ``model.primitives`` and ``self.edge_labels`` (the plots' edge names) by the space;
         checks ``search.nats_bench`` (the package and the path) before any search runs;
         ``self.reductions`` for ``arch_sharing="cell"``."""
         m, s = self.config.model, self.config.search
@@ -276,47 +276,27 @@ class SearchMethodBase:
             raise ValueError(
                 f"model.space must be one of {self.spaces} for {self.name}, got {self.space!r}"
             )
-        if self.space == "nb201":
-            self.primitives = nb201.resolve_primitives(m.primitives)
-            self.edge_labels = tuple(f"{i}->{j}" for i, j in nb201.NB201_CELL.edges)
-        else:
-            self.primitives = resolve_primitives(m.primitives)
+        self.search_space = search_spaces.get(self.space)
+        self.primitives = self.search_space.resolve_primitives(m.primitives)
+        self.edge_labels = self.search_space.edge_labels
         if s.get("nats_bench", ""):
-            if self.space != "nb201":
+            if not self.search_space.has_benchmark:  # NATS-Bench: NAS-Bench-201's cells
                 raise ValueError("search.nats_bench needs model.space='nb201'")
-            nb201.require_nats_bench()
-            nb201.check_benchmark_path(s.nats_bench)
+            self.search_space.check_benchmark(s.nats_bench)
         if self.arch_sharing == "cell":
             self.reductions = resolve_reductions(m.layers, tuple(m.reductions) or None)
 
     def _build_model(self, num_classes: int, cfg: OpsConfig):
-        """The supernet of ``model.space`` with ``make_mixer()``'s edges: DARTS'
-        ``SuperNet`` or NAS-Bench-201's ``NB201SuperNet`` (``model.layers`` cells per stage).
-        """
-        m = self.config.model
-        if self.space == "nb201":
-            return NB201SuperNet(
-                num_classes=num_classes,
-                init_channels=m.init_channels,
-                cells_per_stage=m.layers,
-                primitives=self.primitives,
-                mixer=self.make_mixer(),
-                cfg=cfg,
-                remat=m.remat,
-            )
-        per_cell = {}
-        if self.arch_sharing == "cell":
-            per_cell = dict(arch_sharing="cell", reductions=self.reductions)
-        return SuperNet(
+        """The supernet of ``model.space`` with ``make_mixer()``'s edges (the space
+        object's ``supernet``: DARTS' ``SuperNet`` or NAS-Bench-201's ``NB201SuperNet``,
+        ``model.layers`` cells per stage)."""
+        return self.search_space.supernet(
+            self.make_mixer(),
             num_classes=num_classes,
-            init_channels=m.init_channels,
-            layers=m.layers,
-            stem_multiplier=m.stem_multiplier,
+            model=self.config.model,
             primitives=self.primitives,
-            mixer=self.make_mixer(),
-            remat=m.remat,
             cfg=cfg,
-            **per_cell,
+            reductions=self.reductions if self.arch_sharing == "cell" else None,
         )
 
     def forward_mode_model(self):
@@ -333,12 +313,13 @@ class SearchMethodBase:
         return self.model.topology
 
     def benchmark_report(self, genotype: Any) -> dict[str, Any] | None:
-        """NATS-Bench's record of an NB201 cell (``nb201.lookup``) when ``search.nats_bench``
-        names the benchmark; None otherwise.  The runner calls it at the end of a search."""
+        """The space's benchmark record of ``genotype`` (NATS-Bench's of an NB201 cell,
+        ``search_space.lookup``) when ``search.nats_bench`` names the benchmark; None
+        otherwise.  The runner calls it at the end of a search."""
         path = self.config.search.get("nats_bench", "")
-        if self.space != "nb201" or not path:
+        if not path:
             return None
-        return nb201.lookup(genotype, path)
+        return self.search_space.lookup(genotype, path)
 
     # ---- losses -----------------------------------------------------------------
 
@@ -425,12 +406,8 @@ class SearchMethodBase:
         mixer = self.model.mixer
         return {k: np.asarray(mixer.edge_weights(v, None)) for k, v in state.arch.items()}
 
-    def genotype(self, state: Any) -> Genotype | nb201.NB201Arch:
-        """The DARTS rule: per node the 2 strongest edges, per edge its strongest non-zero op.
-
-        On the NB201 space, NAS-Bench-201's DARTS rule: every edge keeps its strongest
-        op, ``none`` included (``nb201.derive``)."""
-        w = self.arch_weights(state)
-        if self.space == "nb201":
-            return nb201.derive(w["cell"], self.primitives)
-        return derive(w["normal"], w["reduce"], self.primitives)
+    def genotype(self, state: Any) -> Any:
+        """The space's rule (``search_space.derive``) on :meth:`arch_weights`: DARTS' per
+        node the 2 strongest edges, per edge its strongest non-zero op; on the NB201
+        space NAS-Bench-201's, every edge its strongest op, ``none`` included."""
+        return self.search_space.derive(self.arch_weights(state), self.primitives)

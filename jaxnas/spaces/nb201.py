@@ -81,6 +81,7 @@ __all__ = [
     "all_archs",
     "derive",
     "format_arch",
+    "from_json",
     "is_arch",
     "load",
     "lookup",
@@ -327,6 +328,20 @@ def _from_obj(obj: Any, where: str) -> NB201Arch:
         return parse(arch)
     except NB201Error as e:
         raise NB201Error(f"{where}: {e}") from None
+
+
+def from_json(text: str, where: str = "NB201 genotype JSON") -> NB201Arch:
+    """The cell of :meth:`NB201Arch.to_json`'s text.
+
+    Raises:
+      NB201Error: malformed JSON, another format, a bad arch string (one line,
+        starting with ``where``).
+    """
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NB201Error(f"{where}: malformed JSON: {e}") from None
+    return _from_obj(obj, where)
 
 
 def load(path: str | os.PathLike[str]) -> NB201Arch:
