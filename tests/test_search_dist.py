@@ -68,22 +68,34 @@ def test_two_devices_step_as_one_for_every_method(tmp_path):
             np.testing.assert_allclose(c, b, rtol=0, atol=tol, err_msg=k)
 
 
+def _fashion_mnist():
+    try:
+        data.load("fashion_mnist", "train", limit=1)
+    except data.DatasetNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted 1-device tiny search both tests below compare with (one
+    subprocess for the two: the same config, so the same run)."""
+    _fashion_mnist()
+    one = tmp_path_factory.mktemp("straight") / "one"
+    _worker("search", one, 1, 0)
+    return one
+
+
 def _alphas(workdir, epoch):
     with np.load(os.path.join(workdir, "alphas", f"epoch_{epoch:03d}.npz")) as f:
         return {k: f[k] for k in f.files}
 
 
 @pytest.mark.slow
-def test_search_moves_between_device_counts(tmp_path):
+def test_search_moves_between_device_counts(tmp_path, straight):
     """A search on 2 devices stopped after epoch 1 resumes on 1 device (orbax restores
     the replicated checkpoint onto one device) and ends where the uninterrupted 1-device
     search ends; the resumed run logs its global batch and device count."""
-    try:
-        data.load("fashion_mnist", "train", limit=1)
-    except data.DatasetNotFoundError as e:
-        pytest.skip(str(e))
-    a, b = tmp_path / "one", tmp_path / "moved"
-    _worker("search", a, 1, 0)
+    a, b = straight, tmp_path / "moved"
     assert "stopped" in _worker("search", b, 2, 1)
     assert not os.path.exists(os.path.join(b, "alphas", "epoch_002.npz"))
     _worker("search", b, 1, 0)
@@ -107,14 +119,10 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_search_as_one(tmp_path):
+def test_two_processes_search_as_one(tmp_path, straight):
     """jax.distributed on localhost: two CPU processes of one device each, each feeding
     its half of every batch, search as one process on one device; process 0 writes."""
-    try:
-        data.load("fashion_mnist", "train", limit=1)
-    except data.DatasetNotFoundError as e:
-        pytest.skip(str(e))
-    one, multi = tmp_path / "one", tmp_path / "multi"
+    one, multi = straight, tmp_path / "multi"
     port = _free_port()
     procs = []
     for pid in range(2):
@@ -133,7 +141,6 @@ def test_two_processes_search_as_one(tmp_path):
                 stderr=subprocess.STDOUT,
             )
         )
-    _worker("search", one, 1, 0)
     for p in procs:
         log = p.communicate(timeout=1200)[0].decode()
         assert p.returncode == 0, log[-3000:]
