@@ -83,7 +83,7 @@ def smooth_supernet():
             primitives=("skip_connect", "avg_pool_3x3", "sep_conv_3x3", "dil_conv_3x3"),
             cfg=OpsConfig("shifted", smooth=True),
         )
-        v = model.init(jax.random.key(0), xt)
+        v = jax.jit(model.init)(jax.random.key(0), xt)  # one compile, not op by op
         v = jax.tree.map(lambda a: a.astype(jnp.float64), v)
         # a larger alpha than DARTS' 1e-3 init so the mixing is far from uniform
         arch = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), v["arch"])
