@@ -47,6 +47,7 @@ import ml_collections
 
 __all__ = [
     "METHODS",
+    "method_module",
     "ConfigError",
     "shared_defaults",
     "default_config",
@@ -59,7 +60,8 @@ __all__ = [
 ]
 
 #: Config kinds by ``method`` -> module with ``default_config()``: the search methods
-#: (``jaxnas search``; their modules also define the method class), ``"train"``,
+#: (``jaxnas search``; their modules also define the method class, whose ``name`` is the
+#: key: this line is the one place a new method is registered), ``"train"``,
 #: a retraining config (``jaxnas train``), and the compress methods (``jaxnas compress``).
 METHODS: dict[str, str] = {
     "darts": "jaxnas.search.darts",
@@ -137,7 +139,9 @@ def shared_defaults() -> ml_collections.ConfigDict:
     return c
 
 
-def _method_module(method: str, source: str | None = None):
+def method_module(method: str, source: str | None = None):
+    """The module of config kind ``method`` (a key of :data:`METHODS`), imported; an
+    unknown name raises :class:`ConfigError` with the closest known one."""
     if method not in METHODS:
         raise ConfigError(
             f"{_where(source)}unknown method {method!r}{_suggest(method, METHODS)}"
@@ -150,7 +154,7 @@ def default_config(method: str = "darts") -> ml_collections.ConfigDict:
     """Shared defaults plus ``jaxnas.search.<method>.default_config()`` (unlocked)."""
     config = shared_defaults()
     config.method = method
-    specific = _method_module(method).default_config()
+    specific = method_module(method).default_config()
     for key, value in specific.items():
         if key in config:
             raise ConfigError(f"method {method!r} redefines the shared config key {key!r}")
@@ -272,7 +276,7 @@ def validate(
     method = config.get("method", "darts")
     if not isinstance(method, str):
         raise ConfigError(f"{_where(source)}config key 'method' must be a string, got {method!r}")
-    _method_module(method, source)
+    method_module(method, source)
     full = default_config(method)
     _merge(full, config, "", source, default_config(method))
     if check:
@@ -423,7 +427,7 @@ def check_values(
         problem = _value_problem(method, key, value)
         if problem:
             raise ConfigError(f"{where(key)}config key {key!r} {problem}")
-    check = getattr(_method_module(method, source), "check_config", None)
+    check = getattr(method_module(method, source), "check_config", None)
     if callable(check):
         try:
             check(config)

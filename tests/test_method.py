@@ -31,6 +31,26 @@ def test_every_method_is_built_by_the_one_setup(name):
     assert owners == [SearchMethodBase]
 
 
+def test_one_registry_the_config_line_is_the_method(monkeypatch):
+    """``jaxnas.search.METHODS`` is found from ``jaxnas.config.METHODS``, not listed
+    twice: each class is the one its config line names (class ``name`` == key, module ==
+    the line's module); a non-search kind, or a line whose module has no class of that
+    name, gives None; an unknown name is a ``ConfigError``."""
+    from jaxnas import config as config_module
+    from jaxnas.search import method_class
+
+    for name, cls in METHODS.items():
+        assert cls.name == name
+        assert config_module.METHODS[name] == cls.__module__
+    assert method_class("train") is None
+    assert method_class("rarts-width") is None
+    # a config line whose module defines no class of that name registers no method
+    monkeypatch.setitem(config_module.METHODS, "alias", "jaxnas.search.darts")
+    assert method_class("alias") is None
+    with pytest.raises(config_module.ConfigError, match="unknown method"):
+        method_class("dartz")
+
+
 @pytest.mark.parametrize("clip", [0.0, 0.5])
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_torch_sgd_closed_form(clip, nesterov):

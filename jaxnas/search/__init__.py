@@ -1,30 +1,42 @@
 """Search methods, one module each; ``build`` makes one from a config.
 
-``METHODS`` maps a config's ``method`` name to its class; later methods
-register themselves here.
+A method is registered once, by its line in :data:`jaxnas.config.METHODS` (config name ->
+module).  ``METHODS`` here maps each image-search method's name to its class: the
+:class:`~jaxnas.search.method.SearchMethodBase` subclass in that module whose ``name``
+is the config name (found, not listed a second time).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from jaxnas.search.asmnas import ASMNAS
+from jaxnas.config import METHODS as CONFIG_KINDS
+from jaxnas.config import method_module
 from jaxnas.search.base import SearchMethod
-from jaxnas.search.bayesnas import BayesNAS
-from jaxnas.search.darts import DARTS
-from jaxnas.search.gdas import GDAS
-from jaxnas.search.prdarts import PRDARTS
-from jaxnas.search.rarts import RARTS
-from jaxnas.search.sparsenas import SparseNAS
+from jaxnas.search.method import SearchMethodBase
 
-METHODS: dict[str, type] = {
-    "darts": DARTS,
-    "rarts": RARTS,
-    "asmnas": ASMNAS,
-    "sparsenas": SparseNAS,
-    "bayesnas": BayesNAS,
-    "prdarts": PRDARTS,
-    "gdas": GDAS,
+
+def method_class(name: str) -> type[SearchMethodBase] | None:
+    """The image-search method class registered as ``name`` in
+    :data:`jaxnas.config.METHODS`, or None when that config kind is not one (a
+    retraining, compression or recurrent-search config)."""
+    module = method_module(name)
+    if not module.__name__.startswith(f"{__name__}."):
+        return None
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, SearchMethodBase)
+        and obj.__module__ == module.__name__
+        and getattr(obj, "name", None) == name
+    ]
+    return found[0] if found else None
+
+
+#: name -> class of every image-search method (built from :data:`jaxnas.config.METHODS`)
+METHODS: dict[str, type[SearchMethodBase]] = {
+    name: cls for name in CONFIG_KINDS if (cls := method_class(name)) is not None
 }
 
 
@@ -47,4 +59,4 @@ def build(
     )
 
 
-__all__ = ["METHODS", "SearchMethod", "build"]
+__all__ = ["METHODS", "SearchMethod", "build", "method_class"]
