@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.models.darts_net import DATASET_SPECS, make_network
-from jaxnas.ops import DepthwiseConv, OpsConfig
+from jaxnas.ops import DepthwiseConv
 from jaxnas.spaces.darts_genotype import Genotype
 
 __all__ = ["LayerMACs", "count_macs", "count_params", "format_summary", "layer_macs", "summary"]
@@ -179,23 +179,15 @@ def count_macs(
     return sum(r.macs for r in layer_macs(model, variables, input_shape, **call_kwargs))
 
 
-def summary(
-    genotype: Genotype,
-    dataset: str = "cifar10",
-    *,
-    init_channels: int | None = None,
-    layers: int | None = None,
-    num_classes: int | None = None,
-    auxiliary: bool = True,
-    cfg: OpsConfig | None = None,
-    reductions: Sequence[int] | None = None,
-) -> dict[str, Any]:
+def summary(genotype: Genotype, dataset: str = "cifar10", **network: Any) -> dict[str, Any]:
     """Parameters and multiply-adds of the evaluation network of ``genotype``.
 
-    Builds :func:`jaxnas.models.darts_net.make_network` (defaults from
-    :data:`~jaxnas.models.darts_net.DATASET_SPECS`: C=36 / 20 layers for the CIFAR
-    family, C=48 / 14 layers for ImageNet) and traces it with ``jax.eval_shape``.
-    Reduction cells: ``genotype.reductions``, else ``reductions``, else DARTS'.
+    Builds :func:`jaxnas.models.darts_net.make_network` with the keywords ``network``
+    (``init_channels``, ``layers``, ``num_classes``, ``auxiliary``, ``cfg``,
+    ``reductions``: defaults from :data:`~jaxnas.models.darts_net.DATASET_SPECS`, C=36 /
+    20 layers for the CIFAR family, C=48 / 14 layers for ImageNet) and traces it with
+    ``jax.eval_shape``.  Reduction cells: ``genotype.reductions``, else ``reductions``,
+    else DARTS'.
 
     Returns:
       A JSON-ready dict: ``network``, ``dataset``, ``input_shape``, ``num_classes``,
@@ -204,16 +196,7 @@ def summary(
       ``params_auxiliary`` (the head alone, 0 without it), ``macs`` (one image,
       inference), ``macs_M``.
     """
-    net, input_shape = make_network(
-        genotype,
-        dataset,
-        init_channels=init_channels,
-        layers=layers,
-        num_classes=num_classes,
-        auxiliary=auxiliary,
-        cfg=cfg,
-        reductions=reductions,
-    )
+    net, input_shape = make_network(genotype, dataset, **network)
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     variables = jax.eval_shape(lambda x: net.init(jax.random.key(0), x), x)
     params = count_params(variables["params"])
