@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,6 +96,7 @@ from jaxnas.common import cross_entropy, torch_sgd
 from jaxnas.search.method import SearchMethodBase, check_choices, step_on, supernet_config
 from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
+from jaxnas.spaces.darts_derive import pruned_cell
 from jaxnas.spaces.darts_genotype import CellGenotype, Genotype
 from jaxnas.supernet import Mixer
 
@@ -111,8 +111,6 @@ __all__ = [
     "derive_bayes",
     "derive_bayes_cell",
 ]
-
-logger = logging.getLogger(__name__)
 
 HESSIANS = ("paper", "paper_meanfield", "ggn_mc", "hutchinson", "ggn_exact", "exact")
 EDGE_GATES = ("input", "output")
@@ -303,24 +301,10 @@ def derive_bayes_cell(
         )
     if np.any(np.isnan(g)):
         raise GenotypeError("gamma contains NaN")
-    keep = np.asarray(bayes.cell_keep(jnp.asarray(g, jnp.float32), topology, threshold))
-    nodes, alive = [], []
-    for k in range(topology.n_nodes):
-        cand = []
-        for e in topology.incoming(k):
-            src = topology.edges[e][0]
-            for o in range(1, len(primitives)):
-                if keep[e, o]:
-                    cand.append((-g[e, o], e, o, (primitives[o], src)))
-        cand.sort(key=lambda c: c[:3])
-        nodes.append(tuple(c[3] for c in cand))
-        alive.append(bool(cand))
-    n0 = topology.n_inputs
-    concat = tuple(n0 + k for k in range(topology.n_nodes) if alive[k])
-    if not concat:
-        logger.warning("every node of a cell is pruned: the cell outputs zeros")
-        concat = (n0 + topology.n_nodes - 1,)
-    return CellGenotype(nodes=tuple(nodes), concat=concat, n_inputs=n0)
+    keep = np.array(bayes.cell_keep(jnp.asarray(g, jnp.float32), topology, threshold))
+    keep[:, 0] = False  # the zero op is the edge gate, never a kept op
+    # cell_keep already drops the ops out of a dead node, so pruned_cell's check is moot
+    return pruned_cell(g, keep, primitives, topology)
 
 
 def derive_bayes(

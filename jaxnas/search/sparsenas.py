@@ -51,7 +51,6 @@ group sizes are 4, 6, 8, 10 as in the paper.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -69,6 +68,7 @@ from jaxnas.search.darts import default_config as darts_default_config
 from jaxnas.search.method import check_choices
 from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
+from jaxnas.spaces.darts_derive import pruned_cell
 from jaxnas.spaces.darts_genotype import CellGenotype, Genotype
 from jaxnas.supernet import Mixer
 
@@ -84,8 +84,6 @@ __all__ = [
     "node_groups",
     "pathwise_lambda",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: The cherry-picked space of Table 1 (``AdamHAPG*``): the union of its ops ...
 PRIMITIVE_SETS.setdefault(
@@ -273,25 +271,7 @@ def derive_sparse_cell(
     if not np.all(np.isfinite(w)):
         raise GenotypeError("architecture weights contain NaN or inf")
     usable = np.array([p not in set(exclude) for p in primitives])
-    alive = [True] * topology.n_inputs
-    nodes = []
-    for k in range(topology.n_nodes):
-        cand = []
-        for e in topology.incoming(k):
-            src = topology.edges[e][0]
-            if not alive[src]:
-                continue  # an edge out of a dropped node
-            for o in np.nonzero(usable & (w[e] > threshold))[0]:
-                cand.append((-w[e, o], e, o, (primitives[o], src)))
-        cand.sort(key=lambda c: c[:3])
-        nodes.append(tuple(c[3] for c in cand))
-        alive.append(bool(cand))
-    n0 = topology.n_inputs
-    concat = tuple(n0 + k for k in range(topology.n_nodes) if alive[n0 + k])
-    if not concat:
-        logger.warning("every node of a cell is pruned: the cell outputs zeros")
-        concat = (n0 + topology.n_nodes - 1,)
-    return CellGenotype(nodes=tuple(nodes), concat=concat, n_inputs=n0)
+    return pruned_cell(w, usable & (w > threshold), primitives, topology)
 
 
 def derive_sparse(

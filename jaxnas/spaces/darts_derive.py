@@ -4,11 +4,13 @@
 code (Liu et al., 2019, Sec. 2.4) for any :class:`~jaxnas.spaces.darts.CellTopology`;
 :func:`derive` applies it to the normal and the reduction cell.  Methods with their
 own rule (SparseNAS' mixed paths, ASM-NAS' per-layer cells, PR-DARTS' gates) build on
-:func:`derive_cell` or :func:`arch_array` in their modules.
+:func:`derive_cell` or :func:`arch_array` in their modules; the pruning rules (BayesNAS,
+SparseNAS) end in :func:`pruned_cell`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -19,7 +21,9 @@ from jaxnas.spaces import GenotypeError
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 from jaxnas.spaces.darts_genotype import CellGenotype, Genotype
 
-__all__ = ["arch_array", "derive", "derive_cell"]
+__all__ = ["arch_array", "derive", "derive_cell", "pruned_cell"]
+
+logger = logging.getLogger(__name__)
 
 
 def arch_array(
@@ -104,6 +108,50 @@ def derive_cell(
         nodes.append(tuple(pairs))
     concat = tuple(range(topology.n_inputs, topology.n_inputs + topology.n_nodes))
     return CellGenotype(nodes=tuple(nodes), concat=concat, n_inputs=topology.n_inputs)
+
+
+def pruned_cell(
+    scores: np.ndarray,
+    keep: np.ndarray,
+    primitives: Sequence[str],
+    topology: CellTopology = DARTS_CELL,
+) -> CellGenotype:
+    """The cell of a pruning rule (BayesNAS, SparseNAS): every kept pair, no top-k.
+
+    Node ``k`` lists ``(primitives[o], src)`` for each incoming edge ``e = src -> k``
+    and op ``o`` with ``keep[e, o]`` whose source survives, by decreasing
+    ``scores[e, o]`` (ties: lower edge row, then earlier op); so an edge may keep
+    several ops and a node any number of edges.  A node survives if it keeps at least
+    one pair: a node whose inputs are all dropped is dropped with its outgoing edges
+    (and so on downstream), and ``concat`` lists the survivors.  If none survives the
+    cell computes zeros: it keeps its empty nodes, ``concat`` is the last node (one zero
+    map), and a warning is logged.
+
+    Args:
+      scores: ``(topology.n_edges, len(primitives))`` ranking within a node.
+      keep: bool, same shape: the pairs the rule keeps.
+      primitives: the column names.
+      topology: which edge each row is.
+    """
+    n0 = topology.n_inputs
+    alive = [True] * n0
+    nodes = []
+    for k in range(topology.n_nodes):
+        cand = []
+        for e in topology.incoming(k):
+            src = topology.edges[e][0]
+            if not alive[src]:
+                continue  # an edge out of a dropped node
+            for o in np.nonzero(keep[e])[0]:
+                cand.append((-scores[e, o], e, o, (primitives[o], src)))
+        cand.sort(key=lambda c: c[:3])
+        nodes.append(tuple(c[3] for c in cand))
+        alive.append(bool(cand))
+    concat = tuple(n0 + k for k in range(topology.n_nodes) if alive[n0 + k])
+    if not concat:
+        logger.warning("every node of a cell is pruned: the cell outputs zeros")
+        concat = (n0 + topology.n_nodes - 1,)
+    return CellGenotype(nodes=tuple(nodes), concat=concat, n_inputs=n0)
 
 
 def derive(
