@@ -381,20 +381,11 @@ def prdarts_derive_cell(
     return CellGenotype(nodes=tuple(nodes), concat=concat, n_inputs=topology.n_inputs)
 
 
-def prdarts_derive(
-    beta_normal: Any,
-    beta_reduce: Any,
-    *,
-    rule: str = "paper",
-    k: int = 2,
-    primitives: Sequence[str] = DARTS_PRIMITIVES,
-    topology: CellTopology = DARTS_CELL,
-    exclude: Collection[str] = ("none",),
-) -> Genotype:
-    """A :class:`jaxnas.genotype.Genotype` from normal and reduction logits (see
-    :func:`prdarts_derive_cell`)."""
-    kw = dict(rule=rule, k=k, primitives=primitives, topology=topology, exclude=exclude)
+def prdarts_derive(beta_normal: Any, beta_reduce: Any, **cell: Any) -> Genotype:
+    """A :class:`jaxnas.genotype.Genotype` from normal and reduction logits; ``cell``: the
+    keywords of :func:`prdarts_derive_cell` (``rule``, ``k``, ``primitives``, ``topology``,
+    ``exclude``), the same for both cells."""
     return Genotype(
-        normal=prdarts_derive_cell(beta_normal, **kw),
-        reduce=prdarts_derive_cell(beta_reduce, **kw),
+        normal=prdarts_derive_cell(beta_normal, **cell),
+        reduce=prdarts_derive_cell(beta_reduce, **cell),
     )
