@@ -464,6 +464,8 @@ def jaxnas_child(row: str, steps: int, device: str, remat: str) -> dict:
     spec = row_spec(row)
     out = dict(side="jaxnas", row=row)
     if spec["kind"] == "search":
+        from jaxnas.supernet import resolve_remat
+
         cfg = jaxnas_search_config(row, remat)
         r = bench_supernet.search_row(cfg, tuple(spec["input_shape"]), spec["batch"], steps)
         m = r.pop("metrics")
@@ -473,7 +475,7 @@ def jaxnas_child(row: str, steps: int, device: str, remat: str) -> dict:
             order=cfg.search.order,
             hypergradient=cfg.search.hypergradient if cfg.search.order == "second" else None,
             fuse_phases=cfg.search.fuse_phases,
-            remat=cfg.model.remat,
+            remat=resolve_remat(cfg.model.remat, jax.default_backend()),
             depthwise=cfg.model.depthwise,
         )
     else:

@@ -70,7 +70,7 @@ from jaxnas.spaces.darts_derive import derive
 from jaxnas.spaces.darts_genotype import KNOWN_OPS, Genotype, from_json, load, save, to_json
 from jaxnas.spaces.darts_zoo import NAMED_GENOTYPES, get_genotype
 from jaxnas.spaces.drawing import plot_genotype
-from jaxnas.supernet import Mixer, SuperNet
+from jaxnas.supernet import Mixer, SuperNet, resolve_remat
 
 __all__ = [
     "DARTS_SPACE",
@@ -152,7 +152,8 @@ class SearchSpace:
           mixer: how an edge mixes its ops (:class:`jaxnas.supernet.Mixer`).
           num_classes: classifier outputs.
           model: the config's ``model`` section (``init_channels``, ``layers``,
-            ``remat`` and what :meth:`supernet_fields` reads).
+            ``remat`` (:func:`jaxnas.supernet.resolve_remat`) and what
+            :meth:`supernet_fields` reads).
           primitives: the ops of the columns (:meth:`resolve_primitives`).
           cfg: how the ops compute (depthwise implementation, dtype).
           reductions: one architecture per layer (``arch_sharing="cell"``) with the
@@ -166,7 +167,7 @@ class SearchSpace:
             primitives=tuple(primitives),
             mixer=mixer,
             cfg=cfg,
-            remat=model["remat"],
+            remat=resolve_remat(model["remat"]),
             **self.supernet_fields(model, reductions),
         )
 

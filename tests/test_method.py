@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from jaxnas.common import momentum_buffer, torch_sgd
-from jaxnas.search import METHODS
+from jaxnas.config import default_config
+from jaxnas.search import METHODS, build
 from jaxnas.search.method import (
     SearchMethodBase,
     SearchState,
@@ -19,6 +20,7 @@ from jaxnas.search.method import (
     step_on,
     supernet_config,
 )
+from jaxnas.supernet import resolve_remat
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -118,11 +120,27 @@ def test_check_choices_names_the_key_on_one_line():
     assert str(e.value) == "search.mode must be one of ('fast', 'slow'), got 'medium'"
 
 
+def test_remat_by_backend_unless_set():
+    """``model.remat=None`` (auto) rematerialises on the CPU only; a bool is kept; any
+    other value is a one-line error; the method's supernet gets the resolved value."""
+    assert resolve_remat(None, "cpu") is True
+    assert resolve_remat(None, "gpu") is False and resolve_remat(None, "tpu") is False
+    assert resolve_remat(False, "cpu") is False and resolve_remat(True, "gpu") is True
+    with pytest.raises(ValueError, match="model.remat must be true, false or null"):
+        resolve_remat("yes", "cpu")
+    cfg = default_config("darts")
+    cfg.model.update(init_channels=4, layers=2)
+    for setting in (None, False, True):
+        cfg.model.remat = setting
+        method = build(cfg, steps_per_epoch=1, num_classes=10, input_shape=(8, 8, 1))
+        assert method.model.remat == resolve_remat(setting)
+
+
 def test_supernet_config_is_darts_network_with_changes():
     """The DARTS CIFAR-10 search network, keys changed or added by ``changes``."""
     base = supernet_config()
     assert (base.init_channels, base.layers, base.stem_multiplier) == (16, 8, 3)
-    assert base.primitives == "darts" and base.depthwise == "auto" and not base.remat
+    assert base.primitives == "darts" and base.depthwise == "auto" and base.remat is None
     c = supernet_config(layers=15, reductions=(4, 9))
     assert c.layers == 15 and tuple(c.reductions) == (4, 9) and c.init_channels == 16
     assert supernet_config().layers == 8  # a fresh section each call

@@ -61,6 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # depthwise: "auto" picks the fastest implementation the chosen gradient allows;
     # remat: recompute each edge's intermediates in the backward pass (less memory);
+    # None: on the CPU only, where it is also faster (jaxnas.supernet.resolve_remat);
     # space: "darts" (the DARTS cell) | "nb201" (NAS-Bench-201's cell: set primitives="nb201";
     # layers is then N, the cells per stage, and stem_multiplier is unused).
     c.model = supernet_config(space="darts")

@@ -103,7 +103,9 @@ def step_on(state: Any, rng: jax.Array, params, arch, batch_stats, w_opt, a_opt)
 def supernet_config(**changes: Any) -> ml_collections.ConfigDict:
     """The ``model`` section of a supernet search: DARTS' CIFAR-10 search network
     (C = 16, 8 cells, stem 3C, the DARTS ops), the depthwise conv picked for the step
-    (``"auto"``) and no rematerialisation, with ``changes`` (keys to change or add)."""
+    (``"auto"``) and rematerialisation by backend (``remat=None``:
+    :func:`jaxnas.supernet.resolve_remat`),
+    with ``changes`` (keys to change or add)."""
     c = ml_collections.ConfigDict(
         dict(
             init_channels=16,
@@ -111,7 +113,7 @@ def supernet_config(**changes: Any) -> ml_collections.ConfigDict:
             stem_multiplier=3,
             primitives="darts",
             depthwise="auto",
-            remat=False,
+            remat=None,
         )
     )
     c.update(changes)
