@@ -9,11 +9,14 @@ from jaxnas.common import epoch_cosine_schedule
 from jaxnas.config import default_config
 from jaxnas.search import build
 
-#: Four of DARTS' eight ops (zero, identity / factorized reduce, pooling, a separable
-#: conv): every kind of mixed-op path, at about half the compile time of the eight (it
-#: grows with the ops per edge).  The eight-op supernet compiles in test_supernet.py
-#: (outputs, gradients, remat) and in test_asmnas.py's search steps.
-FEW_OPS = "none,skip_connect,max_pool_3x3,sep_conv_3x3"
+#: Four of DARTS' eight ops (zero, identity / factorized reduce, pooling, a depthwise-
+#: separable conv): every kind of mixed-op path, at about half the compile time of the
+#: eight (it grows with the ops per edge).  The conv is the dilated one: one depthwise +
+#: pointwise block where sep_conv stacks two, so the second-order programs (which
+#: differentiate the depthwise conv twice) compile faster.  The eight-op supernet
+#: compiles in test_supernet.py (outputs, gradients, remat) and in test_asmnas.py's
+#: search steps.
+FEW_OPS = "none,skip_connect,max_pool_3x3,dil_conv_3x3"
 
 
 def _config(primitives="darts", **search):
@@ -35,8 +38,9 @@ def batches():
     return [(x[i : i + 4], ds.labels[i : i + 4]) for i in range(0, 16, 4)]
 
 
-def _run(method, batches, seed, steps=2):
-    state = method.init(jax.random.key(seed), batches[0][0])
+def _run(method, batches, seed, steps=2, init=None):
+    """``steps`` steps from ``init`` (default: ``method``'s own initial state)."""
+    state = method.init(jax.random.key(seed), batches[0][0]) if init is None else init
     for i in range(steps):
         state, metrics = method.train_step(state, batches[2 * i % 4], batches[(2 * i + 1) % 4])
     return state, metrics
@@ -115,15 +119,21 @@ def test_second_order_step(first_order, batches):
     step (reverse over reverse through the custom VJP); it differs from first order.
     (DARTS' finite difference is compared on a smooth supernet in float64 in
     test_hypergrad.py: in float32 with ReLU its error is large.)"""
+    # one initial state for the three (the same supernet and optimizers: only the
+    # arch update differs), so the second-order methods' inits are not compiled
+    init = first_order.init(jax.random.key(0), batches[0][0])
     arch = {}
     for mode, fuse, depthwise in (("exact", "yes", "auto"), ("unrolled", "no", "custom_vjp")):
         cfg = _config(FEW_OPS, order="second", hypergradient=mode, fuse_phases=fuse)
         cfg.model.depthwise = depthwise
         m = build(cfg, steps_per_epoch=2, num_classes=10, input_shape=(28, 28, 1))
-        arch[mode] = _run(m, batches, seed=0)[0].arch
-    arch["first"] = _run(first_order, batches, seed=0)[0].arch
+        assert jax.tree.structure(jax.eval_shape(m.init, jax.random.key(0), batches[0][0])) == (
+            jax.tree.structure(init)
+        )
+        arch[mode] = _run(m, batches, seed=0, init=init)[0].arch
+    arch["first"] = _run(first_order, batches, seed=0, init=init)[0].arch
     flat = lambda a: np.concatenate([np.ravel(a[k]) for k in sorted(a)])
-    s0 = flat(first_order.init(jax.random.key(0), batches[0][0]).arch)
+    s0 = flat(init.arch)
     step = {k: flat(v) - s0 for k, v in arch.items()}  # what two steps changed
     rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
     assert rel(step["unrolled"], step["exact"]) < 1e-3
