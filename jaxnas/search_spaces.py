@@ -324,9 +324,11 @@ class DartsSpace(SearchSpace):
         check_genotype(genotype, layers, reductions)
 
     def network_builder(self, family: str, model: Mapping[str, Any]) -> Callable[..., nn.Module]:
-        """``NetworkCIFAR`` (``family="cifar"``) or ``NetworkImageNet``; drop path is
-        the trainer's per-step argument, not a field."""
-        return NetworkCIFAR if family == "cifar" else NetworkImageNet
+        """``NetworkCIFAR`` (``family="cifar"``) or ``NetworkImageNet`` with ``remat``
+        from ``model.remat`` (:func:`jaxnas.supernet.resolve_remat`: ``None`` is on for
+        the CPU); drop path is the trainer's per-step argument, not a field."""
+        cls = NetworkCIFAR if family == "cifar" else NetworkImageNet
+        return functools.partial(cls, remat=resolve_remat(model.get("remat")))
 
     def derive(
         self, weights: Mapping[str, Any], primitives: Sequence[str] | None = None, **rule: Any

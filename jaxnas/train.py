@@ -86,7 +86,10 @@ def default_config() -> ml_collections.ConfigDict:
     cells), ``group_ops`` (run a node's ops of one kind as one ``nn.vmap``: fewer
     compiled bodies for mixed-path cells, :class:`jaxnas.ops.OpsConfig`), ``depthwise``
     (``"custom_vjp"``, ``"shifted"``, ``"lax"``), ``dtype``
-    (``"float32"`` or ``"bfloat16"``: compute precision; weights stay float32).
+    (``"float32"`` or ``"bfloat16"``: compute precision; weights stay float32),
+    ``remat`` (DARTS-space cells recompute their intermediates in the backward pass;
+    ``None``: on for the CPU, where it halves the memory at no step time,
+    :func:`jaxnas.supernet.resolve_remat`).
 
     ``optim``: SGD ``lr``, ``schedule`` (``"cosine"``: per-epoch cosine to
     ``lr_min``; ``"exponential"``: ``lr * decay_rate^epoch``), ``momentum`` (``nesterov``:
@@ -117,6 +120,7 @@ def default_config() -> ml_collections.ConfigDict:
             group_ops=False,
             depthwise="custom_vjp",
             dtype="float32",
+            remat=None,
         )
     )
     c.optim = ml_collections.ConfigDict(

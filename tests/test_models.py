@@ -659,3 +659,40 @@ def test_grouped_ops_cell_equals_the_per_op_cell(train):
     logits_a = a[0] if isinstance(a, tuple) else a
     logits_b = b[0] if isinstance(b, tuple) else b
     np.testing.assert_allclose(logits_b, logits_a, rtol=1e-4, atol=1e-5)
+
+
+def test_remat_cells_are_the_same_network():
+    """``remat=True`` (each cell under ``nn.remat``) changes no variable, no random
+    stream and no value: the same initial variables, the same training-mode logits with
+    drop path on (the same per-sample masks), the same gradients to float32 rounding.
+    6 layers with scanned cells: a scanned group (cells 0-1) and single cells."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
+    y = jnp.arange(4) % 10
+    kw = dict(init_channels=4, layers=6, auxiliary=False, scan_cells=True)
+    nets = [NetworkCIFAR(DARTS_V2, 10, remat=r, **kw) for r in (False, True)]
+    variables = [jax.jit(lambda n=n: n.init(jax.random.key(0), x, train=False))() for n in nets]
+    assert jax.tree.structure(variables[0]) == jax.tree.structure(variables[1])
+    for a, b in zip(jax.tree.leaves(variables[0]), jax.tree.leaves(variables[1])):
+        np.testing.assert_array_equal(a, b)
+
+    def loss(net, params):
+        logits, _ = net.apply(
+            {**variables[0], "params": params},
+            x,
+            train=True,
+            drop_prob=0.5,
+            rngs={"dropout": jax.random.key(1)},
+            mutable=["batch_stats"],
+        )[0]
+        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y]), logits
+
+    (v0, l0), g0 = jax.jit(jax.value_and_grad(lambda p: loss(nets[0], p), has_aux=True))(
+        variables[0]["params"]
+    )
+    (v1, l1), g1 = jax.jit(jax.value_and_grad(lambda p: loss(nets[1], p), has_aux=True))(
+        variables[0]["params"]
+    )
+    np.testing.assert_allclose(l0, l1, rtol=1e-6, atol=1e-6)
+    assert np.count_nonzero(np.asarray(l0)) > 0
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -30,7 +30,7 @@ from jaxnas.search import build
 from jaxnas.search.method import supernet_config
 from jaxnas.spaces import GenotypeError, nb201
 from jaxnas.spaces.darts import DARTS_CELL
-from jaxnas.supernet import SoftmaxMixer, SuperNet
+from jaxnas.supernet import SoftmaxMixer, SuperNet, resolve_remat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DARTS, NB201, RNN = search_spaces.DARTS_SPACE, search_spaces.NB201_SPACE, search_spaces.RNN_SPACE
@@ -244,12 +244,15 @@ def test_discrete_networks_through_the_space_equal_the_direct_ones():
     model.update(init_channels=8, layers=5, auxiliary=True, scan_cells=True, reductions=(1, 3))
     kw = dict(init_channels=8, layers=5, auxiliary=True, scan_cells=True, cfg=cfg)
     g = genotype_lib.DARTS_V2
+    auto = resolve_remat(None)  # model.remat=None: by backend
     assert DARTS.discrete_network(g, 10, model=model, cfg=cfg) == NetworkCIFAR(
-        g, 10, reductions=(1, 3), **kw
+        g, 10, reductions=(1, 3), remat=auto, **kw
     )
     assert DARTS.discrete_network(g, 10, model=model, cfg=cfg, family="imagenet") == (
-        NetworkImageNet(g, 10, reductions=(1, 3), **kw)
+        NetworkImageNet(g, 10, reductions=(1, 3), remat=auto, **kw)
     )
+    model.remat = not auto
+    assert DARTS.discrete_network(g, 10, model=model, cfg=cfg).remat is (not auto)
     model.update(auxiliary=False, reductions=(), drop_path_prob=0.0)
     assert NB201.discrete_network(NB201_EXAMPLE, 10, model=model, cfg=cfg) == (
         network_for_training(NB201_EXAMPLE, 10, **dict(kw, auxiliary=False))
