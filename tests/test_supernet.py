@@ -28,8 +28,8 @@ def test_arch_collection_shapes(tiny):
     assert 0 < float(jnp.std(v["arch"]["normal"])) < 1e-2
 
 
-def test_params_and_arch_gradients_are_separate_trees(tiny):
-    model, v = tiny
+def _grads(model, v):
+    """Gradients of ``sum(logits**2)`` w.r.t. ``(params, arch)`` at ``v`` (training mode)."""
 
     def loss(params, arch):
         logits, _ = model.apply(
@@ -39,7 +39,18 @@ def test_params_and_arch_gradients_are_separate_trees(tiny):
         )
         return jnp.sum(logits**2)
 
-    gp, ga = jax.jit(jax.grad(loss, argnums=(0, 1)))(v["params"], v["arch"])
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(v["params"], v["arch"])
+
+
+@pytest.fixture(scope="module")
+def tiny_grads(tiny):
+    """The plain supernet's gradients: one compile for the two tests that read them."""
+    return _grads(*tiny)
+
+
+def test_params_and_arch_gradients_are_separate_trees(tiny, tiny_grads):
+    _, v = tiny
+    gp, ga = tiny_grads
     assert jax.tree.structure(gp) == jax.tree.structure(v["params"])
     assert jax.tree.structure(ga) == jax.tree.structure(v["arch"])
     assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(ga))
@@ -104,20 +115,8 @@ def test_depthwise_implementations_agree(tiny):
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-4, atol=1e-5)
 
 
-def test_remat_gives_the_same_gradients(tiny):
+def test_remat_gives_the_same_gradients(tiny, tiny_grads):
     model, v = tiny
-
-    def grads(m):
-        def loss(params, arch):
-            logits, _ = m.apply(
-                {"params": params, "arch": arch, "batch_stats": v["batch_stats"]},
-                X,
-                mutable=["batch_stats"],
-            )
-            return jnp.sum(logits**2)
-
-        return jax.jit(jax.grad(loss, argnums=(0, 1)))(v["params"], v["arch"])
-
-    plain, remat = grads(model), grads(dataclasses.replace(model, remat=True))
+    plain, remat = tiny_grads, _grads(dataclasses.replace(model, remat=True), v)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # float32 recompute order
