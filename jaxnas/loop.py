@@ -92,6 +92,23 @@ EpochCallback = Callable[[int, Mapping[str, Any]], None]
 # ----------------------------------------------------------------------------- workdir
 
 
+def _committed(state: Any) -> Any:
+    """``state`` with each (single-process) array committed to the devices it lies on.
+
+    A restored checkpoint's arrays are committed; a jitted init's outputs are not, and
+    ``jax.jit`` compiles a separate program for committed arguments: without this a
+    resumed run compiled its steps a second time.
+    """
+    return jax.tree.map(
+        lambda a: (
+            jax.device_put(a, a.sharding)
+            if isinstance(a, jax.Array) and a.is_fully_addressable
+            else a
+        ),
+        state,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Workdir:
     """The paths of a run's workdir; an experiment adds its own files with :meth:`path`.
@@ -630,7 +647,7 @@ class _Loop:
                     )
 
         t0 = time.time()
-        state = exp.init()
+        state = _committed(exp.init())
         jax.block_until_ready(state)
         logger.info("initialised the %s state in %.1fs", exp.name, time.time() - t0)
         resumed = None
