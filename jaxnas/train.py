@@ -236,7 +236,7 @@ class Trainer:
         )
         rep, data = parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)
         self._rep, self._data = rep, data
-        self._init = jax.jit(self._init_state, out_shardings=rep)
+        self._init = xla.jit_init(self._init_state, out_shardings=rep)
         self.train_step = jax.jit(
             self._train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0
         )

@@ -56,6 +56,7 @@ from jaxnas.common import cross_entropy, epoch_cosine_schedule, torch_sgd
 from jaxnas.ops import OpsConfig
 from jaxnas.spaces.darts import CellTopology
 from jaxnas.supernet import resolve_reductions
+from jaxnas.xla import jit_init
 
 __all__ = [
     "SearchMethodBase",
@@ -184,7 +185,7 @@ class SearchMethodBase:
         self.setup()
         self.w_tx = self.weight_optimizer()
         self.a_tx = self.arch_optimizer()
-        self._init = jax.jit(functools.partial(self.model.init, train=True))
+        self._init = jit_init(functools.partial(self.model.init, train=True))
         for name in self.entry_points:
             setattr(self, name, jax.jit(getattr(self, "_" + name)))
 

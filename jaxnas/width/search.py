@@ -61,6 +61,7 @@ from jaxnas.bilevel.rarts_update import RARTSState, rarts_step
 from jaxnas.common import classification_sums, cross_entropy, lr_schedule, momentum_buffer
 from jaxnas.models.prunable import ChannelGroup, get_leaf, set_leaf
 from jaxnas.optim.l1 import add_l1_subgradient, l1_penalty, l1_prox
+from jaxnas.xla import jit_init
 
 __all__ = [
     "L1_FORMS",
@@ -379,7 +380,7 @@ class WidthSearch:
         self.tx = None  # set by init (the NetSlim mask needs the params' structure)
         self.train_step = jax.jit(self._train_step)
         self.eval_step = jax.jit(self._eval_step)
-        self._init = jax.jit(self._init_vars)
+        self._init = jit_init(self._init_vars)
 
     # ---- state ------------------------------------------------------------------------
 
