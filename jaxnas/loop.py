@@ -514,7 +514,8 @@ def run(
       config: the run's full config; reads ``seed``, ``run.checkpoint_keep``,
         ``run.log_every_steps``, ``run.tensorboard`` (and ``data.dataset`` for the
         summary); written to ``config.json``.
-      workdir: output folder (created).
+      workdir: output folder (created; removed again when this call created it and
+        fails before the first step, so a refused command leaves nothing behind).
       resume: continue from the latest checkpoint (a workdir without checkpoints starts
         afresh).
       progress: a tqdm bar over the steps of each epoch.
@@ -547,8 +548,27 @@ def run(
         require("tensorboardX", "TensorBoard logging (run.tensorboard)")
     wd = experiment.workdir_class(os.fspath(workdir))
     primary = jax.process_index() == 0
+    # a workdir this call creates is removed again when the run fails before its first
+    # step (bad data, a setting its setup refuses): a failed command leaves nothing
+    created = primary and not os.path.exists(wd.root)
     if primary:
         wd.make()
+    began: list[bool] = []
+    try:
+        return _run_locked(
+            experiment, config, wd, primary, resume, progress, on_step, on_epoch_end, t_start, began
+        )
+    except BaseException:
+        if created and not began:
+            shutil.rmtree(wd.root, ignore_errors=True)
+        raise
+
+
+def _run_locked(
+    experiment, config, wd, primary, resume, progress, on_step, on_epoch_end, t_start, began
+):
+    """:func:`run` with the workdir made: the lock, the checkpoint managers, the phases
+    (``began`` gets an entry once the state is initialised and the steps begin)."""
     with WorkdirLock(wd) if primary else _null():
         mngr = checkpoint_manager(wd.checkpoints, int(config.run.checkpoint_keep))
         best_mngr = checkpoint_manager(wd.best, 1) if experiment.best_metric else None
@@ -565,6 +585,7 @@ def run(
                 experiment.setup(wd, latest)
                 loop = _Loop(experiment, config, wd, mngr, best_mngr, stop, primary)
                 state = loop.begin(latest)
+                began.append(True)
                 state = loop.epochs(
                     state, progress=progress, on_step=on_step, on_epoch_end=on_epoch_end
                 )

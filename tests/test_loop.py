@@ -286,6 +286,23 @@ def test_failed_setup_changes_nothing(straight, tmp_path):
         assert open(os.path.join(wd, n), "rb").read() == content, n
 
 
+def test_a_workdir_the_failed_run_created_is_removed(tmp_path):
+    """A run that fails before its first step removes the workdir it created (a
+    refused command leaves nothing); a workdir that existed stays, and one where the
+    steps began keeps its log and checkpoints."""
+    fresh, existing = tmp_path / "fresh", tmp_path / "existing"
+    existing.mkdir()
+    for wd in (fresh, existing):
+        with pytest.raises(RunError, match="bad setting"):
+            _run(str(wd), _config(epochs=1), fail_setup=True)
+    assert not fresh.exists() and existing.is_dir()
+    began = tmp_path / "began"
+    with pytest.raises(RunError, match="non-finite"):
+        _run(str(began), _config(epochs=2), nan_at=5)
+    assert "stopped: RunError: non-finite" in (began / "log.txt").read_text()
+    assert os.listdir(began / "checkpoints") == ["3"]
+
+
 def test_fresh_run_removes_outputs_of_a_run_without_checkpoints(tmp_path):
     wd = str(tmp_path)
     for n in ("metrics.jsonl", "summary.json", "fit.txt"):
