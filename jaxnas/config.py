@@ -104,7 +104,7 @@ def shared_defaults() -> ml_collections.ConfigDict:
         ``eval_test`` (evaluate the supernet on the test split after every
         epoch), ``eval_limit`` (test images for that; 0: all),
         ``tensorboard`` (write TensorBoard events under ``workdir/tb``), ``devices``
-        (devices of an image search's data mesh, ``data.batch_size`` the global batch
+        (devices of a search's data mesh, ``data.batch_size`` the global batch
         split over them; 1: one device, the plain step; 0: all devices) and
         ``distributed`` (join the other processes of a multi-host search through
         ``jax.distributed``; every device of every process then searches).

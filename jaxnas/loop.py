@@ -49,7 +49,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxnas import plots
+from jaxnas import parallel, plots
 from jaxnas.config import config_to_json
 from jaxnas.files import write_text
 from jaxnas.optional import require
@@ -81,6 +81,7 @@ __all__ = [
     "log_line",
     "metric_name",
     "run",
+    "run_mesh",
 ]
 
 logger = logging.getLogger("jaxnas")
@@ -485,6 +486,32 @@ def _disk_full(e: BaseException) -> str | None:
             return ""
         e = e.__cause__ or e.__context__
     return None
+
+
+def run_mesh(config: ml_collections.ConfigDict, *, batch_sizes: Iterable[str] = ()) -> Any:
+    """The data mesh of a data-parallel experiment (:attr:`Experiment.data_parallel`):
+    ``run.devices`` devices, all of every process with ``run.distributed``; None for
+    one device (the plain jitted step).
+
+    Checked before any data is read or step compiled: more devices than exist, and a
+    global batch (``data.batch_size`` and the ``batch_sizes`` keys, dotted) that does
+    not split over them, are one-line :class:`RunError` s.
+    """
+    devices = int(config.run.devices)
+    if devices == 1 and not config.run.distributed:
+        return None
+    try:
+        mesh = parallel.data_mesh(devices, key="run.devices")
+    except ValueError as e:
+        raise RunError(str(e)) from e
+    for key in ("data.batch_size", *batch_sizes):
+        section, name = key.split(".")
+        if int(config[section][name]) % mesh.size:
+            raise RunError(
+                f"{key}={config[section][name]} (the global batch) does not split "
+                f"over {mesh.size} devices (run.devices)"
+            )
+    return mesh
 
 
 def _remove(path: str) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "data_mesh",
     "replicated",
     "replicate",
+    "place",
     "batch_sharding",
     "shard_batch",
     "local_rows",
@@ -110,13 +111,24 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     array is copied to the host once and put on this process's devices, so it works
     with several processes, where ``jax.device_put`` onto other hosts' devices cannot.
     """
-    sharding = replicated(mesh)
+    return place(tree, replicated(mesh))
 
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
-    return jax.tree.map(put, tree)
+def place(tree: Any, shardings: Any) -> Any:
+    """``tree``'s arrays as global arrays laid out by ``shardings`` (one sharding, or a
+    pytree prefix of ``tree`` with one per subtree), from the same whole values in
+    every process (as :func:`replicate`, for a state with batch-split leaves too)."""
+
+    def put(sharding, sub):
+        def leaf(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+        return jax.tree.map(leaf, sub)
+
+    return jax.tree.map(
+        put, shardings, tree, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding)
+    )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -151,25 +151,6 @@ def _num_classes(train_loader: Any, test_dataset: Any) -> int:
     raise RunError("cannot tell the number of classes: the dataset has no num_classes")
 
 
-def _search_mesh(config: ml_collections.ConfigDict) -> Any:
-    """The data mesh of ``run.devices`` (None: one device, the plain jitted step);
-    one-line :class:`RunError` on more devices than exist or a batch that does not
-    split over them, before any data is read or step compiled."""
-    devices = int(config.run.devices)
-    if devices == 1 and not config.run.distributed:
-        return None
-    try:
-        mesh = parallel.data_mesh(devices, key="run.devices")
-    except ValueError as e:
-        raise RunError(str(e)) from e
-    if config.data.batch_size % mesh.size:
-        raise RunError(
-            f"data.batch_size={config.data.batch_size} (the global batch) does not split "
-            f"over {mesh.size} devices (run.devices)"
-        )
-    return mesh
-
-
 # ------------------------------------------------------------------------------ experiment
 
 
@@ -195,7 +176,7 @@ class SearchExperiment(loop.Experiment):
 
     def setup(self, wd: Workdir, latest_step: int | None) -> None:
         config = self.config
-        self.mesh = _search_mesh(config)
+        self.mesh = loop.run_mesh(config)
         self.train_loader, self.valid_loader, test_dataset = self._loaders or _make_loaders(config)
         self.steps_per_epoch = min(len(self.train_loader), len(self.valid_loader))
         if self.steps_per_epoch == 0:
@@ -360,7 +341,7 @@ def search(
     config.lock()
     if config.run.distributed:
         parallel.initialize_distributed()
-    _search_mesh(config)  # devices and batch split checked before the workdir is touched
+    loop.run_mesh(config)  # devices and batch split checked before the workdir is touched
     experiment = SearchExperiment(config, build=build, loaders=loaders)
     return loop.run(
         experiment,

@@ -7,7 +7,10 @@ the one loop (:mod:`jaxnas.loop`); the method itself is
 ``genotype_recurrent.{png,svg}`` (:mod:`jaxnas.rnn.draw`), beside the loop's files),
 orbax checkpoints keyed by the global step every epoch and on SIGTERM/SIGINT, and a
 resume from either ends with the same theta, genotype and records as an uninterrupted
-run (bit-identical on CPU).
+run (bit-identical on CPU).  ``run.devices`` / ``run.distributed`` search on a data
+mesh as the image search does (:func:`jaxnas.loop.run_mesh`,
+:meth:`~jaxnas.search.sparsenas_rnn.SparseNASRNN.mesh_steps`): the windows' rows and
+the hidden states split over the devices, the rest replicated.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxnas import loop, xla
+from jaxnas import loop, parallel, xla
 from jaxnas.config import validate
 from jaxnas.data_text import TextStream, load_corpus
 from jaxnas.rnn.genotype import RNN_OPS
@@ -46,14 +49,36 @@ logger = logging.getLogger("jaxnas")
 RNN_PICTURES = ("genotype_recurrent.png", "genotype_recurrent.svg")
 
 
-def evaluate_perplexity(method: Any, state: Any, stream: TextStream, batch_size: int) -> float:
-    """``exp(total NLL / tokens)`` over ``stream`` with the hidden state carried across windows."""
-    hidden = jnp.zeros((batch_size, method.config.model.size), jnp.float32)
+def evaluate_perplexity(
+    method: Any,
+    state: Any,
+    stream: TextStream,
+    batch_size: int,
+    *,
+    mesh: Any = None,
+    eval_step: Callable | None = None,
+) -> float:
+    """``exp(total NLL / tokens)`` over ``stream`` with the hidden state carried across
+    windows; on the data mesh ``mesh`` (the ``batch_size`` rows split over its devices)
+    with ``eval_step`` from ``method.mesh_steps(mesh)``."""
+    hidden = np.zeros((batch_size, method.config.model.size), np.float32)
+    if mesh is None:
+        eval_step, hidden = method.eval_step, jnp.asarray(hidden)
+    else:
+        hidden = parallel.shard_batch(hidden, mesh)
     total, count = 0.0, 0.0
     for window in stream.epoch(0):
-        s, c, hidden = method.eval_step(state, window, hidden)
+        s, c, hidden = eval_step(state, _on_mesh(window, mesh), hidden)
         total, count = total + float(s), count + float(c)
     return float(np.exp(total / count))
+
+
+def _on_mesh(window: tuple, mesh: Any) -> tuple:
+    """A window ``(x (B, T), y (B, T), n)`` as global arrays: rows split, ``n`` replicated."""
+    if mesh is None:
+        return window
+    x, y, n = window
+    return (*parallel.shard_batch((x, y), mesh), parallel.replicate(np.asarray(n), mesh))
 
 
 def _streams(config: ml_collections.ConfigDict, corpus=None):
@@ -89,6 +114,7 @@ class RNNSearchExperiment(loop.Experiment):
 
     workdir_class = SearchWorkdir
     outputs = ("genotype.json", "alphas", "alphas.png", *RNN_PICTURES)
+    data_parallel = True
 
     def __init__(self, config: ml_collections.ConfigDict, corpus: Any):
         self.config = config
@@ -99,6 +125,7 @@ class RNNSearchExperiment(loop.Experiment):
 
     def setup(self, wd: SearchWorkdir, latest_step: int | None) -> None:
         config = self.config
+        self.mesh = loop.run_mesh(config, batch_sizes=("text.eval_batch_size",))
         corpus, self.train, self.arch_stream, self.valid = _streams(config, self._corpus)
         try:
             self.method = SparseNASRNN(
@@ -106,13 +133,21 @@ class RNNSearchExperiment(loop.Experiment):
             )
         except ValueError as e:
             raise RunError(f"cannot set up method {config.method!r}: {e}") from e
+        self.train_step, self.eval_step = self.method.train_step, self.method.eval_step
+        devices = 1 if self.mesh is None else self.mesh.size
+        if self.mesh is not None:  # the loop owns the state: its buffers are donated
+            self.train_step, self.eval_step = self.method.mesh_steps(self.mesh, donate=True)
         logger.info(
-            "%s search: vocabulary %d, %d train tokens, ~%d windows/epoch x %d epochs, workdir %s",
+            "%s search: vocabulary %d, %d train tokens, ~%d windows/epoch x %d epochs, "
+            "global batch %d on %d device(s)%s, workdir %s",
             self.method.name,
             corpus.vocab_size,
             len(corpus.train),
             len(self.train),
             self.epochs,
+            config.data.batch_size,
+            devices,
+            f" in {jax.process_count()} processes" if jax.process_count() > 1 else "",
             wd.root,
         )
 
@@ -125,7 +160,10 @@ class RNNSearchExperiment(loop.Experiment):
         return len(self.windows(epoch))
 
     def init(self) -> RNNSearchState:
-        return self.method.init(jax.random.PRNGKey(self.config.seed), self.config.data.batch_size)
+        state = self.method.init(jax.random.PRNGKey(self.config.seed), self.config.data.batch_size)
+        if self.mesh is None:
+            return state
+        return parallel.place(state, self.method.state_sharding(self.mesh))
 
     def batches(self, epoch: int):
         starts = [start for start, _ in self.windows(epoch)]
@@ -133,7 +171,7 @@ class RNNSearchExperiment(loop.Experiment):
             yield window, _arch_window(self.arch_stream, start, self.train.max_len)
 
     def step(self, state: RNNSearchState, batch: Any):
-        return self.method.train_step(state, *batch)
+        return self.train_step(state, *(_on_mesh(w, self.mesh) for w in batch))
 
     def name_metrics(self, means):
         out = {}
@@ -146,8 +184,11 @@ class RNNSearchExperiment(loop.Experiment):
 
     def begin_epoch(self, state: RNNSearchState, epoch: int, skip: int) -> RNNSearchState:
         if skip == 0:  # DARTS resets both hidden states every epoch
-            zeros = jnp.zeros_like(state.h_train)
-            state = state.replace(h_train=zeros, h_valid=zeros)
+            # two arrays, laid out as before: the mesh step donates each buffer once
+            state = state.replace(
+                h_train=jnp.zeros_like(state.h_train, device=state.h_train.sharding),
+                h_valid=jnp.zeros_like(state.h_valid, device=state.h_valid.sharding),
+            )
         return state
 
     def start(self, wd: SearchWorkdir, state: RNNSearchState, resumed_step: int | None) -> None:
@@ -161,7 +202,14 @@ class RNNSearchExperiment(loop.Experiment):
 
     def end_epoch(self, wd: SearchWorkdir, state: RNNSearchState, epoch: int):
         method = self.method
-        ppl = evaluate_perplexity(method, state, self.valid, self.config.text.eval_batch_size)
+        ppl = evaluate_perplexity(
+            method,
+            state,
+            self.valid,
+            self.config.text.eval_batch_size,
+            mesh=self.mesh,
+            eval_step=self.eval_step,
+        )
         genotype = method.genotype(state)
         logger.info("genotype = %s", genotype)
         if self.primary:
@@ -223,6 +271,10 @@ def search(
     xla.prepare(search=True)
     config = validate(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     config.lock()
+    if config.run.distributed:
+        parallel.initialize_distributed()
+    # devices and batch splits checked before the workdir is touched
+    loop.run_mesh(config, batch_sizes=("text.eval_batch_size",))
     return loop.run(
         RNNSearchExperiment(config, corpus),
         config,

@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -259,3 +261,68 @@ def test_cli_eval_and_plot_on_rnn_workdirs(tmp_path, capsys):
     assert "sparsenas_rnn" in capsys.readouterr().err
     assert cli.main(["eval", "--checkpoint", str(tmp_path)]) == 2
     assert "neither" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ data-parallel search
+
+
+@pytest.fixture(scope="module")
+def rnn_on_two_devices(tmp_path_factory):
+    """tests/_rnn_dist.py's outputs (one subprocess with 2 forced host devices)."""
+    out = tmp_path_factory.mktemp("rnn_dist")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    worker = os.path.join(os.path.dirname(__file__), "_rnn_dist.py")
+    p = subprocess.run(
+        [sys.executable, worker, str(out)], env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert "stopped" in p.stdout
+    return out
+
+
+@pytest.mark.slow
+def test_two_devices_rnn_step_as_one(rnn_on_two_devices):
+    """Two SparseNAS RNN steps (exact hypergradient) on 2 devices, hidden states split
+    with the windows' rows, equal the 1-device steps on the same global batch: every
+    leaf to float32 round-off relative to what the steps changed; integers exactly;
+    the evaluation's NLL sum, token count and hidden state too."""
+    r = np.load(rnn_on_two_devices / "steps.npz")
+    leaves = sorted({k.split("/")[0] for k in r.files if "/" in k})
+    assert len(leaves) > 10
+    moved_any = 0.0
+    for k in leaves:
+        a, b, c = (r[f"{k}/{s}"] for s in ("s0", "s1", "s2"))
+        assert b.shape == c.shape and b.dtype == c.dtype, k
+        if not np.issubdtype(b.dtype, np.floating):
+            np.testing.assert_array_equal(c, b, err_msg=k)
+            continue
+        moved = float(np.max(np.abs(b - a), initial=0.0))
+        moved_any = max(moved_any, moved)
+        tol = 1e-3 * moved + 1e-6 * float(np.max(np.abs(b), initial=0.0))
+        np.testing.assert_allclose(c, b, rtol=0, atol=tol, err_msg=k)
+    assert moved_any > 0
+    np.testing.assert_allclose(r["eval2"], r["eval1"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_rnn_search_moves_between_device_counts(rnn_on_two_devices):
+    """The tiny recurrent search on 2 devices, stopped in epoch 2 and resumed on 1,
+    ends where the uninterrupted 1-device search ends: theta after each epoch (to
+    round-off relative to the epoch's change) and the genotype; the log names the
+    global batch and the device count of each part."""
+    a, b = rnn_on_two_devices / "straight", rnn_on_two_devices / "moved"
+    log = (b / "log.txt").read_text()
+    assert "global batch 8 on 2 device(s)" in log and "global batch 8 on 1 device(s)" in log
+
+    def theta(wd, epoch):
+        with np.load(wd / "alphas" / f"epoch_{epoch:03d}.npz") as f:
+            return f["recurrent"]
+
+    for epoch in (1, 2):
+        x, y, x0 = theta(a, epoch), theta(b, epoch), theta(a, epoch - 1)
+        moved = float(np.max(np.abs(x - x0)))
+        assert moved > 0
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-3 * moved + 1e-7)
+    assert np.any(theta(a, 2) != 0) and np.any(theta(a, 2) == 0)
+    assert (a / "genotype.json").read_text() == (b / "genotype.json").read_text()

@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxnas import parallel
 from jaxnas.rnn.genotype import RNN_OPS, RNNGenotype, derive_rnn, edge_index, node_groups
 from jaxnas.rnn.model import Dropouts, init_supernet_params, lm_forward, lm_loss, supernet_cell
 from jaxnas.search.method import check_choices
@@ -175,6 +176,47 @@ class SparseNASRNN:
         )
         self.train_step = jax.jit(self._train_step)
         self.eval_step = jax.jit(self._eval_step)
+
+    def state_sharding(self, mesh: Any) -> RNNSearchState:
+        """The state's layout on the data mesh ``mesh`` (a pytree prefix of the state):
+        the hidden states ``(B, H)`` split along ``B`` like the windows' rows they carry
+        across windows, everything else replicated."""
+        rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+        fields = {f: rep for f in RNNSearchState.__dataclass_fields__}
+        return RNNSearchState(**{**fields, "h_train": data, "h_valid": data})
+
+    def mesh_steps(self, mesh: Any, *, donate: bool = False) -> tuple[Any, Any]:
+        """``(train_step, eval_step)`` compiled for the data mesh ``mesh``: the update
+        rule of ``train_step`` on the global batch of ``B`` rows split over the ``n``
+        devices (``B % n == 0``), as the image methods' ``mesh_steps``
+        (:meth:`jaxnas.search.method.SearchMethodBase.mesh_steps`).
+
+        ``S`` = :meth:`state_sharding`, ``D`` = rows split over the devices, ``R`` =
+        replicated; a window is ``(x: (B, T) D, y: (B, T) D, n: () R)``::
+
+            train_step: (state: S, train window, arch window) -> (state: S, metrics: R)
+            eval_step:  (state: S, window, hidden: (B, H) D) -> (nll_sum: R, count: R, hidden: D)
+
+        The dropout masks are drawn for the global batch from the replicated key (the
+        same masks as on one device), the search cell's BN and every mean are over the
+        ``B`` rows, so the step is the 1-device step up to the order of sums.
+
+        Args:
+          mesh: a 1-D mesh with axis ``"data"`` (``parallel.data_mesh``).
+          donate: donate the state's buffers to ``train_step`` (the loop does).
+        """
+        rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+        state, window = self.state_sharding(mesh), (data, data, rep)
+        train_step = jax.jit(
+            self._train_step,
+            in_shardings=(state, window, window),
+            out_shardings=(state, rep),
+            donate_argnums=(0,) if donate else (),
+        )
+        eval_step = jax.jit(
+            self._eval_step, in_shardings=(state, window, data), out_shardings=(rep, rep, data)
+        )
+        return train_step, eval_step
 
     # ---- state --------------------------------------------------------------------------
 
