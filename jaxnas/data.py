@@ -461,6 +461,8 @@ def augment_batch(
     aug: Augment,
     *,
     fill: float | np.ndarray = 0.0,
+    rows: slice | None = None,
+    batch: int | None = None,
 ) -> np.ndarray:
     """Randomly crop, flip and cut out a batch of normalised images (vectorised numpy).
 
@@ -481,6 +483,10 @@ def augment_batch(
         the normalised value of a black pixel, ``-mean / std``, which equals zero-padding the
         ``uint8`` image before normalising (torchvision's ``RandomCrop(32, padding=4)`` in
         DARTS).
+      rows, batch: ``images`` are the rows ``rows`` of a batch of ``batch`` images: the
+        draws are made for the whole batch (so ``rng`` moves on as it would) and each
+        row gets the crop, flip and cutout it gets in the whole batch (one process of a
+        multi-host run augments only its own rows).
 
     Returns:
       An array of the same shape and dtype.
@@ -488,24 +494,32 @@ def augment_batch(
     if images.ndim != 4:
         raise ValueError(f"expected (B, H, W, C) images, got shape {images.shape}")
     b, h, w, c = images.shape
+    whole = b if batch is None else int(batch)
+    mine = slice(0, b) if rows is None else rows
+    if len(range(whole)[mine]) != b:
+        raise ValueError(f"rows {mine} of a batch of {whole} are not the {b} images given")
+
+    def draw(values: np.ndarray) -> np.ndarray:  # the whole batch's draws, our rows
+        return values[mine]
+
     out = images
     if aug.crop_padding > 0:
         p = aug.crop_padding
         padded = np.empty((b, h + 2 * p, w + 2 * p, c), dtype=images.dtype)
         padded[...] = np.asarray(fill, dtype=images.dtype)
         padded[:, p : p + h, p : p + w] = images
-        oy = rng.integers(0, 2 * p + 1, size=b)
-        ox = rng.integers(0, 2 * p + 1, size=b)
-        rows = oy[:, None, None] + np.arange(h)[None, :, None]
-        cols = ox[:, None, None] + np.arange(w)[None, None, :]
-        out = padded[np.arange(b)[:, None, None], rows, cols]
+        oy = draw(rng.integers(0, 2 * p + 1, size=whole))
+        ox = draw(rng.integers(0, 2 * p + 1, size=whole))
+        iy = oy[:, None, None] + np.arange(h)[None, :, None]
+        ix = ox[:, None, None] + np.arange(w)[None, None, :]
+        out = padded[np.arange(b)[:, None, None], iy, ix]
     if aug.flip:
-        mirror = rng.random(b) < 0.5
+        mirror = draw(rng.random(whole)) < 0.5
         out = np.where(mirror[:, None, None, None], out[:, :, ::-1], out)
     if aug.cutout > 0:
         half = aug.cutout // 2
-        cy = rng.integers(0, h, size=b)
-        cx = rng.integers(0, w, size=b)
+        cy = draw(rng.integers(0, h, size=whole))
+        cx = draw(rng.integers(0, w, size=whole))
         ys, xs = np.arange(h), np.arange(w)
         in_y = (ys[None, :] >= (cy - half)[:, None]) & (ys[None, :] < (cy + half)[:, None])
         in_x = (xs[None, :] >= (cx - half)[:, None]) & (xs[None, :] < (cx + half)[:, None])
@@ -531,6 +545,11 @@ class Loader:
     Padding (both ``pad_to`` and the crop padding of ``augment``) uses the normalised value of
     a black pixel (``-mean / std``), i.e. it is the same as zero-padding the ``uint8`` images
     before normalisation. ``pad_to`` pads symmetrically (an odd remainder goes bottom/right).
+
+    With ``rows`` (one process of a multi-host run: ``jaxnas.parallel.local_rows``) each
+    batch holds only those rows of the global batch, exactly as they are in it: the
+    order and the augmentation draws are the global batch's, the gathering,
+    normalisation and augmentation work only this process's.
     """
 
     def __init__(
@@ -544,6 +563,7 @@ class Loader:
         augment: Augment = NO_AUGMENT,
         drop_last: bool = True,
         pad_to: int | None = None,
+        rows: slice | None = None,
     ) -> None:
         """Set up the loader.
 
@@ -556,9 +576,14 @@ class Loader:
           augment: augmentation applied to every batch.
           drop_last: drop the final incomplete batch (keeps batch shapes static for ``jit``).
           pad_to: zero-pad images spatially to ``pad_to x pad_to`` (e.g. 28 -> 32).
+          rows: yield only these rows of each ``batch_size`` batch (class docstring);
+            needs ``drop_last`` (every batch whole).
         """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if rows is not None and (not drop_last or not len(range(batch_size)[rows])):
+            raise ValueError(f"rows {rows} need drop_last and rows within batch_size {batch_size}")
+        self.rows = rows
         self.ds = ds
         self.indices = (
             np.arange(len(ds)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -611,9 +636,12 @@ class Loader:
         order = rng.permutation(self.indices) if self.shuffle else self.indices
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self._pad(normalize(self.ds.images[idx], self.ds.name))
-            x = augment_batch(x, rng, self.augment, fill=self._black)
-            yield x, self.ds.labels[idx].astype(np.int32, copy=False)
+            mine = idx if self.rows is None else idx[self.rows]
+            x = self._pad(normalize(self.ds.images[mine], self.ds.name))
+            x = augment_batch(
+                x, rng, self.augment, fill=self._black, rows=self.rows, batch=len(idx)
+            )
+            yield x, self.ds.labels[mine].astype(np.int32, copy=False)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Iterate over epoch 0 (use ``epoch(e)`` in training loops)."""
@@ -678,6 +706,7 @@ def search_loaders(
     augment: Augment | None = None,
     data_dir: str | None = None,
     pad_to: int | None = None,
+    rows: slice | None = None,
 ) -> tuple[Loader, Loader, ArrayDataset]:
     """Build DARTS' search-phase data: the two halves of the training set, and the test set.
 
@@ -700,6 +729,7 @@ def search_loaders(
       augment: override the default augmentation.
       data_dir: passed to ``load``.
       pad_to: passed to both loaders (e.g. 32 to run CIFAR-shaped networks on 28x28 images).
+      rows: passed to both loaders: only these rows of each batch (one process's).
 
     Returns:
       ``(train_loader, valid_loader, test_dataset)``.
@@ -712,7 +742,9 @@ def search_loaders(
     aug = SEARCH_AUGMENT[name] if augment is None else augment
     w_seed, a_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     loaders = tuple(
-        Loader(train, idx, batch_size, seed=s, augment=aug, drop_last=True, pad_to=pad_to)
+        Loader(
+            train, idx, batch_size, seed=s, augment=aug, drop_last=True, pad_to=pad_to, rows=rows
+        )
         for idx, s in ((train_idx, w_seed), (valid_idx, a_seed))
     )
     return loaders[0], loaders[1], test

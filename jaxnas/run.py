@@ -74,8 +74,14 @@ Workdir = SearchWorkdir  # the name this module always had
 # --------------------------------------------------------------------------------- helpers
 
 
-def _make_loaders(config: ml_collections.ConfigDict):
+def _make_loaders(config: ml_collections.ConfigDict, mesh: Any = None):
+    """The search's ``(train, valid, test)`` data; with several processes each loader
+    yields only this process's rows of every batch (``parallel.local_rows``)."""
     from jaxnas import data
+
+    rows = None
+    if mesh is not None and jax.process_count() > 1:
+        rows = parallel.local_rows(mesh, int(config.data.batch_size))
 
     d = config.data
     if d.dataset not in data.DATASETS:
@@ -98,6 +104,7 @@ def _make_loaders(config: ml_collections.ConfigDict):
             augment=augment,
             data_dir=d.data_dir or None,
             pad_to=d.pad_to or None,
+            rows=rows,
         )
     except data.DatasetNotFoundError:
         raise
@@ -177,7 +184,10 @@ class SearchExperiment(loop.Experiment):
     def setup(self, wd: Workdir, latest_step: int | None) -> None:
         config = self.config
         self.mesh = loop.run_mesh(config)
-        self.train_loader, self.valid_loader, test_dataset = self._loaders or _make_loaders(config)
+        self.train_loader, self.valid_loader, test_dataset = self._loaders or _make_loaders(
+            config, self.mesh
+        )
+        self.local = getattr(self.train_loader, "rows", None) is not None  # only our rows
         self.steps_per_epoch = min(len(self.train_loader), len(self.valid_loader))
         if self.steps_per_epoch == 0:
             raise RunError("an epoch has no steps: lower data.batch_size or raise data.limit")
@@ -233,7 +243,7 @@ class SearchExperiment(loop.Experiment):
 
     def step(self, state: Any, batch: Any):
         if self.mesh is not None:
-            batch = [parallel.shard_batch(b, self.mesh) for b in batch]
+            batch = [parallel.shard_batch(b, self.mesh, local=self.local) for b in batch]
         return self.train_step(state, *batch)
 
     def start(self, wd: Workdir, state: Any, resumed_step: int | None) -> None:

@@ -370,8 +370,8 @@ def _load_data(config: ml_collections.ConfigDict, mesh: Any):
     """``(train_loader, test_source)`` for retraining (the whole training split).
 
     In-memory datasets use :class:`jaxnas.data.Loader`; ImageNet streams JPEGs through
-    :class:`jaxnas.data_imagenet.ImageNetLoader` (DARTS' train transforms), each process
-    decoding only its own devices' rows.
+    :class:`jaxnas.data_imagenet.ImageNetLoader` (DARTS' train transforms); either way
+    each process gathers and augments only its own devices' rows.
     """
     from jaxnas import data
 
@@ -409,6 +409,7 @@ def _load_data(config: ml_collections.ConfigDict, mesh: Any):
             augment=augment,
             drop_last=True,
             pad_to=d.pad_to or None,
+            rows=parallel.local_rows(mesh, bs) if jax.process_count() > 1 else None,
         )
     except ValueError as e:
         raise RunError(f"data: {e}") from e

@@ -309,6 +309,26 @@ def test_loader_is_a_pure_function_of_seed_and_epoch() -> None:
     assert not np.array_equal(first[0][1], other_seed[0][1])
 
 
+def test_loader_rows_are_those_rows_of_the_whole_batches() -> None:
+    """A loader of one process's ``rows`` (multi-host runs) yields exactly those rows of
+    every global batch, crop, flip and cutout included, and the processes' rows put
+    together are the whole batch."""
+    ds = _index_dataset(50)
+    aug = data.Augment(crop_padding=1, flip=True, cutout=2)
+    whole = list(data.Loader(ds, None, 8, seed=11, augment=aug, pad_to=6).epoch(2))
+    parts = [
+        list(data.Loader(ds, None, 8, seed=11, augment=aug, pad_to=6, rows=r).epoch(2))
+        for r in (slice(0, 4), slice(4, 8))
+    ]
+    assert len(parts[0]) == len(whole) == 6
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts):
+        assert x0.shape == (4, 6, 6, 1)
+        np.testing.assert_array_equal(np.concatenate([x0, x1]), x)
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), y)
+    with pytest.raises(ValueError, match="rows"):
+        data.Loader(ds, None, 8, seed=11, rows=slice(8, 12))
+
+
 def test_loader_covers_each_index_once_without_drop_last() -> None:
     ds = _index_dataset(100)
     subset = np.arange(3, 100, 3)  # 33 indices
