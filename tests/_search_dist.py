@@ -3,7 +3,9 @@
 python tests/_search_dist.py steps OUT.npz [CASE ...]
     -> per case: the state before one search step (``s0``), after the 1-device step
        (``s1``, ``method.train_step``) and after the 2-device step on the same global
-       batch (``s2``, ``method.mesh_steps``), leaf by leaf: ``{case}/{i}/s0`` etc.;
+       batch (``s2``, ``method.mesh_steps``; ``s3``: ``method.mesh_entry("step_with")``
+       with the config's hyperparameters, RARTS and PR-DARTS), leaf by leaf:
+       ``{case}/{i}/s0`` etc.;
        ``{case}~genotype``: ``str(method.genotype(s))`` of s1 and s2 (the reading of
        the architecture, ASM-NAS' selection included, on the replicated state).
 python tests/_search_dist.py search WORKDIR DEVICES EPOCHS_BEFORE_STOP
@@ -86,10 +88,16 @@ def steps(out: str, cases) -> None:
             parallel.shard_batch(valid, mesh),
         )
         assert all(len(x.sharding.device_set) == 2 for x in jax.tree.leaves(s2))
-        for i, (a, b, c) in enumerate(
-            zip(jax.tree.leaves(s0), jax.tree.leaves(s1), jax.tree.leaves(s2), strict=True)
-        ):
-            for k, v in (("s0", a), ("s1", b), ("s2", c)):
+        states = {"s0": s0, "s1": s1, "s2": s2}
+        if "step_with" in m.entry_points:  # RARTS, PR-DARTS: the step of traced hyper
+            states["s3"], _ = m.mesh_entry("step_with", mesh)(
+                parallel.replicate(s0, mesh),
+                parallel.shard_batch(train, mesh),
+                parallel.shard_batch(valid, mesh),
+                parallel.replicate(m.hyper_at(s0.step), mesh),
+            )
+        for k, s in states.items():
+            for i, v in enumerate(jax.tree.leaves(s)):
                 result[f"{case}/{i:04d}/{k}"] = np.asarray(v)
         result[f"{case}~genotype"] = np.array([str(m.genotype(s)) for s in (s1, s2)])
         print(case, "done", flush=True)

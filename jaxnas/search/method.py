@@ -26,7 +26,9 @@ Data parallelism is the contract's too, never a method's: :meth:`~SearchMethodBa
 compiles the same ``_train_step`` and ``_eval_step`` for a 1-D ``"data"`` mesh
 (:mod:`jaxnas.parallel`), the state replicated and the batches split along their first
 axis, so that BN statistics, gradients, hypergradients and Hessian-vector products are
-those of the global batch, as on one device.
+those of the global batch, as on one device; :meth:`~SearchMethodBase.mesh_entry` does
+the same for any entry point (RARTS' and PR-DARTS' ``step_with``), its batch arguments
+named in ``batch_arguments``.
 
 The update rule is ``_train_step(state, train_batch, valid_batch) -> (state,
 metrics)``; the state is :class:`SearchState` or a method's own pytree made by
@@ -41,6 +43,7 @@ from), :func:`check_choices` (option values), :func:`step_on` (the state one ste
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,6 +151,14 @@ class SearchMethodBase:
     #: ``__init__``
     entry_points: tuple[str, ...] = ("train_step", "eval_step")
 
+    #: entry point -> the positions of its batch arguments (split over a mesh's devices
+    #: by :meth:`mesh_entry`; every other argument is replicated)
+    batch_arguments: dict[str, tuple[int, ...]] = {
+        "train_step": (1, 2),
+        "step_with": (1, 2),
+        "eval_step": (1,),
+    }
+
     #: the values of ``model.space`` this method can search; a method whose derivation
     #: or regularizers assume the DARTS cell narrows it to ``("darts",)``.
     spaces: tuple[str, ...] = ("darts", "nb201")
@@ -212,15 +223,33 @@ class SearchMethodBase:
           donate: donate the state's buffers to ``train_step`` (the state passed in is
             invalid afterwards): only for a caller that owns the state, as the loop does.
         """
+        return self.mesh_entry("train_step", mesh, donate=donate), self.mesh_entry(
+            "eval_step", mesh
+        )
+
+    def mesh_entry(self, name: str, mesh: Any, *, donate: bool = False) -> Any:
+        """The entry point ``name`` (one of ``entry_points``) compiled for the data mesh
+        ``mesh``, as :meth:`mesh_steps` compiles ``train_step``: the arguments at
+        ``batch_arguments[name]`` split along their first axis, every other one (the
+        state, ``step_with``'s hyperparameters) and every output replicated.
+
+        Args:
+          name: e.g. ``"step_with"`` (RARTS, PR-DARTS).
+          mesh: a 1-D mesh with axis ``"data"``.
+          donate: donate the first argument's (the state's) buffers.
+        """
+        if name not in self.entry_points:
+            raise ValueError(f"{self.name} has no entry point {name!r}: {self.entry_points}")
+        fn = getattr(self, "_" + name)
         rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-        train_step = jax.jit(
-            self._train_step,
-            in_shardings=(rep, data, data),
-            out_shardings=(rep, rep),
+        batch = self.batch_arguments[name]
+        count = len(inspect.signature(fn).parameters)
+        return jax.jit(
+            fn,
+            in_shardings=tuple(data if i in batch else rep for i in range(count)),
+            out_shardings=rep,
             donate_argnums=(0,) if donate else (),
         )
-        eval_step = jax.jit(self._eval_step, in_shardings=(rep, data), out_shardings=rep)
-        return train_step, eval_step
 
     # ---- what a method changes (hooks of __init__) -----------------------------------
 

@@ -209,9 +209,13 @@ class RARTS(DARTS):
             rng=jax.random.key_data(rng_state),
         )
 
+    def hyper_at(self, step: jax.Array | int) -> dict[str, jax.Array]:
+        """``{"lam", "beta", "gamma"}`` (float32 scalars) for step ``step``: the
+        config's, the same at every step (``step_with``'s ``hyper``, as PR-DARTS')."""
+        return {k: jnp.asarray(v, jnp.float32) for k, v in self.hyper.items()}
+
     def _train_step(self, state: RARTSSearchState, train_batch, valid_batch):
-        hyper = {k: jnp.asarray(v, jnp.float32) for k, v in self.hyper.items()}
-        return self._step_with(state, train_batch, valid_batch, hyper)
+        return self._step_with(state, train_batch, valid_batch, self.hyper_at(state.step))
 
     def _step_with(self, state: RARTSSearchState, train_batch, valid_batch, hyper):
         """One RARTS iteration (Eq. 2.12 / Algorithm 2) with ``hyper = {lam, beta, gamma}``."""
