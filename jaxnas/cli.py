@@ -8,6 +8,9 @@
         --workdir runs/demo_train
     jaxnas eval --checkpoint runs/demo_train
     jaxnas summary --genotype DARTS_V2 --dataset cifar10
+    jaxnas import-torch --genotype DARTS_V2 --checkpoint weights.pt \
+        --config configs/eval_cifar10.py --workdir runs/darts_v2_authors
+    jaxnas export-torch --checkpoint runs/demo_train --out demo.pt
 
 Bad input (config keys, datasets, genotype files, workdirs, NaN losses) is
 reported as one line ``jaxnas: error: ...`` on stderr with exit status 2.
@@ -355,6 +358,74 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _cmd_import_torch(args: argparse.Namespace) -> int:
+    from jaxnas.config import load_config
+    from jaxnas.runtime import RunError
+    from jaxnas.torch_weights import import_torch
+
+    _check_workdir_arg(args)
+    config = load_config(args.config, args.set or ())
+    if config.method != "train":
+        raise RunError(
+            f"{args.config} is a {config.method!r} config; import-torch takes a retraining "
+            "config (method='train', e.g. configs/eval_cifar10.py)"
+        )
+    r = import_torch(args.checkpoint, config, args.workdir, genotype=args.genotype)
+    print(
+        f"imported:  {r['tensors']} tensors, {r['params']} parameters from {args.checkpoint}\n"
+        f"workdir:   {r['workdir']} (checkpoint {r['checkpoint']})\n"
+        f"evaluate:  jaxnas eval --checkpoint {args.workdir}"
+    )
+    return 0
+
+
+def _add_import_torch(sub) -> None:
+    p = sub.add_parser(
+        "import-torch",
+        help="import a DARTS-family PyTorch state_dict into a retraining workdir",
+        description="Convert the state_dict of the DARTS reference's NetworkCIFAR / "
+        "NetworkImageNet (e.g. the authors' released weights) into a retraining workdir that "
+        "`jaxnas eval` evaluates. The config (and --set) must describe the same network: "
+        "init_channels, layers, auxiliary, dataset. The name mapping: jaxnas.torch_weights.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a .pt state_dict (or .npz, same keys)")
+    p.add_argument(
+        "--config", required=True, help="retraining config, e.g. configs/eval_cifar10.py"
+    )
+    p.add_argument(
+        "--genotype", default=None, help="shipped name or JSON file; default the config's"
+    )
+    p.add_argument("--workdir", required=True, help="a new folder for the imported checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=_cmd_import_torch, resume=False)
+
+
+def _cmd_export_torch(args: argparse.Namespace) -> int:
+    from jaxnas.torch_weights import export_torch
+
+    r = export_torch(args.checkpoint, args.out, which=args.which)
+    print(f"exported:  {r['tensors']} tensors of {r['checkpoint']}\nto:        {r['out']}")
+    return 0
+
+
+def _add_export_torch(sub) -> None:
+    p = sub.add_parser(
+        "export-torch",
+        help="write a retraining checkpoint as a DARTS-reference PyTorch state_dict",
+        description="Write the weights of a `jaxnas train` workdir (its best state, else the "
+        "latest) or of a checkpoint folder inside one as a state_dict that the DARTS "
+        "reference's NetworkCIFAR / NetworkImageNet load with strict=True.",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="train workdir or workdir/checkpoints/<step>"
+    )
+    p.add_argument("--out", required=True, help="output file: .pt (needs PyTorch) or .npz")
+    p.add_argument(
+        "--which", choices=("best", "latest"), default="best", help="for a workdir (default best)"
+    )
+    p.set_defaults(func=_cmd_export_torch)
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     import json
 
@@ -529,6 +600,8 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "eval": _add_eval,
     "latency": _add_latency,
     "compress": _add_compress,
+    "import-torch": _add_import_torch,
+    "export-torch": _add_export_torch,
 }
 
 

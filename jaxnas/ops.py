@@ -28,6 +28,15 @@ neither changes the function computed:
 * ``OpsConfig.smooth`` swaps ReLU for SiLU and max pooling for average pooling,
   so that second-order gradients can be checked against finite differences
   (a ReLU network's unrolled loss is only piecewise smooth).
+
+Every submodule of an op has a fixed name, never Flax's automatic one, so that a
+checkpoint's layout says what each array is and the PyTorch weight mapping
+(``jaxnas.torch_weights``) is a table: ``ReLUConvBN``: ``conv``, ``bn``;
+``FactorizedReduce``: ``conv_1``, ``conv_2``, ``bn`` (the reference's names);
+``SepConv``: ``dw_conv1``, ``pw_conv1``, ``bn1``, ``dw_conv2``, ``pw_conv2``, ``bn2``;
+``DilConv``: ``dw_conv``, ``pw_conv``, ``bn``; a search network's pool: ``bn``.
+1x1 convolutions are ``nn.Dense`` kernels ``(C_in, C_out)``, depthwise kernels are
+``(k, k, C)``, other convolutions ``nn.Conv`` kernels ``(kh, kw, C_in, C_out)``.
 """
 
 from __future__ import annotations
@@ -344,7 +353,7 @@ class ReLUConvBN(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = self.cfg.act(x)
         if self.kernel_size == 1 and self.stride == 1:
-            x = _dense(self.features, self.cfg)(x)
+            x = _dense(self.features, self.cfg, name="conv")(x)
         else:
             p = self.padding
             x = nn.Conv(
@@ -354,8 +363,9 @@ class ReLUConvBN(nn.Module):
                 padding=((p, p), (p, p)),
                 use_bias=False,
                 dtype=self.cfg.dtype,
+                name="conv",
             )(x)
-        return batch_norm(train, self.affine)(x)
+        return batch_norm(train, self.affine, name="bn")(x)
 
 
 class FactorizedReduce(nn.Module):
@@ -378,7 +388,7 @@ class FactorizedReduce(nn.Module):
         x = self.cfg.act(x)
         a = _dense(self.features // 2, self.cfg, name="conv_1")(x[:, ::2, ::2])
         b = _dense(self.features // 2, self.cfg, name="conv_2")(x[:, 1::2, 1::2])
-        return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+        return batch_norm(train, self.affine, name="bn")(jnp.concatenate([a, b], axis=-1))
 
 
 class SepConv(nn.Module):
@@ -396,14 +406,14 @@ class SepConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c, k = x.shape[-1], self.kernel_size
-        for stride in (self.stride, 1):
+        for i, stride in ((1, self.stride), (2, 1)):
             if self.bn_first:
-                x = batch_norm(train, self.affine)(x)
+                x = batch_norm(train, self.affine, name=f"bn{i}")(x)
             x = self.cfg.act(x)
-            x = DepthwiseConv(k, stride, 1, k // 2, self.cfg)(x)
-            x = _dense(c, self.cfg)(x)
+            x = DepthwiseConv(k, stride, 1, k // 2, self.cfg, name=f"dw_conv{i}")(x)
+            x = _dense(c, self.cfg, name=f"pw_conv{i}")(x)
             if not self.bn_first:
-                x = batch_norm(train, self.affine)(x)
+                x = batch_norm(train, self.affine, name=f"bn{i}")(x)
         return x
 
 
@@ -420,9 +430,9 @@ class DilConv(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c, k, d = x.shape[-1], self.kernel_size, self.dilation
         x = self.cfg.act(x)
-        x = DepthwiseConv(k, self.stride, d, d * (k // 2), self.cfg)(x)
-        x = _dense(c, self.cfg)(x)
-        return batch_norm(train, self.affine)(x)
+        x = DepthwiseConv(k, self.stride, d, d * (k // 2), self.cfg, name="dw_conv")(x)
+        x = _dense(c, self.cfg, name="pw_conv")(x)
+        return batch_norm(train, self.affine, name="bn")(x)
 
 
 def _pool_window(stride: int):
@@ -448,7 +458,7 @@ class Pool(nn.Module):
             # flax divides by counts of the default float type: keep x's dtype
             y = nn.avg_pool(x, **_pool_window(self.stride), count_include_pad=False).astype(x.dtype)
         if self.bn_after:
-            y = batch_norm(train, False)(y)
+            y = batch_norm(train, False, name="bn")(y)
         return y
 
 
@@ -572,7 +582,7 @@ class BNDilConv(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c, k, d = x.shape[-1], self.kernel_size, self.dilation
         p = d * (k // 2)
-        x = self.cfg.act(batch_norm(train, self.affine)(x))
+        x = self.cfg.act(batch_norm(train, self.affine, name="bn")(x))
         if self.full:
             x = nn.Conv(
                 c,
@@ -582,10 +592,11 @@ class BNDilConv(nn.Module):
                 kernel_dilation=d,
                 use_bias=False,
                 dtype=self.cfg.dtype,
+                name="conv",
             )(x)
         else:
-            x = DepthwiseConv(k, self.stride, d, p, self.cfg)(x)
-        return _dense(c, self.cfg)(x)
+            x = DepthwiseConv(k, self.stride, d, p, self.cfg, name="dw_conv")(x)
+        return _dense(c, self.cfg, name="pw_conv")(x)
 
 
 class BNConvReduce(nn.Module):
@@ -596,8 +607,8 @@ class BNConvReduce(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = batch_norm(train, self.affine)(x)
-        return _dense(x.shape[-1], self.cfg)(x[:, ::2, ::2])
+        x = batch_norm(train, self.affine, name="bn")(x)
+        return _dense(x.shape[-1], self.cfg, name="conv")(x[:, ::2, ::2])
 
 
 OPS.update(

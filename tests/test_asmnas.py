@@ -314,7 +314,7 @@ def test_fifteen_distinct_cells_build():
     ]
     # cell 4 reduces (stride-2 edges from its inputs read 28x28 s1 of 4 * 4 channels),
     # cell 5 reduces its s0 (FactorizedReduce), cell 10 its s0 after cell 9
-    assert v["params"]["cell_04"]["preprocess1"]["Dense_0"]["kernel"].shape == (16, 8)
+    assert v["params"]["cell_04"]["preprocess1"]["conv"]["kernel"].shape == (16, 8)
     for i in range(15):
         fact = "conv_1" in v["params"][f"cell_{i:02d}"]["preprocess0"]
         assert fact == (i in (5, 10)), i

@@ -134,7 +134,7 @@ def test_fmnist_auxiliary_head_pools_7x7_to_2x2():
     recs = layer_macs(net, v, shape, train=True, mutable=["batch_stats"])
     aux = {r.path.split("/")[-1]: r for r in recs if r.path.startswith("auxiliary_head")}
     assert aux["conv1"].in_shape == (1, 2, 2, 8 * 4 * 4)  # 7x7 pooled to 2x2
-    assert aux["Conv_0"].out_shape == (1, 1, 1, 768)
+    assert aux["conv2"].out_shape == (1, 1, 1, 768)
     net, shape = make_network(DARTS_V2, "cifar10", init_channels=8, layers=8)
     recs = layer_macs(net, _shapes(net, shape), shape, train=True, mutable=["batch_stats"])
     aux = {r.path.split("/")[-1]: r for r in recs if r.path.startswith("auxiliary_head")}
@@ -149,7 +149,7 @@ def test_imagenet_network_shapes():
     assert paths["stem1_conv"].in_shape == (1, 56, 56, 8)  # s0 = stem0(x) at 56x56
     # the first cell reduces s0 (FactorizedReduce: two strided 1x1 convs of C/2 channels)
     assert paths["cell_00/preprocess0/conv_1"].out_shape == (1, 28, 28, 4)
-    assert paths["cell_00/preprocess1/Dense_0"].in_shape == (1, 28, 28, 8)  # s1 from stem1
+    assert paths["cell_00/preprocess1/conv"].in_shape == (1, 28, 28, 8)  # s1 from stem1
     assert paths["auxiliary_head/conv1"].in_shape[1:3] == (2, 2)
     assert "bn2" not in v["params"]["auxiliary_head"]  # no BN after the 2x2 conv (reference)
     assert paths["classifier"].in_shape == (1, 8 * 4 * 4)
@@ -179,14 +179,14 @@ def test_per_layer_genotype_builds_different_cells():
     # cell 0: sep_conv (params) then identity and a pool (no params)
     assert sorted(k for k in p["cell_00"] if k.startswith("ops_")) == ["ops_0"]
     # cell 1 (reduction): a strided dil_conv_5x5 and sep_conv_5x5
-    assert p["cell_01"]["ops_1"]["DepthwiseConv_0"]["kernel"].shape == (5, 5, 8)
-    assert p["cell_01"]["ops_2"]["DepthwiseConv_1"]["kernel"].shape == (5, 5, 8)
+    assert p["cell_01"]["ops_1"]["dw_conv"]["kernel"].shape == (5, 5, 8)
+    assert p["cell_01"]["ops_2"]["dw_conv2"]["kernel"].shape == (5, 5, 8)
     # cell 3 (reduction, skip_connect from inputs -> FactorizedReduce)
-    assert set(p["cell_03"]["ops_0"]) == {"conv_1", "conv_2", "BatchNorm_0"}
+    assert set(p["cell_03"]["ops_0"]) == {"conv_1", "conv_2", "bn"}
     # channels follow len(concat): cell 2 concatenates 3 nodes (incl. input 1), cell 4 one
-    assert p["cell_03"]["preprocess1"]["Dense_0"]["kernel"].shape == (3 * 8, 16)
+    assert p["cell_03"]["preprocess1"]["conv"]["kernel"].shape == (3 * 8, 16)
     assert p["cell_04"]["preprocess0"]["conv_1"]["kernel"].shape == (3 * 8, 8)  # FactRed.
-    assert p["cell_04"]["preprocess1"]["Dense_0"]["kernel"].shape == (1 * 16, 16)
+    assert p["cell_04"]["preprocess1"]["conv"]["kernel"].shape == (1 * 16, 16)
     assert p["classifier"]["kernel"].shape == (16, 10)
     with pytest.raises(GenotypeError, match="5 per-layer cells but the network has 8"):
         _shapes(NetworkCIFAR(g, 10, init_channels=4, layers=8), (16, 16, 3))
@@ -204,7 +204,7 @@ def test_scan_groups():
         "cells_08_12",
         "cells_15_19",
     }
-    assert v["params"]["cells_08_12"]["cell"]["ops_0"]["Dense_0"]["kernel"].shape == (5, 72, 72)
+    assert v["params"]["cells_08_12"]["cell"]["ops_0"]["pw_conv1"]["kernel"].shape == (5, 72, 72)
     assert count_params(v["params"]) == 3_349_342
     # per-layer cells: only identical consecutive cells are grouped
     a, b, c, r = _per_layer_genotype().cells[:4]  # 11 layers: reductions at 3 and 7
@@ -279,7 +279,7 @@ def test_reductions_setting_and_conflicts():
     # reads the stem at 16x16, and cell 1 reduces s0 (FactorizedReduce) after it
     assert "conv_1" in v["params"]["cell_01"]["preprocess0"]
     assert "conv_1" in v["params"]["cell_04"]["preprocess0"]
-    assert "Dense_0" in v["params"]["cell_02"]["preprocess0"]
+    assert "conv" in v["params"]["cell_02"]["preprocess0"]
     assert v["params"]["classifier"]["kernel"].shape == (4 * 16, 10)
     g = Genotype.from_cells(_five_distinct_cells(), reductions=(0, 2))
     for build in (
@@ -630,9 +630,7 @@ def test_grouped_ops_cell_equals_the_per_op_cell(train):
     assert all(jax.tree.leaves(same)) and jax.tree.structure(shapes) == jax.tree.structure(regroup)
     # 4 sep_conv_3x3 into node 0 of the normal cell's edges from 0 and 1: one group of 2
     assert (
-        regroup["params"]["cell_00"]["node0_sep_conv_3x3_s1"]["op"]["DepthwiseConv_0"][
-            "kernel"
-        ].shape[0]
+        regroup["params"]["cell_00"]["node0_sep_conv_3x3_s1"]["op"]["dw_conv1"]["kernel"].shape[0]
         == 2
     )
     mutable = ["batch_stats"] if train else False

@@ -233,7 +233,7 @@ def test_ops_are_nas_bench_201s():
     np.testing.assert_allclose(np.asarray(pool.apply({}, x, False)), 3.0, rtol=1e-6)
     conv = make_op("nor_conv_3x3", 2, affine=True, cfg=OpsConfig())
     v = conv.init(jax.random.key(0), x, False)
-    v["params"]["BatchNorm_0"]["bias"] = jnp.array([0.5, -1.0])
+    v["params"]["bn"]["bias"] = jnp.array([0.5, -1.0])
     np.testing.assert_allclose(
         np.asarray(conv.apply(v, -x, False)), np.broadcast_to([0.5, -1.0], x.shape)
     )

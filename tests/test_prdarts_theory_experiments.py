@@ -89,7 +89,7 @@ def test_fig2_network_has_k_identity_edges_and_each_skip_removes_one_conv():
             for j, (op, src) in enumerate(cell):
                 c = chans[i]
                 if op == CNN.CONV_OP:
-                    assert ops[f"ops_{j}"]["Conv_0"]["kernel"].shape == (3, 3, c, c)
+                    assert ops[f"ops_{j}"]["conv"]["kernel"].shape == (3, 3, c, c)
                     continue
                 expected -= _conv_params(c)
                 if i in red and src < 2:  # stride 2: FactorizedReduce

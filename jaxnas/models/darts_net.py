@@ -212,7 +212,10 @@ class DiscreteCell(nn.Module):
     Call: ``(s0 (B, H0, W0, C0), s1 (B, H, W, C1), train, drop_prob) ->
     (B, H', W', len(concat) * C)`` with ``H' = H / 2`` in a reduction cell.
     Op ``j`` of the flat ``(op, src)`` list (node by node) is the submodule ``ops_j``,
-    like the reference's ``_ops[j]``.
+    like the reference's ``_ops[j]``; the preprocessing is ``preprocess0`` /
+    ``preprocess1`` as there.  Every name below is fixed (the ops' own submodules too,
+    see :mod:`jaxnas.ops`), never a Flax automatic name: ``jaxnas.torch_weights`` maps
+    them to the reference's ``state_dict`` keys by a table.
     """
 
     cell: CellGenotype
@@ -477,6 +480,9 @@ class AuxiliaryHead(nn.Module):
     padding, stride ``pool_stride`` (``None``: ``(H - 5, W - 5)``, i.e. a 2x2 output;
     see the module docstring); conv1x1 128 + BN + ReLU; conv2x2 768 (+ BN if
     ``bn_after_conv2``) + ReLU; flatten; linear.  Convs have no bias.
+
+    Submodules: ``conv1`` (the 1x1 conv, a ``Dense`` kernel ``(C, 128)``), ``bn1``,
+    ``conv2`` (kernel ``(2, 2, 128, 768)``), ``bn2``, ``classifier``.
     """
 
     num_classes: int
@@ -502,7 +508,9 @@ class AuxiliaryHead(nn.Module):
         x = nn.avg_pool(x, (5, 5), strides=stride, padding="VALID")
         x = nn.Dense(128, use_bias=False, dtype=self.cfg.dtype, name="conv1")(x)
         x = nn.relu(batch_norm(train, True, name="bn1")(x))
-        x = nn.Conv(768, (2, 2), padding="VALID", use_bias=False, dtype=self.cfg.dtype)(x)
+        x = nn.Conv(
+            768, (2, 2), padding="VALID", use_bias=False, dtype=self.cfg.dtype, name="conv2"
+        )(x)
         if self.bn_after_conv2:
             x = batch_norm(train, True, name="bn2")(x)
         x = nn.relu(x)
