@@ -1,12 +1,13 @@
 """PyTorch weights of the DARTS evaluation networks, in and out (``jaxnas import-torch``,
 ``jaxnas export-torch``).
 
-The DARTS authors (and PR-DARTS, P-DARTS, PC-DARTS and others built on their code)
-publish their retrained networks as PyTorch ``state_dict`` files of ``model.py``'s
-``NetworkCIFAR`` / ``NetworkImageNet``.  :func:`import_torch` turns such a file into a
-retraining workdir that ``jaxnas eval`` evaluates (and ``jaxnas train --resume``
-fine-tunes); :func:`export_torch` writes a retraining workdir's state as a
-``state_dict`` that the reference classes load with ``strict=True``.  The conversion
+The DARTS authors publish their retrained networks as PyTorch ``state_dict`` files of
+``model.py``'s ``NetworkCIFAR`` / ``NetworkImageNet``, and so do repositories that
+reuse that file for their own cells (any such file has these keys).
+:func:`import_torch` turns such a file into a retraining workdir that ``jaxnas eval``
+evaluates (and ``jaxnas train --resume`` fine-tunes); :func:`export_torch` writes a
+retraining workdir's state as a ``state_dict`` that the reference classes load with
+``strict=True``.  The conversion
 itself is :func:`variables_from_state_dict` / :func:`state_dict_from_variables`, plain
 numpy; only reading and writing ``.pt`` files needs PyTorch (``pip install
 'jaxnas[torch]'``).  A ``.npz`` file with the same keys works without it, both ways.

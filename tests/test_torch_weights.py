@@ -394,14 +394,15 @@ def test_pt_files_load_into_the_reference_strictly(tmp_path):
     """An exported ``.pt`` loads into the reference's NetworkCIFAR with ``strict=True``;
     a checkpoint dict (``{"state_dict": ...}``) with DataParallel's ``module.`` prefix
     reads back as the plain state dict."""
+    pytest.importorskip("torch")
     net = _jax_net("cifar")
     shape = (32, 32, 3)
     sd = _fill(state_dict_shapes(net, shape))
     exported = state_dict_from_variables(
         net, variables_from_state_dict(net, sd, shape), shape, num_batches_tracked=7
     )
-    write_state_dict(exported, tmp_path / "w.pt")
     with _reference() as (torch, model, genotypes):
+        write_state_dict(exported, tmp_path / "w.pt")
         with contextlib.redirect_stdout(None):
             ref = model.NetworkCIFAR(4, 10, CASES["cifar"][3], True, genotypes.Genotype(**COVER))
         ref.load_state_dict(torch.load(tmp_path / "w.pt"), strict=True)
