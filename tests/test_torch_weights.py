@@ -329,6 +329,12 @@ def test_import_export_round_trip(tmp_path, capsys):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
         assert a[k].dtype == b[k].dtype, k
+    # a second import into the same workdir is refused, the first one's files kept
+    before = sorted(os.listdir(w))
+    args = ["import-torch", "--checkpoint", src, "--workdir", w, *TINY]
+    assert cli.main(args) == 2
+    assert "already has checkpoints; import into a fresh --workdir" in capsys.readouterr().err
+    assert sorted(os.listdir(w)) == before
 
 
 def _drop(key):
