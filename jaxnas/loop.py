@@ -21,8 +21,10 @@ loop owns everything else, once:
 * ``metrics.jsonl`` (a ``"step"`` record every ``run.log_every_steps`` steps, the
   mean of the steps since the previous one of the same epoch; an ``"epoch"`` record
   per epoch, the means of its steps and what :meth:`Experiment.end_epoch` adds),
-  TensorBoard (``run.tensorboard``), ``log.txt``, a progress bar, ``curves.png`` and
-  ``summary.json``;
+  TensorBoard (``run.tensorboard``), ``log.txt`` (ending with ``stopped: <error>``
+  when a run fails, ``not started: <error>`` when it is refused before its first
+  step, which changes no other file of an existing workdir and removes a workdir the
+  call created), a progress bar, ``curves.png`` and ``summary.json``;
 * the best state (``best/{step}``, ``best.json``) by ``Experiment.best_metric``
   (``best_mode`` "max" or "min"), saved before the epoch's checkpoint so that a kill
   between the two never leaves a finished-looking run with a stale best.
@@ -607,12 +609,14 @@ def _run_locked(
                     f"{wd.root} already has checkpoints (last: step {latest}); pass --resume "
                     "to continue that run, or use a fresh --workdir"
                 )
-            with FileLog(wd.log) if primary else _null(), StopFlag() as stop:
+            with FileLog(wd.log) if primary else _null() as log, StopFlag() as stop:
+                log.outcome = "not started"  # a setting or file refused: nothing ran
                 experiment.primary = primary
                 experiment.setup(wd, latest)
                 loop = _Loop(experiment, config, wd, mngr, best_mngr, stop, primary)
                 state = loop.begin(latest)
                 began.append(True)
+                log.outcome = "stopped"
                 state = loop.epochs(
                     state, progress=progress, on_step=on_step, on_epoch_end=on_epoch_end
                 )

@@ -166,9 +166,15 @@ def diff_configs(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
 
 
 class FileLog:
-    """Adds a ``log.txt`` handler to the ``jaxnas`` logger for the duration of a run."""
+    """Adds a ``log.txt`` handler to the ``jaxnas`` logger for the duration of a run.
+
+    An exception that leaves the block is logged as its last line, ``"<outcome>:
+    <type>: <message>"``; ``outcome`` is ``"stopped"`` unless the caller set it (the
+    loop says ``"not started"`` for a run refused before its first step).
+    """
 
     def __init__(self, path: str):
+        self.outcome = "stopped"
         self.handler = logging.FileHandler(path, encoding="utf-8")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.handler.setLevel(logging.INFO)
@@ -185,7 +191,7 @@ class FileLog:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:  # the reason a run stopped goes to log.txt too
             reason = " ".join(str(exc).split())
-            text = f"stopped: {exc_type.__name__}" + (f": {reason}" if reason else "")
+            text = f"{self.outcome}: {exc_type.__name__}" + (f": {reason}" if reason else "")
             record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, text, (), None)
             self.handler.handle(record)
         logger.removeHandler(self.handler)

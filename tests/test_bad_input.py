@@ -60,7 +60,7 @@ class Case:
       fresh: a workdir (relative to ``{tmp}``) that the command names but that must not
         be created (it fails at validation, before the workdir is touched).
       log_may_grow: the row fails in the experiment's setup, after the loop opened
-        ``log.txt``: that file may get its ``stopped: ...`` line appended (see the
+        ``log.txt``: that file may get its ``not started: ...`` line appended (see the
         module docstring of jaxnas.loop); every other file stays byte-identical.
       fmnist: needs the real Fashion-MNIST files.
     """

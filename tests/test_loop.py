@@ -284,6 +284,9 @@ def test_failed_setup_changes_nothing(straight, tmp_path):
         _run(wd, _config(epochs=2), resume=True, fail_setup=True)
     for n, content in before.items():
         assert open(os.path.join(wd, n), "rb").read() == content, n
+    # the attempt is in the log as refused, not as a run that stopped
+    last = open(os.path.join(wd, "log.txt")).read().splitlines()[-1]
+    assert last.endswith("ERROR not started: RunError: bad setting: data.dataset"), last
 
 
 def test_a_workdir_the_failed_run_created_is_removed(tmp_path):
