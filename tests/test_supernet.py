@@ -9,6 +9,7 @@ import pytest
 
 from jaxnas.ops import DARTS_PRIMITIVES, OpsConfig, ReLUConvBN
 from jaxnas.supernet import SearchCell, SoftmaxMixer, SuperNet
+from jaxnas.xla import jit_init
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
 
@@ -16,7 +17,8 @@ X = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
 @pytest.fixture(scope="module")
 def tiny():
     model = SuperNet(num_classes=3, init_channels=2, layers=3)
-    variables = jax.jit(lambda: model.init(jax.random.key(0), X))()
+    # jit_init: the init program compiled without LLVM optimisation (it runs once)
+    variables = jit_init(lambda: model.init(jax.random.key(0), X))()
     return model, variables
 
 
