@@ -21,6 +21,7 @@ from jaxnas.search import build
 from jaxnas.search.gdas import GDAS, GumbelMixer, gumbel_hard
 from jaxnas.spaces import nb201
 from jaxnas.supernet import MixedEdge, SuperNet
+from jaxnas.xla import jit_init
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: every kind of op; the conv is the dilated depthwise-separable one (one depthwise +
@@ -127,7 +128,8 @@ class KeyedGumbel(GumbelMixer):
 
 def _init(module, shape):
     x = jnp.zeros((2, *shape), jnp.float32)
-    return jax.jit(lambda k: module.init({"params": k, "mixer": k}, x, train=True))(
+    # jit_init: the init program compiled without LLVM optimisation (it runs once)
+    return jit_init(lambda k: module.init({"params": k, "mixer": k}, x, train=True))(
         jax.random.key(1)
     )
 
