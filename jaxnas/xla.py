@@ -14,6 +14,7 @@ a process that has already run a JAX computation.
 
 from __future__ import annotations
 
+import functools
 import os
 
 __all__ = ["NO_TRITON_GEMM", "enable_compilation_cache", "jit_init", "prepare", "search_xla_flags"]
@@ -75,7 +76,19 @@ def jit_init(fn, **jit_kwargs):
     8 cells 22.7 -> 13.5 s, C = 4 with 2 cells 3.4 -> 1.4 s; run 0.05 -> 0.25 s).  The
     values are the same distributions from the same keys, the floating-point samplers
     rounded differently (3e-7 relative); a given seed still gives the same init.
+
+    Called inside another trace (``jax.eval_shape`` or ``jax.jit`` of a caller: any
+    argument a tracer), it is the plain ``jax.jit(fn)``: compile options belong to the
+    outermost program only.
     """
     import jax
 
-    return jax.jit(fn, compiler_options=dict(RUN_ONCE_OPTIONS), **jit_kwargs)
+    once = jax.jit(fn, compiler_options=dict(RUN_ONCE_OPTIONS), **jit_kwargs)
+    nested = jax.jit(fn, **jit_kwargs)
+
+    @functools.wraps(fn)
+    def init(*args, **kwargs):
+        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))
+        return (nested if traced else once)(*args, **kwargs)
+
+    return init

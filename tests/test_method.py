@@ -144,3 +144,22 @@ def test_supernet_config_is_darts_network_with_changes():
     c = supernet_config(layers=15, reductions=(4, 9))
     assert c.layers == 15 and tuple(c.reductions) == (4, 9) and c.init_channels == 16
     assert supernet_config().layers == 8  # a fresh section each call
+
+
+def test_the_init_program_inside_another_trace_is_the_same_init():
+    """``jaxnas.xla.jit_init`` (the init compiled without LLVM optimisation) is only
+    the outermost program: ``method.init`` under ``jax.eval_shape`` or inside a
+    caller's ``jax.jit`` (ASM-NAS' selection, the benchmarks) traces the plain init,
+    with the same shapes and, to the samplers' rounding, the same values."""
+    c = default_config("darts")
+    c.model.init_channels, c.model.layers, c.model.primitives = 2, 1, "none,skip_connect"
+    m = build(c, steps_per_epoch=1, num_classes=3, input_shape=(8, 8, 1))
+    x = np.zeros((2, 8, 8, 1), np.float32)
+    key = jax.random.key(3)
+    top = m.init(key, x)
+    shapes = jax.eval_shape(m.init, key, x)
+    inside = jax.jit(m.init)(key, x)
+    assert jax.tree.structure(top) == jax.tree.structure(shapes) == jax.tree.structure(inside)
+    for a, s, b in zip(jax.tree.leaves(top), jax.tree.leaves(shapes), jax.tree.leaves(inside)):
+        assert a.shape == s.shape == b.shape and a.dtype == s.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
