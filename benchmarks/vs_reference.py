@@ -441,13 +441,16 @@ def reference_child(ref_dir: str, row: str, steps: int, device: str, threads: in
 
 
 def _jax_setup(row: str, device: str):
-    """Prepare XLA as ``jaxnas search`` / ``jaxnas train`` would (search rows: without the
-    Triton GEMM fusion, as the CLI sets it), then import jax and check the backend."""
-    if ROWS[row]["kind"] == "search":
-        from jaxnas.xla import search_xla_flags
+    """Prepare XLA as ``jaxnas search`` / ``jaxnas train`` would (``jaxnas.xla.prepare``
+    without the compilation cache: search rows without the Triton GEMM fusion, LLVM level
+    1 on the CPU), then import jax and check the backend."""
+    from jaxnas.xla import cpu_xla_flags, search_xla_flags
 
-        # read when the backend starts, i.e. after this
-        os.environ["XLA_FLAGS"] = search_xla_flags(os.environ.get("XLA_FLAGS", ""))
+    flags = os.environ.get("XLA_FLAGS", "")
+    if ROWS[row]["kind"] == "search":
+        flags = search_xla_flags(flags)
+    if cpu_xla_flags(flags):  # read when the backend starts, i.e. after this
+        os.environ["XLA_FLAGS"] = cpu_xla_flags(flags)
     import jax
 
     backend = jax.default_backend()

@@ -17,7 +17,15 @@ from __future__ import annotations
 import functools
 import os
 
-__all__ = ["NO_TRITON_GEMM", "enable_compilation_cache", "jit_init", "prepare", "search_xla_flags"]
+__all__ = [
+    "CPU_OPT_LEVEL",
+    "NO_TRITON_GEMM",
+    "cpu_xla_flags",
+    "enable_compilation_cache",
+    "jit_init",
+    "prepare",
+    "search_xla_flags",
+]
 
 #: XLA's compile options for a program that runs once: no LLVM optimisation of its
 #: kernels (:func:`jit_init`)
@@ -35,6 +43,40 @@ def search_xla_flags(flags: str) -> str:
     if "--xla_gpu_enable_triton_gemm" in flags:
         return flags
     return f"{flags} {NO_TRITON_GEMM}".strip()
+
+
+#: LLVM's optimisation level for the CPU backend's kernels (XLA's default is 2).  Level 1
+#: ran the search steps faster and compiled them no slower (DARTS supernet, idle 2-core
+#: CPU, one process each way, the same lowered step: first order C=16/8 cells/batch 64
+#: 22.9 -> 19.3 s per step, compile 55 -> 43 s; C=8/5/16 1.70 -> 1.53 s, compile 42 -> 35 s;
+#: exact second order C=8/5/16 4.55 -> 4.25 s, compile 69 -> 63 s; the DARTS_V2
+#: retraining step the same, 12.8 vs 13.0 s, compile 43 -> 39 s).
+CPU_OPT_LEVEL = "--xla_backend_optimization_level=1"
+
+
+def _accelerator_plugins() -> list[str]:
+    """The installed JAX GPU/TPU backends (plugin packages and ``jax_plugins`` entry
+    points): where there are none, JAX can only run on the CPU."""
+    import importlib.metadata
+    import importlib.util
+
+    found = [m for m in ("libtpu", "jax_plugins") if importlib.util.find_spec(m)]
+    try:
+        found += [e.name for e in importlib.metadata.entry_points(group="jax_plugins")]
+    except Exception:  # noqa: BLE001 - an unreadable package index: assume none
+        pass
+    return found
+
+
+def cpu_xla_flags(flags: str) -> str:
+    """``XLA_FLAGS`` for a run: ``flags`` plus :data:`CPU_OPT_LEVEL` where JAX will run
+    on the CPU (``JAX_PLATFORMS=cpu``, or no GPU/TPU backend installed) and the user has
+    not chosen ``--xla_backend_optimization_level``; else ``flags`` unchanged."""
+    if "--xla_backend_optimization_level" in flags:
+        return flags
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    on_cpu = platforms == "cpu" if platforms else not _accelerator_plugins()
+    return f"{flags} {CPU_OPT_LEVEL}".strip() if on_cpu else flags
 
 
 def enable_compilation_cache() -> str | None:
@@ -57,11 +99,14 @@ def enable_compilation_cache() -> str | None:
 
 def prepare(*, search: bool = False) -> str | None:
     """What a run sets before it compiles anything: with ``search``, ``XLA_FLAGS``
-    without Triton GEMM fusion (:func:`search_xla_flags`); always, the persistent
-    compilation cache (:func:`enable_compilation_cache`).  Returns the cache directory
-    it turned on (None: switched off, or set already)."""
-    if search:
-        os.environ["XLA_FLAGS"] = search_xla_flags(os.environ.get("XLA_FLAGS", ""))
+    without Triton GEMM fusion (:func:`search_xla_flags`); always, on the CPU, LLVM
+    level :data:`CPU_OPT_LEVEL` (:func:`cpu_xla_flags`) and the persistent compilation
+    cache (:func:`enable_compilation_cache`).  Returns the cache directory it turned on
+    (None: switched off, or set already)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    flags = cpu_xla_flags(search_xla_flags(flags) if search else flags)
+    if flags:
+        os.environ["XLA_FLAGS"] = flags
     return enable_compilation_cache()
 
 

@@ -577,6 +577,8 @@ def test_real_darts_resume_matches_straight_run(tmp_path):
 
 
 def test_search_turns_off_triton_gemm_unless_the_user_chose(tmp_path, monkeypatch):
+    from jaxnas import xla
+
     flag = cli.NO_TRITON_GEMM
     assert cli.search_xla_flags("") == flag
     assert cli.search_xla_flags("--xla_dump_to=/tmp/d") == f"--xla_dump_to=/tmp/d {flag}"
@@ -586,7 +588,27 @@ def test_search_turns_off_triton_gemm_unless_the_user_chose(tmp_path, monkeypatc
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/d")
     bad = ["search", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path / "w")]
     assert cli.main(bad) == cli.EXIT_ERROR
-    assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/d {flag}"
+    # (and, on the CPU, LLVM level 1: test_runs_on_the_cpu_compile_at_llvm_level_1...)
+    assert os.environ["XLA_FLAGS"] == xla.cpu_xla_flags(f"--xla_dump_to=/tmp/d {flag}")
+
+
+def test_runs_on_the_cpu_compile_at_llvm_level_1_unless_the_user_chose(monkeypatch):
+    """jaxnas.xla.cpu_xla_flags: level 1 where JAX runs on the CPU, the user's own level
+    kept, nothing added for another platform; the search command sets it."""
+    from jaxnas import xla
+
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert xla.cpu_xla_flags("") == xla.CPU_OPT_LEVEL
+    assert xla.cpu_xla_flags("--xla_dump_to=/d") == f"--xla_dump_to=/d {xla.CPU_OPT_LEVEL}"
+    mine = "--xla_backend_optimization_level=3"
+    assert xla.cpu_xla_flags(mine) == mine
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    assert xla.cpu_xla_flags("--xla_dump_to=/d") == "--xla_dump_to=/d"
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("JAXNAS_CACHE_DIR", "")
+    xla.prepare(search=True)
+    assert os.environ["XLA_FLAGS"] == f"{xla.NO_TRITON_GEMM} {xla.CPU_OPT_LEVEL}"
 
 
 _KILLED_SEARCH = """
