@@ -49,6 +49,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.dtypes import canonicalize_dtype
 from jax import lax
 
@@ -109,27 +110,58 @@ def _out_size(n: int, k: int, stride: int, dilation: int, padding: int) -> int:
     return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
 
 
+def _taps(kernel: jax.Array) -> list[jax.Array]:
+    """The ``kh * kw`` taps ``kernel[i, j]`` (each ``(C,)``, row-major), in one split.
+
+    (Indexing tap by tap traces a slice and a squeeze per tap; this is one reshape
+    and one split, which matters inside the scanned cells' autodiff.)"""
+    kh, kw, c = kernel.shape
+    return lax.split(kernel.reshape(kh * kw * c), (c,) * (kh * kw))
+
+
+def _window(xp: jax.Array, i: int, j: int, shape, stride: int, dilation: int) -> jax.Array:
+    """``xp[:, d*i + s*y, d*j + s*x, :]`` for the ``shape[1:3]`` output positions."""
+    start = (0, i * dilation, j * dilation, 0)
+    limit = (
+        shape[0],
+        start[1] + (shape[1] - 1) * stride + 1,
+        start[2] + (shape[2] - 1) * stride + 1,
+        shape[3],
+    )
+    return lax.slice(xp, start, limit, (1, stride, stride, 1))
+
+
 def _shifted(xp: jax.Array, kernel: jax.Array, stride: int, dilation: int) -> jax.Array:
     """Valid depthwise correlation of a padded input.
 
     out[b, y, x, c] = sum_{i,j} xp[b, s*y + d*i, s*x + d*j, c] * kernel[i, j, c]
+
+    Written in ``lax`` primitives (four per tap): the trace of a search step is
+    mostly these taps, and ``jnp``'s broadcasting operators trace several more.
     """
+    dtype = jnp.result_type(xp, kernel)
+    xp, kernel = xp.astype(dtype), kernel.astype(dtype)
     b, hp, wp, c = xp.shape
     kh, kw, _ = kernel.shape
-    ho = (hp - dilation * (kh - 1) - 1) // stride + 1
-    wo = (wp - dilation * (kw - 1) - 1) // stride + 1
+    shape = (
+        b,
+        (hp - dilation * (kh - 1) - 1) // stride + 1,
+        (wp - dilation * (kw - 1) - 1) // stride + 1,
+        c,
+    )
     out = None
-    for i in range(kh):
-        for j in range(kw):
-            start = (0, i * dilation, j * dilation, 0)
-            limit = (b, start[1] + (ho - 1) * stride + 1, start[2] + (wo - 1) * stride + 1, c)
-            term = lax.slice(xp, start, limit, (1, stride, stride, 1)) * kernel[i, j]
-            out = term if out is None else out + term
+    for t, k in enumerate(_taps(kernel)):
+        term = lax.mul(
+            _window(xp, t // kw, t % kw, shape, stride, dilation),
+            lax.broadcast_in_dim(k, shape, (3,)),
+        )
+        out = term if out is None else lax.add(out, term)
     return out
 
 
 def _pad_hw(x: jax.Array, lo: int, hi: int) -> jax.Array:
-    return jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    zero = ((0, 0, 0),)
+    return lax.pad(x, jnp.zeros((), x.dtype), zero + ((lo, hi, 0),) * 2 + zero)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -146,7 +178,7 @@ def _depthwise_fwd(x, kernel, stride, dilation, padding):
 
 def _depthwise_bwd(stride, dilation, padding, res, g):
     xp, kernel = res
-    b, hp, wp, c = xp.shape
+    hp, wp = xp.shape[1:3]
     h, w = hp - 2 * padding, wp - 2 * padding
     kh, kw, _ = kernel.shape
     # Input gradient: scatter g back through every tap = one stride-1
@@ -163,15 +195,16 @@ def _depthwise_bwd(stride, dilation, padding, res, g):
     gxp = _shifted(gd, kernel[::-1, ::-1], 1, dilation)
     gx = gxp[:, padding : padding + h, padding : padding + w]
     # Kernel gradient: one reduction per tap over batch and space.
-    ho, wo = g.shape[1], g.shape[2]
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            start = (0, i * dilation, j * dilation, 0)
-            limit = (b, start[1] + (ho - 1) * stride + 1, start[2] + (wo - 1) * stride + 1, c)
-            taps.append(jnp.sum(lax.slice(xp, start, limit, (1, stride, stride, 1)) * g, (0, 1, 2)))
-    gk = jnp.stack(taps).reshape(kernel.shape)
-    return gx, gk
+    xg, zero = xp.astype(g.dtype), np.zeros((), g.dtype)
+    taps = [
+        lax.reduce(
+            lax.mul(_window(xg, i, j, g.shape, stride, dilation), g), zero, lax.add, (0, 1, 2)
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    gk = lax.concatenate(taps, 0).reshape(kernel.shape)
+    return gx.astype(xp.dtype), gk.astype(kernel.dtype)
 
 
 _depthwise_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxnas.bilevel.hypergrad import first_order, hypergradient, mixed_hvp, virtual_sgd_step
+from jaxnas.bilevel.hypergrad import hypergradient, mixed_hvp, virtual_sgd_step
 from jaxnas.common import momentum_buffer
 from jaxnas.search.method import (
     SearchMethodBase,
@@ -171,8 +171,12 @@ class DARTS(SearchMethodBase):
 
             return f
 
-        if self.order == "first":
-            return first_order(val_loss(self.model), state.params, state.arch, valid_batch)
+        if self.order == "first":  # first_order(val_loss(self.model), ...), shared trace
+            (loss, _), (_, g) = self.loss_and_grads(
+                state.params, state.arch, state.batch_stats, valid_batch, rng
+            )
+            reg, g_reg = jax.value_and_grad(self.arch_regularizer)(state.arch)
+            return jax.tree.map(jnp.add, g, g_reg), loss + reg
         return hypergradient(
             val_loss(self.model),
             state.params,
@@ -204,10 +208,9 @@ class DARTS(SearchMethodBase):
         upd, a_opt = self.a_tx.update(g_arch, state.a_opt, state.arch)
         arch = optax.apply_updates(state.arch, upd)
         # 2. weight step on the train half with the new alpha (Alg. 1, line 3)
-        grad_fn = jax.value_and_grad(
-            lambda w: self.loss(w, arch, state.batch_stats, train_batch, rng=rng_w), has_aux=True
+        (loss, (stats, acc)), (g_w, _) = self.loss_and_grads(
+            state.params, arch, state.batch_stats, train_batch, rng_w
         )
-        (loss, (stats, acc)), g_w = grad_fn(state.params)
         upd, w_opt = self.w_tx.update(g_w, state.w_opt, state.params)
         params = optax.apply_updates(state.params, upd)
         metrics = dict(

@@ -168,21 +168,18 @@ class GDAS(DARTS):
         k_w, k_a = jax.random.key_data(k_w), jax.random.key_data(k_a)
         f32 = lambda x: jnp.asarray(x, jnp.float32)
 
-        # 1. weights on the train half, alpha fixed (its gradient is not taken)
-        def w_loss(w):
-            return self.loss(
-                w, state.arch, state.batch_stats, train_batch, rng=k_w, step_input=hyper
-            )
-
-        (loss, (stats, acc)), g_w = jax.value_and_grad(w_loss, has_aux=True)(state.params)
+        # 1. weights on the train half, alpha fixed (its gradient is not taken: the
+        # shared loss_and_grads computes it and XLA drops it)
+        (loss, (stats, acc)), (g_w, _) = self.loss_and_grads(
+            state.params, state.arch, state.batch_stats, train_batch, k_w, hyper
+        )
         upd, w_opt = self.w_tx.update(g_w, state.w_opt, state.params)
         params = optax.apply_updates(state.params, upd)
 
         # 2. alpha on the valid half with the new weights (BN statistics updated as in [code])
-        def a_loss(a):
-            return self.loss(params, a, stats, valid_batch, rng=k_a, step_input=hyper)
-
-        (loss_v, (stats, acc_v)), g_a = jax.value_and_grad(a_loss, has_aux=True)(state.arch)
+        (loss_v, (stats, acc_v)), (_, g_a) = self.loss_and_grads(
+            params, state.arch, stats, valid_batch, k_a, hyper
+        )
         upd, a_opt = self.a_tx.update(g_a, state.a_opt, state.arch)
         arch = optax.apply_updates(state.arch, upd)
 

@@ -385,6 +385,28 @@ class SearchMethodBase:
         loss, acc = cross_entropy(logits, batch[1])
         return loss, (stats, acc)
 
+    @functools.cached_property
+    def loss_and_grads(self):
+        """``jax.jit`` of ``(params, arch, batch_stats, batch, rng, step_input=None) ->
+        ((loss, (stats, acc)), (grad_params, grad_arch))``: :meth:`loss` of ``self.model`` and its
+        gradient with respect to both the weights and the architecture.
+
+        The phases of a step that differentiate the training loss at the same shapes
+        (DARTS' architecture step on the valid batch and its weight step on the train
+        batch) call this one function, so the supernet and its autodiff are traced
+        once per step instead of once per phase; inside the step's own ``jit`` XLA
+        inlines both calls and drops the gradient a phase does not use (the step's
+        run time is unchanged, its trace about halves).
+        """
+
+        def value_and_grads(params, arch, batch_stats, batch, rng, step_input=None):
+            def loss(w, a):
+                return self.loss(w, a, batch_stats, batch, rng=rng, step_input=step_input)
+
+            return jax.value_and_grad(loss, (0, 1), has_aux=True)(params, arch)
+
+        return jax.jit(value_and_grads)
+
     # ---- state ------------------------------------------------------------------
 
     def init_variables(self, key: jax.Array, sample_images: np.ndarray) -> dict[str, Any]:

@@ -298,33 +298,41 @@ class PRDARTS(DARTS):
         # 1. W step on the train half; gates from beta held fixed
         sample_w = self.sample_gates(k_w, jax.lax.stop_gradient(state.arch), tau)
         g_weights = {n: o.weights for n, o in sample_w.items()}
-        grad_fn = jax.value_and_grad(
-            lambda w: self.loss(w, g_weights, state.batch_stats, train_batch, rng=rng_model),
-            has_aux=True,
+        (loss, (stats, acc)), (g_w, _) = self.loss_and_grads(
+            state.params, g_weights, state.batch_stats, train_batch, rng_model
         )
-        (loss, (stats, acc)), g_w = grad_fn(state.params)
         upd, w_opt = self.w_tx.update(g_w, state.w_opt, state.params)
         params = optax.apply_updates(state.params, upd)
 
-        # 2. beta step on the valid half: CE through a fresh reparameterised draw + Eq. 8 terms
-        def objective(beta):
+        # 2. beta step on the valid half: CE through a fresh reparameterised draw + Eq. 8
+        # terms.  The CE's gradient is pulled back through the draw from the gradient
+        # with respect to the gate weights, which the shared loss_and_grads (the W
+        # step's trace) computes; the mask the regularizer reads is held fixed there.
+        def draw(beta):
             sample = self.sample_gates(k_b, beta, tau)
-            weights = {n: o.weights for n, o in sample.items()}
-            ce, (_, acc_v) = self.loss(params, weights, stats, valid_batch, rng=rng_model)
+            return {n: o.weights for n, o in sample.items()}, {n: o.mask for n, o in sample.items()}
+
+        weights, pull_back, mask = jax.vjp(draw, state.arch, has_aux=True)
+        (ce_v, (_, acc_v)), (_, g_gates) = self.loss_and_grads(
+            params, weights, stats, valid_batch, rng_model
+        )
+
+        def regularizer(beta):
             reg = prdarts_regularizer(
                 beta,
                 tau,
                 variant=s.reg_variant,
-                mask={n: o.mask for n, o in sample.items()},
+                mask=mask,
                 lambdas=(hyper["lambda_skip"], hyper["lambda_nonskip"], hyper["lambda_path"]),
                 threshold=self.threshold,
                 combine=s.reg_combine,
                 primitives=self.primitives,
                 topology=self.model.topology,
             )
-            return ce + reg.total, (ce, acc_v, reg)
+            return reg.total, reg
 
-        (_, (ce_v, acc_v, reg)), g_beta = jax.value_and_grad(objective, has_aux=True)(state.arch)
+        (_, reg), g_reg = jax.value_and_grad(regularizer, has_aux=True)(state.arch)
+        g_beta = jax.tree.map(jnp.add, pull_back(g_gates)[0], g_reg)
         upd, a_opt = self.a_tx.update(g_beta, state.a_opt, state.arch)
         arch = optax.apply_updates(state.arch, upd)
 
