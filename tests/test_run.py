@@ -588,27 +588,31 @@ def test_search_turns_off_triton_gemm_unless_the_user_chose(tmp_path, monkeypatc
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/d")
     bad = ["search", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path / "w")]
     assert cli.main(bad) == cli.EXIT_ERROR
-    # (and, on the CPU, LLVM level 1: test_runs_on_the_cpu_compile_at_llvm_level_1...)
+    # (and, on the CPU, LLVM level 1 and oneDNN: test_runs_on_the_cpu_compile_at_llvm...)
     assert os.environ["XLA_FLAGS"] == xla.cpu_xla_flags(f"--xla_dump_to=/tmp/d {flag}")
 
 
-def test_runs_on_the_cpu_compile_at_llvm_level_1_unless_the_user_chose(monkeypatch):
-    """jaxnas.xla.cpu_xla_flags: level 1 where JAX runs on the CPU, the user's own level
-    kept, nothing added for another platform; the search command sets it."""
+def test_runs_on_the_cpu_compile_at_llvm_level_1_with_onednn_unless_the_user_chose(monkeypatch):
+    """jaxnas.xla.cpu_xla_flags: LLVM level 1 and oneDNN where JAX runs on the CPU, the
+    user's own setting of either kept, nothing added for another platform; the search
+    command sets them."""
     from jaxnas import xla
 
+    ours = f"{xla.CPU_OPT_LEVEL} {xla.CPU_ONEDNN}"
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    assert xla.cpu_xla_flags("") == xla.CPU_OPT_LEVEL
-    assert xla.cpu_xla_flags("--xla_dump_to=/d") == f"--xla_dump_to=/d {xla.CPU_OPT_LEVEL}"
+    assert xla.cpu_xla_flags("") == ours
+    assert xla.cpu_xla_flags("--xla_dump_to=/d") == f"--xla_dump_to=/d {ours}"
     mine = "--xla_backend_optimization_level=3"
-    assert xla.cpu_xla_flags(mine) == mine
+    assert xla.cpu_xla_flags(mine) == f"{mine} {xla.CPU_ONEDNN}"
+    mine = "--xla_cpu_use_onednn=false"
+    assert xla.cpu_xla_flags(mine) == f"{mine} {xla.CPU_OPT_LEVEL}"
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
     assert xla.cpu_xla_flags("--xla_dump_to=/d") == "--xla_dump_to=/d"
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setenv("JAXNAS_CACHE_DIR", "")
     xla.prepare(search=True)
-    assert os.environ["XLA_FLAGS"] == f"{xla.NO_TRITON_GEMM} {xla.CPU_OPT_LEVEL}"
+    assert os.environ["XLA_FLAGS"] == f"{xla.NO_TRITON_GEMM} {ours}"
 
 
 _KILLED_SEARCH = """
