@@ -143,12 +143,7 @@ def _shifted(xp: jax.Array, kernel: jax.Array, stride: int, dilation: int) -> ja
     xp, kernel = xp.astype(dtype), kernel.astype(dtype)
     b, hp, wp, c = xp.shape
     kh, kw, _ = kernel.shape
-    shape = (
-        b,
-        (hp - dilation * (kh - 1) - 1) // stride + 1,
-        (wp - dilation * (kw - 1) - 1) // stride + 1,
-        c,
-    )
+    shape = (b, _out_size(hp, kh, stride, dilation, 0), _out_size(wp, kw, stride, dilation, 0), c)
     out = None
     for t, k in enumerate(_taps(kernel)):
         term = lax.mul(

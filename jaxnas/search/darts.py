@@ -171,7 +171,7 @@ class DARTS(SearchMethodBase):
 
             return f
 
-        if self.order == "first":  # first_order(val_loss(self.model), ...), shared trace
+        if self.order == "first":  # bilevel.first_order, through the shared loss_and_grads
             (loss, _), (_, g) = self.loss_and_grads(
                 state.params, state.arch, state.batch_stats, valid_batch, rng
             )

@@ -388,8 +388,8 @@ class SearchMethodBase:
     @functools.cached_property
     def loss_and_grads(self):
         """``jax.jit`` of ``(params, arch, batch_stats, batch, rng, step_input=None) ->
-        ((loss, (stats, acc)), (grad_params, grad_arch))``: :meth:`loss` of ``self.model`` and its
-        gradient with respect to both the weights and the architecture.
+        ((loss, (stats, acc)), (grad_params, grad_arch))``: :meth:`loss` of ``self.model``
+        and its gradient with respect to both the weights and the architecture.
 
         The phases of a step that differentiate the training loss at the same shapes
         (DARTS' architecture step on the valid batch and its weight step on the train
