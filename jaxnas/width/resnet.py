@@ -30,15 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.models.prunable import (
-    ChannelGroup,
-    bn_slices,
-    conv_in,
-    conv_out,
-    dense_in,
-    normalize_keep,
-    score_variables,
-)
+from jaxnas.models import prunable
 from jaxnas.width.layers import batch_norm, conv, scale_channels
 
 __all__ = ["PreActBlock", "PreActResNet"]
@@ -112,24 +104,28 @@ class PreActResNet(nn.Module):
                 raise ValueError(f"PreActResNet: select must index [0, {self.stages[-1]})")
         return [tuple(sp) for sp in specs]
 
-    def channel_groups(self) -> tuple[ChannelGroup, ...]:
+    def channel_groups(self) -> tuple[prunable.ChannelGroup, ...]:
         """``stage{s}_{b}.mid`` per block, then ``final`` (a selection)."""
         groups = [
-            ChannelGroup(
+            prunable.ChannelGroup(
                 f"{name}.mid",
                 mid,
-                conv_out((name, "conv1")) + bn_slices((name, "bn2")),
-                conv_in((name, "conv2")),
+                prunable.conv_out((name, "conv1")) + prunable.bn_slices((name, "bn2")),
+                prunable.conv_in((name, "conv2")),
             )
             for name, mid, _, _ in self._specs()
         ]
         n_final = self.stages[-1] if self.select is None else len(self.select)
-        groups.append(ChannelGroup("final", n_final, bn_slices(("bn",)), dense_in(("fc",)), True))
+        groups.append(
+            prunable.ChannelGroup(
+                "final", n_final, prunable.bn_slices(("bn",)), prunable.dense_in(("fc",)), True
+            )
+        )
         return tuple(groups)
 
     def pruned(self, keep: Mapping[str, Sequence[int]]) -> PreActResNet:
         """The network keeping channels ``keep[group]`` (indices into the current group)."""
-        keep = normalize_keep(self.channel_groups(), keep)
+        keep = prunable.normalize_keep(self.channel_groups(), keep)
         mids = tuple(len(keep[f"{name}.mid"]) for name, *_ in self._specs())
         current = tuple(range(self.stages[-1])) if self.select is None else self.select
         select = tuple(current[i] for i in keep["final"])
@@ -140,7 +136,7 @@ class PreActResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         specs = self._specs()
-        a = score_variables(self, self.channel_groups(), self.scored)
+        a = prunable.score_variables(self, self.channel_groups(), self.scored)
         h = conv(self.stem, 3, name="stem", dtype=self.dtype)(x)
         for name, mid, out, stride in specs:
             h = PreActBlock(mid, out, stride, self.dtype, name=name)(h, a[f"{name}.mid"], train)
