@@ -202,6 +202,24 @@ class DARTS(SearchMethodBase):
         *trees, metrics = out  # params, arch, batch_stats, w_opt, a_opt
         return step_on(state, rng_next, *trees), dict(metrics, lr=self.lr_schedule(state.step))
 
+    def two_step_metrics(
+        self, state: SearchState, train: tuple, valid: tuple, g_w, g_arch, **extra: Any
+    ) -> dict[str, jax.Array]:
+        """The float32 metrics of a weight step and an architecture step on their own
+        batches (GDAS, PR-DARTS): ``train`` and ``valid`` are ``(loss, accuracy)``, then
+        ``extra`` (in its order), the gradient norms of ``g_w`` and ``g_arch`` and ``lr``."""
+        f32 = lambda x: jnp.asarray(x, jnp.float32)
+        return dict(
+            loss=f32(train[0]),
+            accuracy=f32(train[1]),
+            valid_loss=f32(valid[0]),
+            valid_accuracy=f32(valid[1]),
+            **{k: f32(v) for k, v in extra.items()},
+            grad_norm=f32(optax.tree.norm(g_w)),
+            arch_grad_norm=f32(optax.tree.norm(g_arch)),
+            lr=f32(self.lr_schedule(state.step)),
+        )
+
     def _separate_phases(self, state, train_batch, valid_batch, rng_a, rng_w):
         # 1. architecture step on the valid half (DARTS Alg. 1, line 2)
         g_arch, valid_loss = self.arch_gradient(state, train_batch, valid_batch, rng_a)

@@ -166,7 +166,6 @@ class GDAS(DARTS):
         hyper = {"tau": tau}
         k_next, k_w, k_a = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
         k_w, k_a = jax.random.key_data(k_w), jax.random.key_data(k_a)
-        f32 = lambda x: jnp.asarray(x, jnp.float32)
 
         # 1. weights on the train half, alpha fixed (its gradient is not taken: the
         # shared loss_and_grads computes it and XLA drops it)
@@ -184,17 +183,7 @@ class GDAS(DARTS):
         arch = optax.apply_updates(state.arch, upd)
 
         new = step_on(state, k_next, params, arch, stats, w_opt, a_opt)
-        metrics = dict(
-            loss=f32(loss),
-            accuracy=f32(acc),
-            valid_loss=f32(loss_v),
-            valid_accuracy=f32(acc_v),
-            grad_norm=f32(optax.tree.norm(g_w)),
-            arch_grad_norm=f32(optax.tree.norm(g_a)),
-            tau=tau,
-            lr=f32(self.lr_schedule(state.step)),
-        )
-        return new, metrics
+        return new, self.two_step_metrics(state, (loss, acc), (loss_v, acc_v), g_w, g_a, tau=tau)
 
     def arch_weights(self, state: SearchState) -> dict[str, np.ndarray]:
         """``softmax(alpha)`` per ``"arch"`` entry (Eq. 2), what the genotype is read from."""

@@ -293,7 +293,6 @@ class PRDARTS(DARTS):
         key = jax.random.wrap_key_data(state.rng)
         k_next, k_w, k_b, k_model = jax.random.split(key, 4)
         rng_model = jax.random.key_data(k_model)  # the supernet's "mixer" stream (unused)
-        f32 = lambda x: jnp.asarray(x, jnp.float32)
 
         # 1. W step on the train half; gates from beta held fixed
         sample_w = self.sample_gates(k_w, jax.lax.stop_gradient(state.arch), tau)
@@ -337,20 +336,18 @@ class PRDARTS(DARTS):
         arch = optax.apply_updates(state.arch, upd)
 
         new = step_on(state, k_next, params, arch, stats, w_opt, a_opt)
-        metrics = dict(
-            loss=f32(loss),
-            accuracy=f32(acc),
-            valid_loss=f32(ce_v),
-            valid_accuracy=f32(acc_v),
-            reg=f32(reg.total),
-            reg_skip=f32(reg.skip),
-            reg_nonskip=f32(reg.nonskip + reg.pool),
-            reg_path=f32(reg.path),
-            tau=f32(tau),
+        metrics = self.two_step_metrics(
+            state,
+            (loss, acc),
+            (ce_v, acc_v),
+            g_w,
+            g_beta,
+            reg=reg.total,
+            reg_skip=reg.skip,
+            reg_nonskip=reg.nonskip + reg.pool,
+            reg_path=reg.path,
+            tau=tau,
             ops_per_edge=self._ops_computed(g_weights),
-            grad_norm=f32(optax.tree.norm(g_w)),
-            arch_grad_norm=f32(optax.tree.norm(g_beta)),
-            lr=f32(self.lr_schedule(state.step)),
         )
         return new, metrics
 
