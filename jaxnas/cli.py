@@ -14,12 +14,15 @@
 
 Bad input (config keys, datasets, genotype files, workdirs, NaN losses) is
 reported as one line ``jaxnas: error: ...`` on stderr with exit status 2.
-Subcommands register themselves in :data:`COMMANDS`.
+Subcommands register themselves in :data:`COMMANDS`.  What runs a config, redraws a
+workdir or evaluates a checkpoint is its kind's line in :data:`jaxnas.config.KINDS`
+(looked up by the config's or the workdir's ``method``), never a method's name here.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -56,6 +59,41 @@ def _one_line(e: BaseException) -> str:
 # --------------------------------------------------------------------------------- commands
 
 
+def _kind_function(path: str) -> Callable:
+    """The function ``"module:function"`` of a :class:`jaxnas.config.Kind`, imported
+    now: only the command that runs it pays for its imports."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _kinds_of(command: str) -> list[str]:
+    """The config kinds (``method`` values) that ``jaxnas <command>`` runs."""
+    from jaxnas.config import KINDS
+
+    return [name for name, kind in KINDS.items() if kind.command == command]
+
+
+def _run_kind(args: argparse.Namespace, config, command: str):
+    """The :class:`jaxnas.config.Kind` of ``config`` after the checks every run command
+    makes: one-line RunError unless ``jaxnas <command>`` runs that kind, or when
+    ``--workdir`` holds a run of another method."""
+    from jaxnas.config import COMMANDS, KINDS
+    from jaxnas.runtime import RunError
+
+    kind = KINDS[config.method]
+    if kind.command != command:
+        what = COMMANDS[kind.command]
+        if command == "search":
+            raise RunError(f"{args.config} is a {what} config: use `jaxnas {kind.command}`")
+        kinds = " or ".join(repr(m) for m in _kinds_of(command))
+        raise RunError(
+            f"{args.config} is a {config.method!r} {what} config; `jaxnas {command}` takes a "
+            f"{COMMANDS[command]} config (method {kinds})"
+        )
+    _check_workdir_method(args, config.method)
+    return kind
+
+
 def _run_config(args: argparse.Namespace):
     """The config of a long-running command (``--config`` with ``--set``), after the
     ``--workdir`` checks that need no config (:func:`_check_workdir_arg`)."""
@@ -72,20 +110,11 @@ def _run_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from jaxnas.run import search
-    from jaxnas.runtime import RunError
-
     if args.devices is not None:
         args.set = [*(args.set or ()), f"run.devices={args.devices}"]
     config = _run_config(args)
-    if config.method in ("train", "train_rnn"):
-        raise RunError(f"{args.config} is a retraining config: use `jaxnas train`")
-    _check_workdir_method(args, config.method)
-    if config.method == "sparsenas_rnn":  # text data: the recurrent search run
-        from jaxnas.run_rnn import search as run_search
-    else:
-        run_search = search
-    _print_outputs(run_search(config, args.workdir, **_run_kwargs(args)))
+    search = _kind_function(_run_kind(args, config, "search").run)
+    _print_outputs(search(config, args.workdir, **_run_kwargs(args)))
     return 0
 
 
@@ -157,18 +186,14 @@ def _check_workdir_method(args: argparse.Namespace, method: str) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from jaxnas.run import replot
+    from jaxnas.config import DEFAULT_REPLOT, KINDS
+    from jaxnas.runtime import RunError
 
-    if _workdir_method(args.workdir) in ("sparsenas_rnn", "train_rnn"):  # recurrent cells
-        from jaxnas.rnn.draw import replot as replot_rnn
-        from jaxnas.runtime import RunError
-
-        try:
-            out = replot_rnn(args.workdir)
-        except FileNotFoundError as e:
-            raise RunError(str(e)) from e
-    else:
-        out = replot(args.workdir)
+    kind = KINDS.get(_workdir_method(args.workdir) or "")
+    try:
+        out = _kind_function(kind.replot if kind else DEFAULT_REPLOT)(args.workdir)
+    except FileNotFoundError as e:  # none of the saved files is there
+        raise RunError(str(e)) from e
     for what, paths in out.items():
         paths = paths if isinstance(paths, list) else [paths]
         print(f"{what}: {', '.join(os.fspath(p) for p in paths)}")
@@ -232,29 +257,24 @@ def _add_plot(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from jaxnas.runtime import RunError
-    from jaxnas.train import train
-
     config = _run_config(args)
-    if config.method in ("train", "train_rnn"):
-        _check_workdir_method(args, config.method)
-    if config.method == "train_rnn":  # a recurrent cell on PTB-format text
-        from jaxnas.train_rnn import train as train_rnn
+    train = _kind_function(_run_kind(args, config, "train").run)
+    s = train(config, args.workdir, genotype=args.genotype, **_run_kwargs(args))
+    print(_train_report(s))
+    return 0
 
-        s = train_rnn(config, args.workdir, genotype=args.genotype, **_run_kwargs(args))
+
+def _train_report(s: dict) -> str:
+    """The lines ``jaxnas train`` prints of a retraining summary ``s``: a language
+    model's perplexities where the summary has ``test_ppl``, else a classifier's
+    accuracies, parameters, multiply-adds and speed."""
+    if "test_ppl" in s:  # a recurrent cell on text
         best = s["best"]
-        print(
+        return (
             f"network:   {s['params_M']:.3f}M parameters\n"
             f"best:      valid perplexity {best['value']:.2f} at epoch {best['epoch']}, "
             f"test perplexity {s['test_ppl'] or float('nan'):.2f}\nmetrics:   {s['metrics']}"
         )
-        return 0
-    if config.method != "train":
-        raise RunError(
-            f"{args.config} is a {config.method!r} search config; `jaxnas train` takes a "
-            "retraining config (method='train', e.g. configs/eval_cifar10.py)"
-        )
-    s = train(config, args.workdir, genotype=args.genotype, **_run_kwargs(args))
     final, best = s.get("final") or {}, s.get("best")
     lines = [
         f"network:   {s['params_M']:.3f}M parameters (without auxiliary head), "
@@ -272,8 +292,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if s.get("curves_plot"):
         lines.append(f"curves:    {s['curves_plot']}")
     lines.append(f"metrics:   {s['metrics']}")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 def _add_train(sub) -> None:
@@ -295,47 +314,63 @@ def _add_train(sub) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
-    from jaxnas.train import evaluate
-
     overrides = {}
     for item in args.set or ():
         key, _, value = item.partition("=")
         overrides[key] = value
-    if _workdir_method(args.checkpoint) == "train_rnn":  # a language model: perplexity
-        from jaxnas.train_rnn import evaluate as evaluate_rnn
+    evaluate = _kind_function(_evaluable_kind(args.checkpoint).evaluate)
+    r = evaluate(args.checkpoint, overrides=overrides, which=args.which)
+    print(json.dumps(r, sort_keys=True) if args.json else _eval_report(r))
+    return 0
 
-        r = evaluate_rnn(args.checkpoint, overrides=overrides, which=args.which)
-        if args.json:
-            print(json.dumps(r, sort_keys=True))
-            return 0
-        print(
+
+def _evaluable_kind(checkpoint: str):
+    """The :class:`jaxnas.config.Kind` of the run around ``checkpoint`` (a workdir or a
+    checkpoint folder inside one) when ``jaxnas eval`` can evaluate it; else a one-line
+    RunError naming what the path is."""
+    from jaxnas.config import KINDS
+    from jaxnas.runtime import RunError
+
+    path, method = os.path.abspath(checkpoint), _workdir_method(checkpoint)
+    kinds = [name for name, kind in KINDS.items() if kind.evaluate]
+    if method is None:
+        workdirs = " nor ".join(f"a {name} workdir" for name in kinds)
+        raise RunError(
+            f"{path} is neither {workdirs} (with config.json and checkpoints/) nor a "
+            "checkpoint folder inside one (workdir/checkpoints/<step>, workdir/best/<step>)"
+        )
+    kind = KINDS.get(method)
+    if kind is None or not kind.evaluate:
+        raise RunError(
+            f"{path} holds a {method!r} run; `jaxnas eval` reads a {' or '.join(kinds)} "
+            "workdir or a checkpoint folder inside one"
+        )
+    return kind
+
+
+def _eval_report(r: dict) -> str:
+    """The lines ``jaxnas eval`` prints of an evaluation ``r``: a language model's
+    perplexities where it has ``test/ppl``, else a classifier's accuracies, size and
+    speed."""
+    if "test/ppl" in r:  # a recurrent cell on text
+        return (
             f"checkpoint:       {r['checkpoint']}{' (ASGD average)' if r['asgd'] else ''}\n"
             f"test perplexity:  {r['test/ppl']:.2f} (loss {r['test/loss']:.4f} per token)\n"
             f"valid perplexity: {r['valid/ppl']:.2f} (loss {r['valid/loss']:.4f} per token)\n"
             f"parameters:       {r['params_M']:.3f}M"
         )
-        return 0
-    r = evaluate(args.checkpoint, overrides=overrides, which=args.which)
     acc = r["test/accuracy"]
-    if args.json:
-        print(json.dumps(r, sort_keys=True))
-        return 0
-    print(
-        "\n".join(
-            [
-                f"checkpoint:    {r['checkpoint']}",
-                f"test top-1:    {acc:.4f} (error {100 * (1 - acc):.2f}%)",
-                f"test top-5:    {r['test/top5']:.4f}",
-                f"test loss:     {r['test/loss']:.4f} ({int(r['examples'])} images)",
-                f"parameters:    {r['params_M']:.3f}M (without the auxiliary head)",
-                f"multiply-adds: {r['macs_M']:.1f}M per image",
-                f"speed:         {r['images_per_s']:.0f} images/s (inference)",
-            ]
-        )
+    return "\n".join(
+        [
+            f"checkpoint:    {r['checkpoint']}",
+            f"test top-1:    {acc:.4f} (error {100 * (1 - acc):.2f}%)",
+            f"test top-5:    {r['test/top5']:.4f}",
+            f"test loss:     {r['test/loss']:.4f} ({int(r['examples'])} images)",
+            f"parameters:    {r['params_M']:.3f}M (without the auxiliary head)",
+            f"multiply-adds: {r['macs_M']:.1f}M per image",
+            f"speed:         {r['images_per_s']:.0f} images/s (inference)",
+        ]
     )
-    return 0
 
 
 def _add_eval(sub) -> None:
@@ -508,31 +543,32 @@ def _add_summary(sub) -> None:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from jaxnas.compress import COMPRESSORS, compress
-    from jaxnas.config import load_config
+    from jaxnas.config import KINDS, load_config
     from jaxnas.runtime import RunError
 
     _check_workdir_arg(args)
-    if args.method is not None and args.method not in COMPRESSORS:
+    # method -> its module: methods of one module are one config family
+    family = {name: KINDS[name].module for name in _kinds_of("compress")}
+    if args.method is not None and args.method not in family:
         import difflib
 
-        close = difflib.get_close_matches(args.method, COMPRESSORS, n=1)
+        close = difflib.get_close_matches(args.method, family, n=1)
         raise RunError(
             f"--method {args.method!r} is not a compress method"
             f"{f' (did you mean {close[0]!r}?)' if close else ''}; "
-            f"choose one of {', '.join(COMPRESSORS)}"
+            f"choose one of {', '.join(family)}"
         )
     config = load_config(args.config, args.set or ())
-    if config.method not in COMPRESSORS:
+    if config.method not in family:
         raise RunError(
             f"{args.config} is a {config.method!r} config; `jaxnas compress` takes a "
-            f"compress config (method one of {', '.join(sorted(COMPRESSORS))})"
+            f"compress config (method one of {', '.join(sorted(family))})"
         )
     if args.method and args.method != config.method:
         # --method picks a sibling method of the same config family (e.g. a width config
         # run as netslim or random); anything else is a mistake.
-        if COMPRESSORS.get(args.method) != COMPRESSORS[config.method]:
-            siblings = [m for m, mod in COMPRESSORS.items() if mod == COMPRESSORS[config.method]]
+        if family.get(args.method) != family[config.method]:
+            siblings = [m for m, mod in family.items() if mod == family[config.method]]
             raise RunError(
                 f"--method {args.method} does not apply to {args.config} "
                 f"(a {config.method!r} config; it takes --method {' | '.join(siblings)})"
@@ -546,6 +582,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         config = validate(data, source=args.config)
         config.lock()
     _check_workdir_method(args, config.method)
+    compress = _kind_function(KINDS[config.method].run)
     summary = compress(config, args.workdir, **_run_kwargs(args))
     print(json.dumps(summary, indent=1, default=str))
     return 0

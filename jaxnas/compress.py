@@ -1,7 +1,8 @@
 """``jaxnas compress``: prune an ordinary network to a physically smaller one.
 
-Compression methods are config kinds like the search methods: a compress config has
-``method`` set to one of :data:`COMPRESSORS` and is loaded and checked by
+Compression methods are config kinds like the search methods (:data:`jaxnas.config.KINDS`,
+command ``"compress"``): a compress config has ``method`` set to one of
+:data:`COMPRESSORS` and is loaded and checked by
 :func:`jaxnas.config.load_config` (the method's module provides ``default_config()``).
 Each module also provides ``compress(config, workdir, *, resume, progress) -> dict``,
 which writes its results under ``workdir`` and returns a JSON-able summary.
@@ -23,15 +24,14 @@ from typing import Any
 
 import ml_collections
 
+from jaxnas.config import KINDS
+
 __all__ = ["COMPRESSORS", "compress", "compressor_module"]
 
-#: compress method -> module providing ``default_config()`` and ``compress(...)``.
+#: compress method -> module providing ``default_config()`` and ``compress(...)``: the
+#: kinds of :data:`jaxnas.config.KINDS` that ``jaxnas compress`` runs (registered there).
 COMPRESSORS: dict[str, str] = {
-    "rarts-width": "jaxnas.width_compress",
-    "netslim": "jaxnas.width_compress",
-    "random": "jaxnas.width_compress",
-    "sidt": "jaxnas.width_compress",
-    "bayes-group": "jaxnas.bayes_compress",
+    name: kind.module for name, kind in KINDS.items() if kind.command == "compress"
 }
 
 

@@ -33,6 +33,7 @@ Conventions:
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import importlib
 import importlib.util
@@ -46,6 +47,10 @@ from typing import Any
 import ml_collections
 
 __all__ = [
+    "COMMANDS",
+    "DEFAULT_REPLOT",
+    "KINDS",
+    "Kind",
     "METHODS",
     "method_module",
     "ConfigError",
@@ -59,28 +64,85 @@ __all__ = [
     "config_from_json",
 ]
 
-#: Config kinds by ``method`` -> module with ``default_config()``: the search methods
-#: (``jaxnas search``; their modules also define the method class, whose ``name`` is the
-#: key: this line is the one place a new method is registered), ``"train"``,
-#: a retraining config (``jaxnas train``), and the compress methods (``jaxnas compress``).
-METHODS: dict[str, str] = {
-    "darts": "jaxnas.search.darts",
-    "train": "jaxnas.train",
-    "rarts": "jaxnas.search.rarts",
-    "asmnas": "jaxnas.search.asmnas",
-    "sparsenas": "jaxnas.search.sparsenas",
-    "bayesnas": "jaxnas.search.bayesnas",
-    "prdarts": "jaxnas.search.prdarts",
-    "gdas": "jaxnas.search.gdas",
-    "sparsenas_rnn": "jaxnas.search.sparsenas_rnn",  # own loop (text data): its search()
-    "train_rnn": "jaxnas.train_rnn",  # AWD-style retraining of a recurrent cell
-    # compress methods (``jaxnas compress``, :data:`jaxnas.compress.COMPRESSORS`)
-    "rarts-width": "jaxnas.width_compress",
-    "netslim": "jaxnas.width_compress",
-    "random": "jaxnas.width_compress",
-    "sidt": "jaxnas.width_compress",
-    "bayes-group": "jaxnas.bayes_compress",
+#: What ``jaxnas plot`` runs on a workdir whose kind does not say otherwise (or is not
+#: known): the loop's pictures and a cell's (:func:`jaxnas.run.replot`).
+DEFAULT_REPLOT = "jaxnas.run:replot"
+
+#: The subcommands that run a config, and what their configs are called in messages.
+COMMANDS: dict[str, str] = {"search": "search", "train": "retraining", "compress": "compress"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One config kind (a value of ``method``): where its keys come from and what the
+    command line does with it.
+
+    Functions are named ``"module:function"``; the command line (the top layer) imports
+    one when it runs it, so this table, in the core, imports nothing above it.
+
+    Attributes:
+      module: the module with ``default_config()`` (and optionally ``check_config``);
+        a search method's module also defines its class, whose ``name`` is the key.
+      command: the subcommand that runs a config of this kind, a key of :data:`COMMANDS`.
+      run: that subcommand's driver, ``(config, workdir, *, resume, progress) ->
+        summary`` (``jaxnas train`` passes ``genotype`` too).
+      replot: what ``jaxnas plot`` runs on a workdir of this kind, ``workdir -> {what:
+        path or paths}``.
+      evaluate: what ``jaxnas eval`` runs on a checkpoint of this kind, ``(checkpoint, *,
+        overrides, which) -> results``; ``""``: not evaluable.
+    """
+
+    module: str
+    command: str
+    run: str
+    replot: str = DEFAULT_REPLOT
+    evaluate: str = ""
+
+
+def _search(module: str, **kw: str) -> Kind:
+    """An image search method (or, with ``run``, one with its own driver)."""
+    return Kind(module, "search", kw.pop("run", "jaxnas.run:search"), **kw)
+
+
+def _compress(module: str) -> Kind:
+    """A compress method: :func:`jaxnas.compress.compress` runs the module's ``compress``."""
+    return Kind(module, "compress", "jaxnas.compress:compress")
+
+
+_RNN_REPLOT = "jaxnas.rnn.draw:replot"  # recurrent cells: alphas, curves, the cell
+
+#: Config kinds by ``method``; a line here is the one place a new kind is registered:
+#: the search methods (``jaxnas search``), the retraining configs (``jaxnas train``,
+#: ``jaxnas eval``) and the compress methods (``jaxnas compress``).
+KINDS: dict[str, Kind] = {
+    "darts": _search("jaxnas.search.darts"),
+    "train": Kind("jaxnas.train", "train", "jaxnas.train:train", evaluate="jaxnas.train:evaluate"),
+    "rarts": _search("jaxnas.search.rarts"),
+    "asmnas": _search("jaxnas.search.asmnas"),
+    "sparsenas": _search("jaxnas.search.sparsenas"),
+    "bayesnas": _search("jaxnas.search.bayesnas"),
+    "prdarts": _search("jaxnas.search.prdarts"),
+    "gdas": _search("jaxnas.search.gdas"),
+    # the recurrent cell search on text and the AWD-style retraining of a recurrent cell
+    "sparsenas_rnn": _search(
+        "jaxnas.search.sparsenas_rnn", run="jaxnas.run_rnn:search", replot=_RNN_REPLOT
+    ),
+    "train_rnn": Kind(
+        "jaxnas.train_rnn",
+        "train",
+        "jaxnas.train_rnn:train",
+        replot=_RNN_REPLOT,
+        evaluate="jaxnas.train_rnn:evaluate",
+    ),
+    "rarts-width": _compress("jaxnas.width_compress"),
+    "netslim": _compress("jaxnas.width_compress"),
+    "random": _compress("jaxnas.width_compress"),
+    "sidt": _compress("jaxnas.width_compress"),
+    "bayes-group": _compress("jaxnas.bayes_compress"),
 }
+
+#: ``method`` -> the module with its ``default_config()`` (from :data:`KINDS`).
+METHODS: dict[str, str] = {name: kind.module for name, kind in KINDS.items()}
 
 
 class ConfigError(ValueError):

@@ -1,7 +1,8 @@
 """Search methods, one module each; ``build`` makes one from a config.
 
-A method is registered once, by its line in :data:`jaxnas.config.METHODS` (config name ->
-module).  ``METHODS`` here maps each image-search method's name to its class: the
+A method is registered once, by its line in :data:`jaxnas.config.KINDS` (config name ->
+its module and what runs it; :data:`jaxnas.config.METHODS`: the modules).  ``METHODS``
+here maps each image-search method's name to its class: the
 :class:`~jaxnas.search.method.SearchMethodBase` subclass in that module whose ``name``
 is the config name (found, not listed a second time).
 """
