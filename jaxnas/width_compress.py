@@ -47,6 +47,7 @@ recipe for the SiDT Swin configs).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -64,6 +65,7 @@ from jaxnas.config import config_to_json, validate
 from jaxnas.files import write_text
 from jaxnas.optional import require
 from jaxnas.runtime import FileLog, RunError
+from jaxnas.width.search import OPTIMIZERS, WeightOptim
 
 __all__ = [
     "CNN_MODELS",
@@ -88,20 +90,11 @@ METHODS = ("rarts-width", "netslim", "random", "sidt")
 
 #: The weight optimiser's settings and defaults, the same keys in the ``search`` and
 #: ``finetune`` sections (whose optimizer is ``search.w_optimizer`` /
-#: ``finetune.optimizer``) and the same keywords of WidthSearch and FineTuner.
-_OPTIM_DEFAULTS = dict(
-    lr=0.1,
-    lr_min=0.0,
-    schedule="step",
-    momentum=0.9,
-    weight_decay=1e-4,
-    grad_clip=0.0,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-8,
-    warmup_epochs=0.0,
-    warmup_lr=0.0,
-)
+#: ``finetune.optimizer``): the fields of :class:`~jaxnas.width.search.WeightOptim`, the
+#: keywords of WidthSearch and FineTuner, with NetSlim's step schedule.
+_OPTIM_DEFAULTS = {
+    k: v for k, v in dataclasses.asdict(WeightOptim(schedule="step")).items() if k != "optimizer"
+}
 
 
 def _optim_kwargs(section: Mapping[str, Any], optimizer_key: str) -> dict[str, Any]:
@@ -433,22 +426,12 @@ def compress(
         raise RunError(
             f"{method} prunes to a ratio: set prune.mode='ratio' (nonzero needs exact-zero scores)"
         )
-    from jaxnas.width.search import OPTIMIZERS, make_schedule
-
     for key, name in (("search.w_optimizer", s.w_optimizer), ("finetune.optimizer", f.optimizer)):
         if name not in OPTIMIZERS:
             raise RunError(f"{key} must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    for key, sec in (("search", s), ("finetune", f)):
+    for key, sec, optimizer_key in (("search", s, "w_optimizer"), ("finetune", f, "optimizer")):
         try:  # fail before the search, not after it, on a schedule the fine-tuning can't use
-            make_schedule(
-                sec.schedule,
-                sec.lr,
-                sec.lr_min,
-                max(sec.epochs, 1),
-                1,
-                warmup_epochs=sec.warmup_epochs,
-                warmup_lr=sec.warmup_lr,
-            )
+            WeightOptim(**_optim_kwargs(sec, optimizer_key)).lr_schedule(max(sec.epochs, 1), 1)
         except ValueError as e:
             raise RunError(f"{key}: {e}") from e
     searching = method in ("rarts-width", "sidt")

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxnas.common import classification_sums
-from jaxnas.width.search import make_schedule, weight_tx
+from jaxnas.width.search import WeightOptim
 
 __all__ = ["FineTuneState", "FineTuner", "kd_loss"]
 
@@ -88,13 +88,13 @@ class FineTuner:
       teacher: ``(module, variables)`` of the unpruned network, or None (no KD).
       kd_weight: weight of the KD term (0: plain cross entropy; then no teacher is run).
       temperature: ``T`` of the KD term.
-      lr, lr_min, schedule, momentum, weight_decay, grad_clip: the optimiser
-        (:func:`jaxnas.width.search.weight_tx`, :func:`~jaxnas.width.search.make_schedule`).
-      optimizer, b1, b2, eps: ``"sgd"`` (momentum SGD) or ``"adamw"`` (Swin's recipe).
-      warmup_epochs, warmup_lr: the ``"warmup_cosine"`` schedule's warm-up.
       label_smoothing: of the cross entropy.
       epochs, steps_per_epoch: for the schedule.
       rng_names: rng streams the student's training pass draws from (dropout).
+      optim: the optimiser, :class:`~jaxnas.width.search.WeightOptim`'s fields as
+        keywords (``lr``, ``lr_min``, ``schedule``, ``momentum``, ``weight_decay``,
+        ``grad_clip``, ``optimizer``, ``b1``, ``b2``, ``eps``, ``warmup_epochs``,
+        ``warmup_lr``).
 
     ``train_step(state, (x, y))`` -> ``(state, metrics)`` (jitted; metrics ``loss``
     (total), ``ce``, ``kd``, ``accuracy``, ``lr``); ``eval_step(state, (x, y, mask))``
@@ -108,22 +108,11 @@ class FineTuner:
         teacher: tuple[Any, Mapping[str, Any]] | None = None,
         kd_weight: float = 0.0,
         temperature: float = 4.0,
-        lr: float = 0.1,
-        lr_min: float = 0.0,
-        schedule: str = "cosine",
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        grad_clip: float = 0.0,
         label_smoothing: float = 0.0,
         epochs: int = 1,
         steps_per_epoch: int = 1,
         rng_names: Sequence[str] = ("dropout",),
-        optimizer: str = "sgd",
-        b1: float = 0.9,
-        b2: float = 0.999,
-        eps: float = 1e-8,
-        warmup_epochs: float = 0.0,
-        warmup_lr: float = 0.0,
+        **optim: Any,
     ):
         if kd_weight < 0:
             raise ValueError(f"kd_weight must be >= 0, got {kd_weight}")
@@ -137,25 +126,9 @@ class FineTuner:
         self.rng_names = tuple(rng_names)
         self.teacher_model = teacher[0] if teacher is not None and kd_weight > 0 else None
         self.teacher_vars = teacher[1] if self.teacher_model is not None else {}
-        self.lr = make_schedule(
-            schedule,
-            lr,
-            lr_min,
-            epochs,
-            steps_per_epoch,
-            warmup_epochs=warmup_epochs,
-            warmup_lr=warmup_lr,
-        )
-        self.tx = weight_tx(
-            self.lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            grad_clip=grad_clip,
-            optimizer=optimizer,
-            b1=b1,
-            b2=b2,
-            eps=eps,
-        )
+        self.optim = WeightOptim(**optim)
+        self.lr = self.optim.lr_schedule(epochs, steps_per_epoch)
+        self.tx = self.optim.tx(self.lr)
         self._step = jax.jit(self._train_step)
         self.eval_step = jax.jit(self._eval_step)
 

@@ -47,6 +47,7 @@ LayerNorm transformer) are simply empty.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,7 @@ __all__ = [
     "OPTIMIZERS",
     "ORDERS",
     "TARGETS",
+    "WeightOptim",
     "WidthSearch",
     "WidthState",
     "bn_scale_mask",
@@ -219,6 +221,68 @@ def weight_tx(
     return optax.chain(*parts)
 
 
+@dataclasses.dataclass(frozen=True)
+class WeightOptim:
+    """The weight optimiser's settings: the keywords of the same names of
+    :class:`WidthSearch` and :class:`~jaxnas.width.finetune.FineTuner`.
+
+    Attributes:
+      lr, lr_min, schedule: the learning rate's start and end and :func:`make_schedule`'s
+        ``kind`` (``"cosine"``, ``"step"``, ``"constant"`` or ``"warmup_cosine"``).
+      momentum, weight_decay, grad_clip: as :func:`weight_tx`.
+      optimizer, b1, b2, eps: ``"sgd"`` (momentum SGD) or ``"adamw"`` (Swin's recipe,
+        :func:`weight_tx`).
+      warmup_epochs, warmup_lr: the ``"warmup_cosine"`` schedule's warm-up.
+    """
+
+    lr: float = 0.1
+    lr_min: float = 0.0
+    schedule: str = "cosine"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.0
+    optimizer: str = "sgd"
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    warmup_epochs: float = 0.0
+    warmup_lr: float = 0.0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"weight optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
+
+    def lr_schedule(self, epochs: int, steps_per_epoch: int) -> optax.Schedule:
+        """:func:`make_schedule` of these settings over ``epochs`` epochs."""
+        return make_schedule(
+            self.schedule,
+            self.lr,
+            self.lr_min,
+            epochs,
+            steps_per_epoch,
+            warmup_epochs=self.warmup_epochs,
+            warmup_lr=self.warmup_lr,
+        )
+
+    def tx(
+        self, schedule: optax.Schedule, bn_l1: tuple[float, Any] | None = None
+    ) -> optax.GradientTransformation:
+        """:func:`weight_tx` of these settings on the learning rates ``schedule``."""
+        return weight_tx(
+            schedule,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            bn_l1=bn_l1,
+            optimizer=self.optimizer,
+            b1=self.b1,
+            b2=self.b2,
+            eps=self.eps,
+        )
+
+
 def score_tx(
     schedule: optax.Schedule, *, momentum: float, gamma: float, form: str
 ) -> optax.GradientTransformation:
@@ -277,12 +341,6 @@ class WidthSearch:
       l1: ``"prox"`` | ``"subgradient"``.
       target: ``"scores"`` (search the scores), ``"bn"`` (NetSlim: scores fixed at 1, l1
         on BN scales) or ``"none"`` (scores fixed, no l1); the last two need ``"joint"``.
-      lr, lr_min, schedule, momentum, weight_decay, grad_clip: the weight optimiser(s)
-        (:func:`weight_tx`, :func:`make_schedule`); both RARTS copies use it.
-      optimizer, b1, b2, eps: ``"sgd"`` (momentum SGD) or ``"adamw"`` (Swin's recipe,
-        :func:`weight_tx`); DARTS-2's virtual step (DARTS Eq. 6) is SGD's, so
-        ``"darts2"`` needs ``"sgd"``.
-      warmup_epochs, warmup_lr: the ``"warmup_cosine"`` schedule's warm-up.
       a_lr, a_momentum: the score optimiser (:func:`score_tx`; ``a_lr=None``: ``lr``),
         on the same schedule shape as the weights.
       lam, beta: RARTS' Lagrangian weights (Eq. 2.8).
@@ -290,6 +348,11 @@ class WidthSearch:
       epochs, steps_per_epoch: for the schedules.
       hvp_model: forward-mode twin of ``model`` for ``"darts2"`` (default ``model``).
       rng_names: rng streams the model's training pass draws from (dropout).
+      optim: the weight optimiser(s), :class:`WeightOptim`'s fields as keywords (``lr``,
+        ``lr_min``, ``schedule``, ``momentum``, ``weight_decay``, ``grad_clip``,
+        ``optimizer``, ``b1``, ``b2``, ``eps``, ``warmup_epochs``, ``warmup_lr``); both
+        RARTS copies use it.  DARTS-2's virtual step (DARTS Eq. 6) is SGD's, so
+        ``"darts2"`` needs ``optimizer="sgd"``.
 
     Entry points: ``init(seed, sample_images) -> WidthState``; ``train_step(state,
     batch, valid_batch=None) -> (state, metrics)`` (jitted; ``batch`` is the ``D_a`` /
@@ -306,12 +369,6 @@ class WidthSearch:
         gamma: float = 1e-4,
         l1: str = "prox",
         target: str = "scores",
-        lr: float = 0.1,
-        lr_min: float = 0.0,
-        schedule: str = "cosine",
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        grad_clip: float = 0.0,
         a_lr: float | None = None,
         a_momentum: float = 0.9,
         lam: float = 1.0,
@@ -321,12 +378,7 @@ class WidthSearch:
         steps_per_epoch: int = 1,
         hvp_model: Any = None,
         rng_names: Sequence[str] = ("dropout",),
-        optimizer: str = "sgd",
-        b1: float = 0.9,
-        b2: float = 0.999,
-        eps: float = 1e-8,
-        warmup_epochs: float = 0.0,
-        warmup_lr: float = 0.0,
+        **optim: Any,
     ):
         if order not in ORDERS:
             raise ValueError(f"unknown width search order {order!r}; choose from {ORDERS}")
@@ -336,42 +388,34 @@ class WidthSearch:
             raise ValueError(f"target={target!r} trains without the split: use order='joint'")
         if not getattr(model, "scored", False):
             raise ValueError("WidthSearch needs a scored model (scored=True: the 'arch' scores)")
-        for name, v in (("gamma", gamma), ("lam", lam), ("beta", beta), ("lr", lr)):
+        o = WeightOptim(**optim)
+        for name, v in (("gamma", gamma), ("lam", lam), ("beta", beta), ("lr", o.lr)):
             if v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         if w_init not in ("copy", "independent"):
             raise ValueError(f"w_init must be 'copy' or 'independent', got {w_init!r}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"weight optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if order == "darts2" and optimizer != "sgd":
+        if order == "darts2" and o.optimizer != "sgd":
             raise ValueError(
                 "order='darts2' differentiates through an SGD virtual step (DARTS Eq. 6): "
-                f"use optimizer='sgd', not {optimizer!r}"
+                f"use optimizer='sgd', not {o.optimizer!r}"
             )
         self.model = model
         self.hvp_model = hvp_model if hvp_model is not None else model
         self.groups = tuple(model.channel_groups())
         self.order, self.target, self.l1 = order, target, l1
         self.gamma, self.lam, self.beta = float(gamma), float(lam), float(beta)
-        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+        self.optim = o
+        self.momentum, self.weight_decay = float(o.momentum), float(o.weight_decay)
         self.w_init = w_init
         self.rng_names = tuple(rng_names)
-        warm = dict(warmup_epochs=warmup_epochs, warmup_lr=warmup_lr)
-        self.lr = make_schedule(schedule, lr, lr_min, epochs, steps_per_epoch, **warm)
-        a_lr = lr if a_lr is None else a_lr
+        self.lr = o.lr_schedule(epochs, steps_per_epoch)
+        a_lr = o.lr if a_lr is None else a_lr
         # the scores follow the weights' schedule shape, scaled to start at a_lr
-        a_scale = a_lr / lr if lr > 0 else 0.0
-        warm["warmup_lr"] = warmup_lr * a_scale
-        self.a_lr = make_schedule(schedule, a_lr, lr_min * a_scale, epochs, steps_per_epoch, **warm)
-        self._weight_kw = dict(
-            momentum=momentum,
-            weight_decay=weight_decay,
-            grad_clip=grad_clip,
-            optimizer=optimizer,
-            b1=b1,
-            b2=b2,
-            eps=eps,
+        a_scale = a_lr / o.lr if o.lr > 0 else 0.0
+        scores = dataclasses.replace(
+            o, lr=a_lr, lr_min=o.lr_min * a_scale, warmup_lr=o.warmup_lr * a_scale
         )
+        self.a_lr = scores.lr_schedule(epochs, steps_per_epoch)
         self._bn = target == "bn"
         if target == "scores":
             self.a_tx = score_tx(self.a_lr, momentum=a_momentum, gamma=gamma, form=l1)
@@ -390,7 +434,7 @@ class WidthSearch:
 
     def _make_tx(self, params):
         bn = (self.gamma, bn_scale_mask(params, self.groups)) if self._bn else None
-        return weight_tx(self.lr, bn_l1=bn, **self._weight_kw)
+        return self.optim.tx(self.lr, bn_l1=bn)
 
     def init(self, seed: int | jax.Array, sample_images: np.ndarray) -> WidthState:
         """Initial state; ``sample_images`` gives the input shape only."""
