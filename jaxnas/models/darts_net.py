@@ -84,7 +84,7 @@ layers, 1000 classes) 4,718,752 (the paper's 4.7M).  Both are pinned in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -409,67 +409,6 @@ def _cell_channels(
     return out
 
 
-def _cell_stack(
-    genotype: Genotype,
-    layers: int,
-    init_channels: int,
-    s0: jax.Array,
-    s1: jax.Array,
-    *,
-    reduction_prev: bool,
-    train: bool,
-    drop_prob: DropProb | None,
-    affine: bool,
-    pool_bn: bool,
-    cfg: OpsConfig,
-    scan_cells: bool,
-    on_aux: Any,
-    reductions: Sequence[int] | None = None,
-    remat: bool = False,
-) -> jax.Array:
-    """The cells of ``NetworkCIFAR/ImageNet.forward``; called inside a compact method
-    (the cells become submodules ``cell_00``, ... of the calling network, or with
-    ``scan_cells`` scanned groups ``cells_02_05``, ... holding ``cell`` with stacked
-    variables, see :func:`scan_groups`).  Reduction layers: ``genotype.reductions``, else
-    ``reductions``, else DARTS'.  ``on_aux(s1)`` is called with the output of the last
-    reduction layer (:func:`aux_layer`).  ``remat``: every cell recomputes its
-    intermediates in the backward pass (:func:`cell_class`)."""
-    red = genotype.reduction_cells(layers, reductions)
-    chans = [init_channels * 2 ** sum(r <= i for r in red) for i in range(layers)]
-    if scan_cells:
-        chan_out = _cell_channels(genotype, layers, init_channels, red)
-        groups = scan_groups(genotype, layers, chan_out, red)
-    else:
-        groups = [range(i, i + 1) for i in range(layers)]
-    for group in groups:
-        i = group[0]
-        cell_g = genotype.cell_for_layer(i, layers, red)
-        if len(group) == 1:
-            reduction = i in red
-            cell = cell_class(remat)(
-                cell_g, chans[i], reduction, reduction_prev, affine, pool_bn, cfg,
-                name=f"cell_{i:02d}",
-            )  # fmt: skip
-            s0, s1 = s1, cell(s0, s1, train, drop_prob)
-            reduction_prev = reduction
-        else:
-            body = nn.scan(
-                _ScannedCell,
-                variable_axes={"params": 0, "batch_stats": 0},
-                split_rngs={"params": True, "dropout": True},
-                in_axes=nn.broadcast,
-                length=len(group),
-            )
-            name = f"cells_{group[0]:02d}_{group[-1]:02d}"
-            (s0, s1), _ = body(cell_g, chans[i], train, affine, pool_bn, cfg, remat, name=name)(
-                (s0, s1), drop_prob
-            )
-            reduction_prev = False
-        if aux_layer(layers, red) in group:
-            on_aux(s1)
-    return s1
-
-
 # ------------------------------------------------------------------------- auxiliary heads
 
 
@@ -553,6 +492,57 @@ class _EvalNetwork(nn.Module):
         """The auxiliary head (named ``auxiliary_head``)."""
         raise NotImplementedError
 
+    def _cell_stack(
+        self,
+        s0: jax.Array,
+        s1: jax.Array,
+        train: bool,
+        drop_prob: DropProb | None,
+        on_aux: Callable[[jax.Array], None],
+    ) -> jax.Array:
+        """The cells of ``NetworkCIFAR/ImageNet.forward``, called by the compact
+        ``__call__`` (the cells become submodules ``cell_00``, ... of the network, or with
+        ``scan_cells`` scanned groups ``cells_02_05``, ... holding ``cell`` with stacked
+        variables, see :func:`scan_groups`).  Reduction layers: :meth:`reduction_cells`.
+        ``on_aux(s1)`` is called with the output of the last reduction layer
+        (:func:`aux_layer`).  ``remat``: every cell recomputes its intermediates in the
+        backward pass (:func:`cell_class`)."""
+        genotype, layers, cfg, remat = self.genotype, self.layers, self.cfg, self.remat
+        affine, pool_bn, reduction_prev = self.affine, self.pool_bn, self.reduction_prev
+        red = self.reduction_cells()
+        chans = [self.init_channels * 2 ** sum(r <= i for r in red) for i in range(layers)]
+        if self.scan_cells:
+            chan_out = _cell_channels(genotype, layers, self.init_channels, red)
+            groups = scan_groups(genotype, layers, chan_out, red)
+        else:
+            groups = [range(i, i + 1) for i in range(layers)]
+        for group in groups:
+            i = group[0]
+            cell_g = genotype.cell_for_layer(i, layers, red)
+            if len(group) == 1:
+                reduction = i in red
+                cell = cell_class(remat)(
+                    cell_g, chans[i], reduction, reduction_prev, affine, pool_bn, cfg,
+                    name=f"cell_{i:02d}",
+                )  # fmt: skip
+                s0, s1 = s1, cell(s0, s1, train, drop_prob)
+                reduction_prev = reduction
+            else:
+                body = nn.scan(
+                    _ScannedCell,
+                    variable_axes={"params": 0, "batch_stats": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=nn.broadcast,
+                    length=len(group),
+                )
+                name = f"cells_{group[0]:02d}_{group[-1]:02d}"
+                scanned = body(cell_g, chans[i], train, affine, pool_bn, cfg, remat, name=name)
+                (s0, s1), _ = scanned((s0, s1), drop_prob)
+                reduction_prev = False
+            if aux_layer(layers, red) in group:
+                on_aux(s1)
+        return s1
+
     @nn.compact
     def __call__(
         self, x: jax.Array, train: bool = False, drop_prob: DropProb | None = None
@@ -566,23 +556,7 @@ class _EvalNetwork(nn.Module):
             if self.auxiliary and (train or self.is_initializing()):
                 aux_out.append(self.aux_head()(s, train))
 
-        s1 = _cell_stack(
-            self.genotype,
-            self.layers,
-            self.init_channels,
-            s0,
-            s1,
-            reduction_prev=self.reduction_prev,
-            train=train,
-            drop_prob=drop_prob,
-            affine=self.affine,
-            pool_bn=self.pool_bn,
-            cfg=self.cfg,
-            scan_cells=self.scan_cells,
-            on_aux=on_aux,
-            reductions=self.reductions,
-            remat=self.remat,
-        )
+        s1 = self._cell_stack(s0, s1, train, drop_prob, on_aux)
         logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
         return logits, (aux_out[0] if aux_out and train else None)
 
