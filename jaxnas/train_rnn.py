@@ -60,6 +60,7 @@ from jaxnas.rnn.model import (
     lm_forward,
     lm_loss,
 )
+from jaxnas.rnn.sgd import darts_sgd, sgd_apply, window_lr
 from jaxnas.runtime import RunError, restore_for_eval, write_json
 from jaxnas.spaces import GenotypeError
 
@@ -156,11 +157,7 @@ class RNNTrainer:
         m, o = config.model, config.optim
         self.config, self.genotype, self.vocab_size = config, genotype, vocab_size
         self.dropouts = Dropouts.from_config(m)
-        self.tx = optax.chain(
-            optax.clip_by_global_norm(o.grad_clip),
-            optax.add_decayed_weights(o.weight_decay),
-            optax.scale(-1.0),
-        )
+        self.tx = darts_sgd(o.grad_clip, o.weight_decay)
         self.train_step = jax.jit(self._train_step)
         self.eval_step = jax.jit(self._eval_step)
 
@@ -195,12 +192,11 @@ class RNNTrainer:
     def _train_step(self, state: RNNTrainState, window):
         key = jax.random.wrap_key_data(state.rng)
         rng_next, rng = jax.random.split(key)
-        lr = self.config.optim.lr * window[2] / self.config.text.bptt  # DARTS: lr * seq_len / bptt
+        lr = window_lr(self.config.optim.lr, window[2], self.config.text.bptt)
         (_, (h, nll_sum, count)), g = jax.value_and_grad(
             lambda w: self.loss(w, window, state.hidden, rng, train=True), has_aux=True
         )(state.params)
-        upd, w_opt = self.tx.update(g, state.w_opt, state.params)
-        params = jax.tree.map(lambda p, u: p + lr * u, state.params, upd)
+        params, w_opt = sgd_apply(self.tx, g, state.w_opt, state.params, lr)
         avg, count_avg = asgd_average(state.avg, state.avg_count, params)
         keep = state.asgd
         avg = jax.tree.map(lambda a, old: jnp.where(keep, a, old), avg, state.avg)

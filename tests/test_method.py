@@ -33,6 +33,20 @@ def test_every_method_is_built_by_the_one_setup(name):
     assert owners == [SearchMethodBase]
 
 
+def test_every_search_method_shares_the_core():
+    """Image and recurrent methods alike take the one setup and the data-parallel entry
+    points from ``MethodCore``: none defines ``set_up``, ``mesh_steps`` or ``mesh_entry``
+    (the recurrent search gives only its layout, ``entry_shardings``)."""
+    from jaxnas.search.core import MethodCore
+    from jaxnas.search.sparsenas_rnn import SparseNASRNN
+
+    for cls in [*METHODS.values(), SparseNASRNN]:
+        assert issubclass(cls, MethodCore)
+        for name in ("set_up", "mesh_steps", "mesh_entry"):
+            owners = [k for k in inspect.getmro(cls) if name in vars(k)]
+            assert owners == [MethodCore], (cls, name)
+
+
 def test_one_registry_the_config_line_is_the_method(monkeypatch):
     """``jaxnas.search.METHODS`` is found from ``jaxnas.config.METHODS``, not listed
     twice: each class is the one its config line names (class ``name`` == key, module ==

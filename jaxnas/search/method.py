@@ -2,33 +2,38 @@
 
 A search method is one module with a config section (``default_config``) and a
 subclass of :class:`SearchMethodBase` that overrides hooks, never the
-constructor.  ``SearchMethodBase.__init__`` runs, in this order:
+constructor.  ``SearchMethodBase.__init__`` stores the data's classes and input shape
+and runs the one setup of :class:`jaxnas.search.core.MethodCore` (``set_up``, the part
+of the contract that no space owns), whose hooks this class fills for the image
+supernets, in this order:
 
-1. ``steps_per_epoch >= 1``, then the space (``model.space``: ``self.space``, its
-   object ``self.search_space`` (:mod:`jaxnas.search_spaces`), ``self.primitives``,
-   ``self.edge_labels``; ``search.nats_bench`` checked) and, for methods with one
-   architecture per cell (``arch_sharing = "cell"``), ``self.reductions`` from
-   ``model.reductions``;
+1. ``steps_per_epoch >= 1``, then the space (:meth:`~SearchMethodBase.setup_space`,
+   ``model.space``: ``self.space``, its object ``self.search_space``
+   (:mod:`jaxnas.search_spaces`), ``self.primitives``, ``self.edge_labels``;
+   ``search.nats_bench`` checked) and, for methods with one architecture per cell
+   (``arch_sharing = "cell"``), ``self.reductions`` from ``model.reductions``;
 2. :meth:`~SearchMethodBase.check_config`: one-line ``ValueError`` on a bad setting,
    before anything is built;
-3. the supernet of the space (:meth:`~SearchMethodBase._build_model`, the space
-   object's ``supernet``) whose edges mix their ops by :meth:`~SearchMethodBase.make_mixer`;
-4. ``self.lr_schedule`` (:meth:`~SearchMethodBase.weight_schedule`, default DARTS'
-   cosine per epoch from ``optim.w_lr`` to ``optim.w_lr_min``);
-5. :meth:`~SearchMethodBase.setup`: what the method adds (second networks, tables,
+3. :meth:`~SearchMethodBase.build_network`: the supernet of the space
+   (:meth:`~SearchMethodBase._build_model`, the space object's ``supernet``) whose
+   edges mix their ops by :meth:`~SearchMethodBase.make_mixer`, the ``jax.jit`` of its
+   ``init``, and ``self.lr_schedule`` (:meth:`~SearchMethodBase.weight_schedule`,
+   default DARTS' cosine per epoch from ``optim.w_lr`` to ``optim.w_lr_min``);
+4. :meth:`~SearchMethodBase.setup`: what the method adds (second networks, tables,
    its own settings);
-6. ``self.w_tx`` = :meth:`~SearchMethodBase.weight_optimizer` (default DARTS' SGD on
+5. ``self.w_tx`` = :meth:`~SearchMethodBase.weight_optimizer` (default DARTS' SGD on
    ``optim.w_*``), ``self.a_tx`` = :meth:`~SearchMethodBase.arch_optimizer`;
-7. ``jax.jit`` of the supernet's ``init`` and of every name in ``entry_points``
-   (``name`` is ``jax.jit(self._name)``; ``train_step`` and ``eval_step`` by default).
+6. ``jax.jit`` of every name in ``entry_points`` (``name`` is ``jax.jit(self._name)``;
+   ``train_step`` and ``eval_step`` by default).
 
-Data parallelism is the contract's too, never a method's: :meth:`~SearchMethodBase.mesh_steps`
-compiles the same ``_train_step`` and ``_eval_step`` for a 1-D ``"data"`` mesh
-(:mod:`jaxnas.parallel`), the state replicated and the batches split along their first
-axis, so that BN statistics, gradients, hypergradients and Hessian-vector products are
-those of the global batch, as on one device; :meth:`~SearchMethodBase.mesh_entry` does
-the same for any entry point (RARTS' and PR-DARTS' ``step_with``), its batch arguments
-named in ``batch_arguments``.
+Data parallelism is the contract's too, never a method's:
+:meth:`~jaxnas.search.core.MethodCore.mesh_steps` compiles the same ``_train_step`` and
+``_eval_step`` for a 1-D ``"data"`` mesh (:mod:`jaxnas.parallel`), the state replicated
+and the batches split along their first axis, so that BN statistics, gradients,
+hypergradients and Hessian-vector products are those of the global batch, as on one
+device; :meth:`~jaxnas.search.core.MethodCore.mesh_entry` does the same for any entry
+point (RARTS' and PR-DARTS' ``step_with``), its batch arguments named in
+``batch_arguments``.
 
 The update rule is ``_train_step(state, train_batch, valid_batch) -> (state,
 metrics)``; the state is :class:`SearchState` or a method's own pytree made by
@@ -43,7 +48,6 @@ from), :func:`check_choices` (option values), :func:`step_on` (the state one ste
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,9 +58,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas import parallel, search_spaces
+from jaxnas import search_spaces
 from jaxnas.common import cross_entropy, epoch_cosine_schedule, torch_sgd
 from jaxnas.ops import OpsConfig
+from jaxnas.search.core import MethodCore, next_state
 from jaxnas.spaces.darts import CellTopology
 from jaxnas.supernet import resolve_reductions
 from jaxnas.xla import jit_init
@@ -93,15 +98,8 @@ def as_key(rng: jax.Array) -> jax.Array:
 def step_on(state: Any, rng: jax.Array, params, arch, batch_stats, w_opt, a_opt) -> Any:
     """``state`` one step on: ``step + 1``, the new trees (in :class:`SearchState`'s field
     order) and the next key ``rng`` (typed, stored as key data); other fields kept."""
-    return state.replace(
-        step=state.step + 1,
-        params=params,
-        arch=arch,
-        batch_stats=batch_stats,
-        w_opt=w_opt,
-        a_opt=a_opt,
-        rng=jax.random.key_data(rng),
-    )
+    trees = dict(params=params, arch=arch, batch_stats=batch_stats, w_opt=w_opt, a_opt=a_opt)
+    return next_state(state, rng, **trees)
 
 
 def supernet_config(**changes: Any) -> ml_collections.ConfigDict:
@@ -135,34 +133,22 @@ def check_choices(config: ml_collections.ConfigDict, *choices: tuple[str, Sequen
             raise ValueError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
 
 
-class SearchMethodBase:
-    """The setup and the shared parts of a search method (implements
+class SearchMethodBase(MethodCore):
+    """The setup and the shared parts of an image search method (implements
     ``jaxnas.search.base.SearchMethod``); see the module docstring for the contract.
 
     Hooks: ``check_config``, ``make_mixer``, ``weight_schedule``, ``setup``,
     ``weight_optimizer``, ``arch_optimizer``, ``make_state``, ``_train_step``,
     ``eval_arch``, ``arch_weights``, ``genotype``; class attributes ``name``,
-    ``spaces``, ``arch_sharing``, ``entry_points``.
+    ``spaces``, ``arch_sharing``, ``entry_points``.  ``setup_space`` and
+    ``build_network`` (hooks of :class:`~jaxnas.search.core.MethodCore`) are this
+    class's: the space and the supernet of every image method.
     """
-
-    name: str = ""
-
-    #: the jitted entry points; each ``name`` is ``jax.jit(self._name)``, made once in
-    #: ``__init__``
-    entry_points: tuple[str, ...] = ("train_step", "eval_step")
-
-    #: entry point -> the positions of its batch arguments (split over a mesh's devices
-    #: by :meth:`mesh_entry`; every other argument is replicated)
-    batch_arguments: dict[str, tuple[int, ...]] = {
-        "train_step": (1, 2),
-        "step_with": (1, 2),
-        "eval_step": (1,),
-    }
 
     #: the values of ``model.space`` this method can search; a method whose derivation
     #: or regularizers assume the DARTS cell narrows it to ``("darts",)``.
     spaces: tuple[str, ...] = ("darts", "nb201")
-    space: str = "darts"  # set by _setup_space, with its object self.search_space
+    space: str = "darts"  # set by setup_space, with its object self.search_space
 
     #: ``"cell_type"``: one architecture per cell type (``{"normal", "reduce"}``);
     #: ``"cell"``: one per cell (``{"layer_00", ...}``), reduction cells at
@@ -180,81 +166,23 @@ class SearchMethodBase:
         num_classes: int,
         input_shape: tuple[int, int, int],
     ):
-        """The one setup (module docstring); a method overrides hooks, never this."""
-        if int(steps_per_epoch) < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        self.config = config
-        self.steps_per_epoch = int(steps_per_epoch)
+        """The one setup (module docstring) for images of ``input_shape`` ``(H, W, C)``
+        in ``num_classes`` classes; a method overrides hooks, never this."""
         self.num_classes = int(num_classes)
         self.input_shape = tuple(int(v) for v in input_shape)
-        self._setup_space()  # self.space, self.primitives (self.reductions)
-        self.check_config()
-        depthwise = config.model.depthwise
+        self.set_up(config, steps_per_epoch)
+
+    def build_network(self) -> None:
+        """The supernet (:meth:`_build_model`; the depthwise conv ``"auto"`` is the
+        ``custom_vjp`` one), the ``jax.jit`` of its ``init`` (:func:`jaxnas.xla.jit_init`)
+        and ``self.lr_schedule`` (:meth:`weight_schedule`)."""
+        depthwise = self.config.model.depthwise
         depthwise = "custom_vjp" if depthwise == "auto" else depthwise
         self.model = self._build_model(self.num_classes, OpsConfig(depthwise=depthwise))
-        self.lr_schedule = self.weight_schedule()
-        self.setup()
-        self.w_tx = self.weight_optimizer()
-        self.a_tx = self.arch_optimizer()
         self._init = jit_init(functools.partial(self.model.init, train=True))
-        for name in self.entry_points:
-            setattr(self, name, jax.jit(getattr(self, "_" + name)))
+        self.lr_schedule = self.weight_schedule()
 
-    def mesh_steps(self, mesh: Any, *, donate: bool = False) -> tuple[Any, Any]:
-        """``(train_step, eval_step)`` compiled for the data mesh ``mesh``.
-
-        The same update rule as ``train_step`` (``_train_step``), through ``jax.jit``
-        with the state (any pytree: :class:`SearchState` or a method's own) replicated,
-        ``S`` = ``replicated(mesh)``, and each batch ``(x, y)``, ``x: (B, H, W, C)``,
-        ``y: (B,)``, split along ``B`` over the ``n`` devices, ``D`` =
-        ``batch_sharding(mesh)``, ``B % n == 0``::
-
-            train_step: (state: S, train: D, valid: D) -> (state: S, metrics: S)
-            eval_step:  (state: S, batch: D) -> metrics: S
-
-        XLA partitions the batch axis and inserts the all-reduces, so every mean over
-        the batch (the loss, BN's ``mu = sum_b x_b / B``, ``sigma^2``) and every
-        gradient is over the global batch of ``B`` rows: the 1-device step up to the
-        order of floating-point sums.  Pass the state and batches as global arrays
-        (``parallel.replicate``, ``parallel.shard_batch``).
-
-        Args:
-          mesh: a 1-D mesh with axis ``"data"`` (``parallel.data_mesh``).
-          donate: donate the state's buffers to ``train_step`` (the state passed in is
-            invalid afterwards): only for a caller that owns the state, as the loop does.
-        """
-        return self.mesh_entry("train_step", mesh, donate=donate), self.mesh_entry(
-            "eval_step", mesh
-        )
-
-    def mesh_entry(self, name: str, mesh: Any, *, donate: bool = False) -> Any:
-        """The entry point ``name`` (one of ``entry_points``) compiled for the data mesh
-        ``mesh``, as :meth:`mesh_steps` compiles ``train_step``: the arguments at
-        ``batch_arguments[name]`` split along their first axis, every other one (the
-        state, ``step_with``'s hyperparameters) and every output replicated.
-
-        Args:
-          name: e.g. ``"step_with"`` (RARTS, PR-DARTS).
-          mesh: a 1-D mesh with axis ``"data"``.
-          donate: donate the first argument's (the state's) buffers.
-        """
-        if name not in self.entry_points:
-            raise ValueError(f"{self.name} has no entry point {name!r}: {self.entry_points}")
-        fn = getattr(self, "_" + name)
-        rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-        batch = self.batch_arguments[name]
-        count = len(inspect.signature(fn).parameters)
-        return jax.jit(
-            fn,
-            in_shardings=tuple(data if i in batch else rep for i in range(count)),
-            out_shardings=rep,
-            donate_argnums=(0,) if donate else (),
-        )
-
-    # ---- what a method changes (hooks of __init__) -----------------------------------
-
-    def check_config(self) -> None:
-        """Raise ``ValueError`` (one line) on a bad setting of this method."""
+    # ---- what a method changes (hooks of the setup) ----------------------------------
 
     def make_mixer(self):
         """The ``jaxnas.supernet.Mixer`` of every edge (how an edge mixes its ops)."""
@@ -265,9 +193,6 @@ class SearchMethodBase:
         ``optim.w_lr_min`` (``jaxnas.common.epoch_cosine_schedule``)."""
         o, s = self.config.optim, self.config.search
         return epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, self.steps_per_epoch)
-
-    def setup(self) -> None:
-        """What the method builds besides the supernet and the two optimisers."""
 
     def weight_optimizer(self) -> optax.GradientTransformation:
         """The optimiser of the supernet's weights (``"params"``): by default the DARTS
@@ -284,10 +209,6 @@ class SearchMethodBase:
             nesterov=bool(o.get("w_nesterov", False)),
         )
 
-    def arch_optimizer(self) -> optax.GradientTransformation:
-        """The optimiser of the architecture variables (``"arch"``)."""
-        raise NotImplementedError
-
     def make_state(self, sample_images: np.ndarray, **fields: Any) -> Any:
         """The initial state from the shared ``fields`` (:class:`SearchState`'s); a method
         with more state returns its own pytree."""
@@ -296,7 +217,7 @@ class SearchMethodBase:
 
     # ---- the search space (model.space) ------------------------------------------
 
-    def _setup_space(self) -> None:
+    def setup_space(self) -> None:
         """``self.space`` (the name) and ``self.search_space`` (the object,
         :func:`jaxnas.search_spaces.get`) from ``model.space``; ``self.primitives`` from
         ``model.primitives`` and ``self.edge_labels`` (the plots' edge names) by the space;

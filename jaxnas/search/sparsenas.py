@@ -76,6 +76,8 @@ __all__ = [
     "CELL_OPS",
     "LinearMixer",
     "SparseNAS",
+    "arch_optimizer",
+    "arch_optimizer_keys",
     "cell_masks",
     "clip_each_cell",
     "default_config",
@@ -127,22 +129,40 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.primitives = "darts_no_zero"
     c.model.arch_init = "uniform"
     c.model.arch_init_noise = 0.0
-    c.optim.a_weight_decay = 0.0
+    optim_keys, search_keys = arch_optimizer_keys()
+    c.optim.update(optim_keys)
     c.optim.a_grad_clip = 0.0
-    c.optim.a_eps = 1e-8
-    c.optim.hapg_lr = 0.025
-    c.optim.hapg_lr_min = 0.001
-    c.optim.a_momentum = "apg"
     c.search.order = "second"  # Alg. 1 uses the second-order hypergradient (Eqs. 12-13)
     c.search.hypergradient = "exact"  # Eq. 12 exactly; "finite_difference" is Eq. 13 (DARTS)
-    c.search.optimizer = "adam_hapg"
-    c.search.alpha = 0.5
-    c.search.lam_start = 0.0
-    c.search.lam_step = 0.01
-    c.search.lam_every = "epoch"
-    c.search.prune_threshold = 0.0
+    c.search.update(search_keys)
     c.search.max_ops = 0
     return c
+
+
+def arch_optimizer_keys() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``optim`` and ``search`` keys that :func:`arch_optimizer` reads besides
+    ``optim.a_lr`` and ``search.epochs``, with the paper's values: AdamHAPG's betas
+    (0.5, 0.999) and eps 1e-8, HAPG's step 0.025 -> 0.001, the APG momentum, no weight
+    decay on A; AdamHAPG, alpha 0.5, lambda 0 + 0.01 per epoch, exact zeros pruned.
+    The CNN search and the recurrent one (:mod:`jaxnas.search.sparsenas_rnn`) share them."""
+    optim_keys = dict(
+        a_beta1=0.5,
+        a_beta2=0.999,
+        a_eps=1e-8,
+        hapg_lr=0.025,
+        hapg_lr_min=0.001,
+        a_momentum="apg",
+        a_weight_decay=0.0,
+    )
+    search_keys = dict(
+        optimizer="adam_hapg",
+        alpha=0.5,
+        lam_start=0.0,
+        lam_step=0.01,
+        lam_every="epoch",
+        prune_threshold=0.0,
+    )
+    return optim_keys, search_keys
 
 
 # ------------------------------------------------------------------------------ supernet

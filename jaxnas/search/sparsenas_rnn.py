@@ -44,9 +44,18 @@ import optax
 
 from jaxnas import parallel
 from jaxnas.rnn.genotype import RNN_OPS, RNNGenotype, derive_rnn, edge_index, node_groups
-from jaxnas.rnn.model import Dropouts, init_supernet_params, lm_forward, lm_loss, supernet_cell
-from jaxnas.search.method import check_choices
-from jaxnas.search.sparsenas import arch_optimizer
+from jaxnas.rnn.model import (
+    DARTS_DROPOUTS,
+    Dropouts,
+    init_supernet_params,
+    lm_forward,
+    lm_loss,
+    supernet_cell,
+)
+from jaxnas.rnn.sgd import darts_sgd, sgd_apply, window_lr
+from jaxnas.search.core import MethodCore, next_state
+from jaxnas.search.method import as_key, check_choices
+from jaxnas.search.sparsenas import arch_optimizer, arch_optimizer_keys
 
 __all__ = ["RNNSearchState", "SparseNASRNN", "default_config"]
 
@@ -80,41 +89,16 @@ def default_config() -> ml_collections.ConfigDict:
             scan_nodes=True,
             arch_init="uniform",
             arch_init_noise=0.0,
-            dropout=0.75,
-            dropouth=0.25,
-            dropoutx=0.75,
-            dropouti=0.2,
+            **DARTS_DROPOUTS,
             dropoute=0.0,
             tar_beta=1e-3,
         )
     )
+    optim_keys, search_keys = arch_optimizer_keys()  # the paper's, as the CNN search's
     c.optim = ml_collections.ConfigDict(
-        dict(
-            w_lr=20.0,
-            w_weight_decay=5e-7,
-            grad_clip=0.25,
-            a_lr=1e-4,
-            a_beta1=0.5,
-            a_beta2=0.999,
-            a_eps=1e-8,
-            hapg_lr=0.025,
-            hapg_lr_min=0.001,
-            a_momentum="apg",
-            a_weight_decay=0.0,
-        )
+        dict(w_lr=20.0, w_weight_decay=5e-7, grad_clip=0.25, a_lr=1e-4, **optim_keys)
     )
-    c.search = ml_collections.ConfigDict(
-        dict(
-            epochs=50,
-            order="second",
-            optimizer="adam_hapg",
-            alpha=0.5,
-            lam_start=0.0,
-            lam_step=0.01,
-            lam_every="epoch",
-            prune_threshold=0.0,
-        )
-    )
+    c.search = ml_collections.ConfigDict(dict(epochs=50, order="second", **search_keys))
     c.text = ml_collections.ConfigDict(
         dict(bptt=35, window="two_point", max_seq_len_delta=20, eval_batch_size=10)
     )
@@ -136,46 +120,59 @@ def _clip(tree: Any, max_norm: float) -> Any:
     return optax.clip_by_global_norm(max_norm).update(tree, optax.EmptyState())[0]
 
 
-class SparseNASRNN:
-    """SparseNAS' RNN search (module docstring); ``train_step``/``eval_step`` are jitted."""
+class SparseNASRNN(MethodCore):
+    """SparseNAS' RNN search (module docstring), built by the one setup
+    (:meth:`jaxnas.search.core.MethodCore.set_up`); ``train_step``/``eval_step`` are
+    jitted, ``mesh_steps`` compiles them for a data mesh with :meth:`entry_shardings`.
+
+    Not an image method: the state carries the hidden states and the windows are text,
+    so the supernet, BN statistics and mixers of
+    :class:`~jaxnas.search.method.SearchMethodBase` do not apply.
+    """
 
     name = "sparsenas_rnn"
     primitives = RNN_OPS
 
     def __init__(self, config: ml_collections.ConfigDict, *, vocab_size: int, steps_per_epoch: int):
-        m, o = config.model, config.optim
+        """The one setup for a vocabulary of ``vocab_size`` words."""
+        self.vocab_size = int(vocab_size)
+        self.set_up(config, steps_per_epoch)
+
+    def check_config(self) -> None:
+        """The options' values; ``model.steps`` and ``model.size`` at least 1."""
+        m = self.config.model
         check_choices(
-            config,
+            self.config,
             ("search.optimizer", OPTIMIZERS),
             ("search.order", ("first", "second")),
             ("model.arch_init", ("uniform", "ones")),
         )
         if m.steps < 1 or m.size < 1:
             raise ValueError(f"model.steps and model.size must be >= 1, got {m.steps}, {m.size}")
-        self.config, self.vocab_size, self.steps = config, vocab_size, int(m.steps)
-        self.dropouts = Dropouts(
-            output=m.dropout,
-            hidden=m.dropouth,
-            x=m.dropoutx,
-            input=m.dropouti,
-            embedding=m.dropoute,
-        )
+
+    def setup(self) -> None:
+        """The cell's ``steps`` nodes, its dropouts, the SGL groups of ``A`` (Eq. 2: one
+        per node ``i``, its ``4 i`` incoming weights) and the edges' labels."""
+        self.steps = int(self.config.model.steps)
+        self.dropouts = Dropouts.from_config(self.config.model)
         self.groups = {"recurrent": node_groups(len(RNN_OPS), self.steps)}  # Eq. 2: sizes 4 i
         self.edge_labels = [f"s{j}->s{i}" for i in range(1, self.steps + 1) for j in range(i)]
-        # Eqs. 6-8 / AdamHAPG (the paper found HAPG diverges on the RNN)
+
+    def weight_optimizer(self) -> optax.GradientTransformation:
+        """DARTS' SGD of the weights (:func:`jaxnas.rnn.sgd.darts_sgd`), its learning
+        rate applied per window."""
+        o = self.config.optim
+        return darts_sgd(o.grad_clip, o.w_weight_decay)
+
+    def arch_optimizer(self) -> optax.GradientTransformation:
+        """AdamHAPG or HAPG on ``A`` (Eqs. 6-8; the paper found HAPG diverges on the
+        RNN) after ``optim.a_weight_decay``; sets ``a_lr_schedule`` and ``lam_schedule``."""
+        o = self.config.optim
         a_opt, self.a_lr_schedule, self.lam_schedule = arch_optimizer(
-            config, steps_per_epoch, self.groups
+            self.config, self.steps_per_epoch, self.groups
         )
         chain = [optax.add_decayed_weights(o.a_weight_decay)] if o.a_weight_decay else []
-        self.a_tx = optax.chain(*chain, a_opt)
-        # DARTS: clip the gradient, then torch SGD adds wd * w; the lr is applied per step
-        self.w_tx = optax.chain(
-            optax.clip_by_global_norm(o.grad_clip),
-            optax.add_decayed_weights(o.w_weight_decay),
-            optax.scale(-1.0),
-        )
-        self.train_step = jax.jit(self._train_step)
-        self.eval_step = jax.jit(self._eval_step)
+        return optax.chain(*chain, a_opt)
 
     def state_sharding(self, mesh: Any) -> RNNSearchState:
         """The state's layout on the data mesh ``mesh`` (a pytree prefix of the state):
@@ -185,11 +182,10 @@ class SparseNASRNN:
         fields = {f: rep for f in RNNSearchState.__dataclass_fields__}
         return RNNSearchState(**{**fields, "h_train": data, "h_valid": data})
 
-    def mesh_steps(self, mesh: Any, *, donate: bool = False) -> tuple[Any, Any]:
-        """``(train_step, eval_step)`` compiled for the data mesh ``mesh``: the update
-        rule of ``train_step`` on the global batch of ``B`` rows split over the ``n``
-        devices (``B % n == 0``), as the image methods' ``mesh_steps``
-        (:meth:`jaxnas.search.method.SearchMethodBase.mesh_steps`).
+    def entry_shardings(self, name: str, mesh: Any) -> tuple[tuple[Any, ...], Any]:
+        """The layout of ``train_step`` and ``eval_step`` on the data mesh ``mesh`` (what
+        ``mesh_steps`` compiles): the update rule on the global batch of ``B`` rows split
+        over the ``n`` devices (``B % n == 0``).
 
         ``S`` = :meth:`state_sharding`, ``D`` = rows split over the devices, ``R`` =
         replicated; a window is ``(x: (B, T) D, y: (B, T) D, n: () R)``::
@@ -200,33 +196,19 @@ class SparseNASRNN:
         The dropout masks are drawn for the global batch from the replicated key (the
         same masks as on one device), the search cell's BN and every mean are over the
         ``B`` rows, so the step is the 1-device step up to the order of sums.
-
-        Args:
-          mesh: a 1-D mesh with axis ``"data"`` (``parallel.data_mesh``).
-          donate: donate the state's buffers to ``train_step`` (the loop does).
         """
         rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
         state, window = self.state_sharding(mesh), (data, data, rep)
-        train_step = jax.jit(
-            self._train_step,
-            in_shardings=(state, window, window),
-            out_shardings=(state, rep),
-            donate_argnums=(0,) if donate else (),
-        )
-        eval_step = jax.jit(
-            self._eval_step, in_shardings=(state, window, data), out_shardings=(rep, rep, data)
-        )
-        return train_step, eval_step
+        if name == "train_step":
+            return (state, window, window), (state, rep)
+        return (state, window, data), (rep, rep, data)
 
     # ---- state --------------------------------------------------------------------------
 
     def init(self, rng: jax.Array, batch_size: int) -> RNNSearchState:
         """Weights as DARTS, ``A_0 = theta_0 = 1/4`` (or 1) times ``1 + noise N(0, 1)``."""
         m = self.config.model
-        rng = jnp.asarray(rng)
-        if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
-            rng = jax.random.key_data(rng)
-        k_w, k_a, k_state = jax.random.split(jax.random.wrap_key_data(rng), 3)
+        k_w, k_a, k_state = jax.random.split(as_key(rng), 3)
         params = init_supernet_params(k_w, self.vocab_size, m.size, self.steps)
         shape = (edge_index(self.steps, 0) + self.steps, len(RNN_OPS))
         scale = 1.0 / len(RNN_OPS) if m.arch_init == "uniform" else 1.0
@@ -301,8 +283,7 @@ class SparseNASRNN:
     def _train_step(self, state: RNNSearchState, train_window, valid_window):
         key = jax.random.wrap_key_data(state.rng)
         rng_next, rng_t, rng_v, rng_w = jax.random.split(key, 4)
-        o = self.config.optim
-        lr = o.w_lr * train_window[2] / self.config.text.bptt  # DARTS: lr * seq_len / bptt
+        lr = window_lr(self.config.optim.w_lr, train_window[2], self.config.text.bptt)
         # 1. architecture: AdamHAPG / HAPG on the hypergradient (Eqs. 5-12)
         g, l_val, h_valid = self.arch_gradient(state, train_window, valid_window, lr, rng_t, rng_v)
         upd, a_opt = self.a_tx.update(g, state.a_opt, state.arch)
@@ -312,23 +293,14 @@ class SparseNASRNN:
             lambda w: self.loss(w, arch, train_window, state.h_train, rng_w, tar=True),
             has_aux=True,
         )(state.params)
-        upd, w_opt = self.w_tx.update(gw, state.w_opt, state.params)
-        params = jax.tree.map(lambda p, u: p + lr * u, state.params, upd)
+        params, w_opt = sgd_apply(self.w_tx, gw, state.w_opt, state.params, lr)
         theta = optax.tree_utils.tree_get(a_opt, "theta")["recurrent"]
         dead = sum(
             jnp.all(theta[edge_index(i, 0) : edge_index(i, 0) + i] == 0).astype(jnp.int32)
             for i in range(1, self.steps + 1)
         )
-        new = state.replace(
-            step=state.step + 1,
-            params=params,
-            arch=arch,
-            w_opt=w_opt,
-            a_opt=a_opt,
-            h_train=h_train,
-            h_valid=h_valid,
-            rng=jax.random.key_data(rng_next),
-        )
+        trees = dict(params=params, arch=arch, w_opt=w_opt, a_opt=a_opt)
+        new = next_state(state, rng_next, **trees, h_train=h_train, h_valid=h_valid)
         metrics = {
             "loss": nll_sum / count,
             "valid_loss": l_val,
