@@ -5,7 +5,8 @@ mixed-path form), JSON, the SparseNAS derivation :func:`derive_rnn`.
 ``model``: the search (linear mixing by ``A``) and discrete cells and the
 language model with AWD-style dropouts, as pure functions over parameter dicts.
 ``draw``: the cell's picture (``genotype_recurrent.{png,svg}``) and ``jaxnas plot``
-for recurrent workdirs. The search and retraining run on :mod:`jaxnas.loop`.
+for recurrent workdirs.  ``sgd``: DARTS' per-window SGD of the weights, which the
+search and the retraining share. The search and retraining run on :mod:`jaxnas.loop`.
 """
 
 from jaxnas.rnn.genotype import (
