@@ -9,18 +9,8 @@ for recurrent workdirs.  ``sgd``: DARTS' per-window SGD of the weights, which th
 search and the retraining share. The search and retraining run on :mod:`jaxnas.loop`.
 """
 
-from jaxnas.rnn.genotype import (
-    DARTS_V1,
-    DARTS_V2,
-    RNN_OPS,
-    RNN_PRIMITIVES,
-    STEPS,
-    RNNGenotype,
-    derive_rnn,
-    edge_index,
-    get_rnn_genotype,
-    node_groups,
-)
+from jaxnas.rnn import genotype
+from jaxnas.rnn.genotype import *  # noqa: F403 -- all of the genotype module's public names
 from jaxnas.rnn.model import (
     Dropouts,
     discrete_cell,
@@ -33,22 +23,13 @@ from jaxnas.rnn.model import (
 )
 
 __all__ = [
-    "DARTS_V1",
-    "DARTS_V2",
-    "RNN_OPS",
-    "RNN_PRIMITIVES",
-    "STEPS",
     "Dropouts",
-    "RNNGenotype",
-    "derive_rnn",
     "discrete_cell",
-    "edge_index",
-    "get_rnn_genotype",
     "init_discrete_params",
     "init_supernet_params",
     "lm_forward",
     "lm_loss",
-    "node_groups",
     "supernet_arch_for",
     "supernet_cell",
 ]
+__all__ += genotype.__all__
