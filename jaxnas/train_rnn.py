@@ -179,9 +179,7 @@ class RNNTrainer:
     def loss(self, params, window, hidden, rng, *, train):
         x, y, n = window
 
-        def cell(x_t, h, xm, hm):
-            return discrete_cell(params, self.genotype, x_t, h, xm, hm)
-
+        cell = discrete_cell(params, self.genotype)
         logits, h, raw = lm_forward(
             params, cell, x, hidden, n, dropouts=self.dropouts, rng=rng, train=train
         )

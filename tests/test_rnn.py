@@ -39,8 +39,11 @@ V, H, B, T = 11, 4, 3, 5
 
 # jitted once: op-by-op dispatch of the unrolled cell is far slower than its compile
 states_jit = jax.jit(supernet_states, static_argnames=("ops", "batchnorm"))
-cell_jit = jax.jit(supernet_cell, static_argnames=("ops", "batchnorm"))
-discrete_jit = jax.jit(discrete_cell, static_argnums=1)
+cell_jit = jax.jit(
+    lambda p, a, *inputs, batchnorm=True: supernet_cell(p, a, batchnorm=batchnorm)(*inputs),
+    static_argnames="batchnorm",
+)
+discrete_jit = jax.jit(lambda p, g, *inputs: discrete_cell(p, g)(*inputs), static_argnums=1)
 
 
 def _params(seed=0, steps=8, scale=1.0):
@@ -205,8 +208,8 @@ def test_one_hot_supernet_equals_discrete_cell(x64, genotype):
                 params, cell, tokens, h, jnp.int32(T), dropouts=d, rng=key, train=True
             )
 
-        sup = run(lambda *a: supernet_cell(p, arch, *a, batchnorm=False), p)
-        dis = run(lambda *a: discrete_cell(dp, genotype, *a), dp)
+        sup = run(supernet_cell(p, arch, batchnorm=False), p)
+        dis = run(discrete_cell(dp, genotype), dp)
         return sup, dis
 
     sup, dis = run_both(p, dp)
@@ -242,7 +245,7 @@ def test_zero_group_zeroes_its_node(x64):
     @jax.jit
     def out(ws3, a):
         q = dict(p, ws=p["ws"].at[2].set(ws3))
-        return supernet_cell(q, a, x, h, xm, hm)
+        return supernet_cell(q, a)(x, h, xm, hm)
 
     other_w3 = p["ws"][2] + 3.0
     assert np.array_equal(out(p["ws"][2], arch), out(other_w3, arch))  # W_3 has no effect

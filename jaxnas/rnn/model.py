@@ -227,45 +227,49 @@ def _scanned_states(ws, arch, s0, h_mask, ops, batchnorm):
     return [buf[i] for i in range(steps + 1)]
 
 
+#: One step of a cell: ``cell(x_t, h, x_mask, h_mask) -> h_t`` (what :func:`lm_forward` runs).
+CellFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
 def supernet_cell(
     params: dict,
     arch: jax.Array,
-    x: jax.Array,
-    h: jax.Array,
-    x_mask: jax.Array,
-    h_mask: jax.Array,
     *,
     ops: Sequence[str] = RNN_OPS,
     batchnorm: bool = True,
     scan_nodes: bool = False,
-) -> jax.Array:
-    """One step of the search cell: ``h_t = mean(s_1 .. s_steps)`` (B, H) (module docstring)."""
-    states = supernet_states(
-        params, arch, x, h, x_mask, h_mask, ops=ops, batchnorm=batchnorm, scan_nodes=scan_nodes
-    )
-    return jnp.mean(jnp.stack(states[1:]), axis=0)
+) -> CellFn:
+    """The search cell of ``params`` and ``A = arch``: one step is ``h_t = mean(s_1 ..
+    s_steps)`` (B, H) of :func:`supernet_states` with these options (module docstring)."""
+
+    def cell(x, h, x_mask, h_mask):
+        states = supernet_states(
+            params, arch, x, h, x_mask, h_mask, ops=ops, batchnorm=batchnorm, scan_nodes=scan_nodes
+        )
+        return jnp.mean(jnp.stack(states[1:]), axis=0)
+
+    return cell
 
 
-def discrete_cell(
-    params: dict,
-    genotype: RNNGenotype,
-    x: jax.Array,
-    h: jax.Array,
-    x_mask: jax.Array,
-    h_mask: jax.Array,
-) -> jax.Array:
-    """One step of the cell of ``genotype``: ``h_t (B, H)`` (module docstring)."""
-    states = {0: init_state(params["w0"], x, h, x_mask, h_mask)}
-    for i, pairs in enumerate(genotype.nodes, start=1):
-        if not pairs:
-            continue
-        w = params["ws"][str(i)]
-        gates = {j: _gate(states[j], w, h_mask) for j in dict.fromkeys(j for _, j in pairs)}
-        outs = [
-            states[j] + gates[j][0] * (ACTIVATIONS[f](gates[j][1]) - states[j]) for f, j in pairs
-        ]
-        states[i] = outs[0] if len(outs) == 1 else jnp.mean(jnp.stack(outs), axis=0)
-    return jnp.mean(jnp.stack([states[c] for c in genotype.concat]), axis=0)
+def discrete_cell(params: dict, genotype: RNNGenotype) -> CellFn:
+    """The cell of ``genotype`` with ``params``: one step gives ``h_t (B, H)`` (module
+    docstring)."""
+
+    def cell(x, h, x_mask, h_mask):
+        states = {0: init_state(params["w0"], x, h, x_mask, h_mask)}
+        for i, pairs in enumerate(genotype.nodes, start=1):
+            if not pairs:
+                continue
+            w = params["ws"][str(i)]
+            gates = {j: _gate(states[j], w, h_mask) for j in dict.fromkeys(j for _, j in pairs)}
+            outs = [
+                states[j] + gates[j][0] * (ACTIVATIONS[f](gates[j][1]) - states[j])
+                for f, j in pairs
+            ]
+            states[i] = outs[0] if len(outs) == 1 else jnp.mean(jnp.stack(outs), axis=0)
+        return jnp.mean(jnp.stack([states[c] for c in genotype.concat]), axis=0)
+
+    return cell
 
 
 # ---------------------------------------------------------------------------- dropout
@@ -278,9 +282,6 @@ def variational_mask(rng: jax.Array, shape: tuple[int, ...], p: float) -> jax.Ar
         return jnp.ones(shape, jnp.float32)
     keep = jax.random.bernoulli(rng, 1.0 - p, shape)
     return keep.astype(jnp.float32) / (1.0 - p)
-
-
-CellFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def lm_forward(
@@ -298,7 +299,8 @@ def lm_forward(
 
     Args:
       params: ``embedding``, ``bias``, ``w0`` and the cell's ``ws``.
-      cell: ``cell(x_t, h, x_mask, h_mask) -> h_t``.
+      cell: ``cell(x_t, h, x_mask, h_mask) -> h_t`` (:func:`supernet_cell`,
+        :func:`discrete_cell`).
       tokens: int ``(B, T)``; positions ``>= length`` are padding.
       hidden: ``(B, H)``, the state before the window.
       length: int scalar, the window's true length (``<= T``).

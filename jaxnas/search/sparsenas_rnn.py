@@ -237,18 +237,9 @@ class SparseNASRNN(MethodCore):
         x, y, n = window
         m = self.config.model
 
-        def cell(x_t, h, xm, hm):
-            return supernet_cell(
-                params,
-                arch["recurrent"],
-                x_t,
-                h,
-                xm,
-                hm,
-                batchnorm=m.batchnorm,
-                scan_nodes=m.scan_nodes,
-            )
-
+        cell = supernet_cell(
+            params, arch["recurrent"], batchnorm=m.batchnorm, scan_nodes=m.scan_nodes
+        )
         logits, h, raw = lm_forward(
             params, cell, x, hidden, n, dropouts=self.dropouts, rng=rng, train=train
         )
