@@ -14,7 +14,8 @@
 
 Bad input (config keys, datasets, genotype files, workdirs, NaN losses) is
 reported as one line ``jaxnas: error: ...`` on stderr with exit status 2.
-Subcommands register themselves in :data:`COMMANDS`.  What runs a config, redraws a
+Subcommands register themselves in :data:`COMMANDS`; a subcommand's help text is the
+docstring of the function that runs it.  What runs a config, redraws a
 workdir or evaluates a checkpoint is its kind's line in :data:`jaxnas.config.KINDS`
 (looked up by the config's or the workdir's ``method``), never a method's name here.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -110,6 +112,11 @@ def _run_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    """Run an architecture search.
+
+    Run an architecture search from a config file (data parallel over --devices devices:
+    the config's data.batch_size is the global batch).
+    """
     if args.devices is not None:
         args.set = [*(args.set or ()), f"run.devices={args.devices}"]
     config = _run_config(args)
@@ -126,9 +133,7 @@ def _print_outputs(summary: dict) -> None:
         lines.append(f"  picture: {', '.join(pictures)} (and .svg)")
     if summary.get("alphas_plot"):
         lines.append(f"arch weights over epochs: {summary['alphas_plot']}")
-    if summary.get("curves_plot"):
-        lines.append(f"curves:    {summary['curves_plot']}")
-    lines.append(f"metrics:   {summary['metrics']}")
+    lines += _written(summary)
     if summary.get("tensorboard"):
         lines.append(f"           tensorboard --logdir {summary['tensorboard']}")
     accs = [
@@ -186,6 +191,11 @@ def _check_workdir_method(args: argparse.Namespace, method: str) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    """Redraw the pictures of a search workdir.
+
+    Redraw alphas.png, curves.png and the genotype pictures from saved files (a search
+    workdir; for the recurrent space also a train_rnn workdir).
+    """
     from jaxnas.config import DEFAULT_REPLOT, KINDS
     from jaxnas.runtime import RunError
 
@@ -202,12 +212,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _add_search(sub) -> None:
     p = _add_config_command(
-        sub,
-        "search",
-        "config file (Python, defines get_config())",
-        help="run an architecture search",
-        description="Run an architecture search from a config file (data parallel over "
-        "--devices devices: the config's data.batch_size is the global batch).",
+        sub, "search", _cmd_search, "config file (Python, defines get_config())"
     )
     p.add_argument(
         "--devices",
@@ -217,20 +222,35 @@ def _add_search(sub) -> None:
         help="devices to search on (the same as --set run.devices=N; 0: all; default: the "
         "config's run.devices, 1)",
     )
-    _add_run_args(p, _cmd_search, example="search.epochs=3")
+    _add_run_args(p, example="search.epochs=3")
 
 
-def _add_config_command(sub, name: str, config_help: str, **parser_kw) -> argparse.ArgumentParser:
-    """The subparser ``name`` of a long-running command, with its ``--config``; the
+def _add_command(
+    sub, name: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """The subparser ``name`` that ``func`` runs.  ``func``'s docstring is the command's
+    text: its first line (lower case, no full stop) the help in ``jaxnas --help``, the
+    rest the description in ``jaxnas NAME --help``."""
+    first, _, rest = (inspect.getdoc(func) or "").partition("\n")
+    p = sub.add_parser(
+        name, help=first[:1].lower() + first[1:].removesuffix("."), description=rest.strip()
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_config_command(
+    sub, name: str, func: Callable, config_help: str
+) -> argparse.ArgumentParser:
+    """:func:`_add_command` for a long-running command, with its ``--config``; the
     caller adds its own flags, then :func:`_add_run_args`."""
-    p = sub.add_parser(name, **parser_kw)
+    p = _add_command(sub, name, func)
     p.add_argument("--config", required=True, help=config_help)
     return p
 
 
-def _add_run_args(p: argparse.ArgumentParser, func: Callable, example: str) -> None:
-    """--workdir, --resume, --set, --no-progress: what every long-running command takes;
-    ``func`` runs the command."""
+def _add_run_args(p: argparse.ArgumentParser, example: str) -> None:
+    """--workdir, --resume, --set, --no-progress: what every long-running command takes."""
     p.add_argument("--workdir", required=True, help="output folder (checkpoints, logs, plots)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument(
@@ -242,21 +262,19 @@ def _add_run_args(p: argparse.ArgumentParser, func: Callable, example: str) -> N
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bars (also off when not a TTY)"
     )
-    p.set_defaults(func=func)
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser(
-        "plot",
-        help="redraw the pictures of a search workdir",
-        description="Redraw alphas.png, curves.png and the genotype pictures from saved files "
-        "(a search workdir; for the recurrent space also a train_rnn workdir).",
-    )
+    p = _add_command(sub, "plot", _cmd_plot)
     p.add_argument("--workdir", required=True, help="a search workdir")
-    p.set_defaults(func=_cmd_plot)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Retrain a genotype from scratch and evaluate it.
+
+    Build the evaluation network of a genotype and train it from scratch (data parallel
+    over all devices; orbax checkpoints every epoch and on SIGTERM/SIGINT).
+    """
     config = _run_config(args)
     train = _kind_function(_run_kind(args, config, "train").run)
     s = train(config, args.workdir, genotype=args.genotype, **_run_kwargs(args))
@@ -289,31 +307,41 @@ def _train_report(s: dict) -> str:
         lines.append(f"best:      top-1 {best['value']:.4f} at epoch {best['epoch']}")
     if s.get("images_per_s"):
         lines.append(f"speed:     {s['images_per_s']:.0f} training images/s")
-    if s.get("curves_plot"):
-        lines.append(f"curves:    {s['curves_plot']}")
-    lines.append(f"metrics:   {s['metrics']}")
-    return "\n".join(lines)
+    return "\n".join(lines + _written(s))
+
+
+def _written(summary: dict) -> list[str]:
+    """The report lines of the files a run wrote that search and train both print: its
+    curves (where it drew them) and its metrics."""
+    curves = [f"curves:    {summary['curves_plot']}"] if summary.get("curves_plot") else []
+    return [*curves, f"metrics:   {summary['metrics']}"]
 
 
 def _add_train(sub) -> None:
     p = _add_config_command(
-        sub,
-        "train",
-        "retraining config (e.g. configs/eval_cifar10.py)",
-        help="retrain a genotype from scratch and evaluate it",
-        description="Build the evaluation network of a genotype and train it from scratch "
-        "(data parallel over all devices; orbax checkpoints every epoch and on SIGTERM/SIGINT).",
+        sub, "train", _cmd_train, "retraining config (e.g. configs/eval_cifar10.py)"
     )
+    _add_genotype_arg(p)
+    _add_run_args(p, example="train.epochs=3")
+
+
+def _add_genotype_arg(p: argparse.ArgumentParser) -> None:
+    """--genotype: the genotype that train, summary and import-torch build."""
     p.add_argument(
         "--genotype",
         default=None,
-        help="a genotype JSON file (e.g. runs/x/genotype.json) or a shipped name (DARTS_V2); "
+        help="a shipped name (DARTS_V2) or a genotype JSON file (e.g. runs/x/genotype.json); "
         "default: the config's model.genotype",
     )
-    _add_run_args(p, _cmd_train, example="train.epochs=3")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a retraining checkpoint on the test split.
+
+    Test top-1/top-5, parameters, multiply-adds and images/s of a retrained network (test
+    loss and perplexity for a recurrent cell, method train_rnn). CHECKPOINT is a `jaxnas
+    train` workdir (its best state, else the latest) or a checkpoint folder inside one.
+    """
     overrides = {}
     for item in args.set or ():
         key, _, value = item.partition("=")
@@ -374,26 +402,30 @@ def _eval_report(r: dict) -> str:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a retraining checkpoint on the test split",
-        description="Test top-1/top-5, parameters, multiply-adds and images/s of a retrained "
-        "network (test loss and perplexity for a recurrent cell, method train_rnn). CHECKPOINT "
-        "is a `jaxnas train` workdir (its best state, else the latest) or a checkpoint folder "
-        "inside one.",
-    )
+    p = _add_command(sub, "eval", _cmd_eval)
+    _add_checkpoint_args(p)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. data.data_dir=...")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+
+
+def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    """--checkpoint and --which: the retraining checkpoint that eval and export-torch read."""
     p.add_argument(
         "--checkpoint", required=True, help="train workdir or workdir/checkpoints/<step>"
     )
     p.add_argument(
         "--which", choices=("best", "latest"), default="best", help="for a workdir (default best)"
     )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. data.data_dir=...")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_import_torch(args: argparse.Namespace) -> int:
+    """Import a DARTS-family PyTorch state_dict into a retraining workdir.
+
+    Convert the state_dict of the DARTS reference's NetworkCIFAR / NetworkImageNet (e.g.
+    the authors' released weights) into a retraining workdir that `jaxnas eval`
+    evaluates. The config (and --set) must describe the same network: init_channels,
+    layers, auxiliary, dataset. The name mapping: jaxnas.torch_weights.
+    """
     from jaxnas.config import load_config
     from jaxnas.runtime import RunError
     from jaxnas.torch_weights import import_torch
@@ -415,27 +447,24 @@ def _cmd_import_torch(args: argparse.Namespace) -> int:
 
 
 def _add_import_torch(sub) -> None:
-    p = sub.add_parser(
-        "import-torch",
-        help="import a DARTS-family PyTorch state_dict into a retraining workdir",
-        description="Convert the state_dict of the DARTS reference's NetworkCIFAR / "
-        "NetworkImageNet (e.g. the authors' released weights) into a retraining workdir that "
-        "`jaxnas eval` evaluates. The config (and --set) must describe the same network: "
-        "init_channels, layers, auxiliary, dataset. The name mapping: jaxnas.torch_weights.",
-    )
+    p = _add_command(sub, "import-torch", _cmd_import_torch)
     p.add_argument("--checkpoint", required=True, help="a .pt state_dict (or .npz, same keys)")
     p.add_argument(
         "--config", required=True, help="retraining config, e.g. configs/eval_cifar10.py"
     )
-    p.add_argument(
-        "--genotype", default=None, help="shipped name or JSON file; default the config's"
-    )
+    _add_genotype_arg(p)
     p.add_argument("--workdir", required=True, help="a new folder for the imported checkpoint")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.set_defaults(func=_cmd_import_torch, resume=False)
+    p.set_defaults(resume=False)
 
 
 def _cmd_export_torch(args: argparse.Namespace) -> int:
+    """Write a retraining checkpoint as a DARTS-reference PyTorch state_dict.
+
+    Write the weights of a `jaxnas train` workdir (its best state, else the latest) or of
+    a checkpoint folder inside one as a state_dict that the DARTS reference's
+    NetworkCIFAR / NetworkImageNet load with strict=True.
+    """
     from jaxnas.torch_weights import export_torch
 
     r = export_torch(args.checkpoint, args.out, which=args.which)
@@ -444,24 +473,19 @@ def _cmd_export_torch(args: argparse.Namespace) -> int:
 
 
 def _add_export_torch(sub) -> None:
-    p = sub.add_parser(
-        "export-torch",
-        help="write a retraining checkpoint as a DARTS-reference PyTorch state_dict",
-        description="Write the weights of a `jaxnas train` workdir (its best state, else the "
-        "latest) or of a checkpoint folder inside one as a state_dict that the DARTS "
-        "reference's NetworkCIFAR / NetworkImageNet load with strict=True.",
-    )
-    p.add_argument(
-        "--checkpoint", required=True, help="train workdir or workdir/checkpoints/<step>"
-    )
+    p = _add_command(sub, "export-torch", _cmd_export_torch)
+    _add_checkpoint_args(p)
     p.add_argument("--out", required=True, help="output file: .pt (needs PyTorch) or .npz")
-    p.add_argument(
-        "--which", choices=("best", "latest"), default="best", help="for a workdir (default best)"
-    )
-    p.set_defaults(func=_cmd_export_torch)
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
+    """Parameter count and multiply-adds of a genotype's network (no training).
+
+    Build the evaluation network of a genotype and print its parameter count (M, without
+    the auxiliary head) and multiply-adds per image, without training it. Defaults: C=36,
+    20 layers for cifar10/cifar100/fashion_mnist; C=48, 14 layers for imagenet (the DARTS
+    paper's settings).
+    """
     import json
 
     from jaxnas.models.summary import format_summary, summary
@@ -509,15 +533,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _add_summary(sub) -> None:
-    p = sub.add_parser(
-        "summary",
-        help="parameter count and multiply-adds of a genotype's network (no training)",
-        description="Build the evaluation network of a genotype and print its parameter count "
-        "(M, without the auxiliary head) and multiply-adds per image, without training it. "
-        "Defaults: C=36, 20 layers for cifar10/cifar100/fashion_mnist; C=48, 14 layers for "
-        "imagenet (the DARTS paper's settings).",
-    )
-    p.add_argument("--genotype", default=None, help="a shipped name (DARTS_V2) or a JSON file")
+    p = _add_command(sub, "summary", _cmd_summary)
+    _add_genotype_arg(p)
     p.add_argument(
         "--config",
         default=None,
@@ -539,10 +556,14 @@ def _add_summary(sub) -> None:
         help="0-based reduction cells, e.g. 4,9 (default: the genotype's, else DARTS')",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
-    p.set_defaults(func=_cmd_summary)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    """Prune a network to a physically smaller one (width search, BayesNAS groups).
+
+    Search channel / dimension scores or group priors on an ordinary network, cut it down
+    to the kept channels and fine-tune it.
+    """
     from jaxnas.config import KINDS, load_config
     from jaxnas.runtime import RunError
 
@@ -589,35 +610,28 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _add_compress(sub) -> None:
-    p = _add_config_command(
-        sub,
-        "compress",
-        "compress config file",
-        help="prune a network to a physically smaller one (width search, BayesNAS groups)",
-        description="Search channel / dimension scores or group priors on an ordinary "
-        "network, cut it down to the kept channels and fine-tune it.",
-    )
+    p = _add_config_command(sub, "compress", _cmd_compress, "compress config file")
     p.add_argument(
         "--method",
         default=None,
         help="rarts-width | netslim | random | sidt | bayes-group (default: the config's)",
     )
-    _add_run_args(p, _cmd_compress, example="search.epochs=3")
+    _add_run_args(p, example="search.epochs=3")
 
 
 def _add_latency(sub) -> None:
     def run(args: argparse.Namespace) -> int:
+        """Measure the op latency table of a search config's supernet.
+
+        Time every candidate op on every edge shape of the config's supernet on this
+        machine (ms, median of --runs jitted calls) and save the JSON table that
+        search.latency_table reads (RARTS latency penalty, thesis Sec. 3.1.4).
+        """
         from jaxnas.latency import run_cli
 
         return run_cli(args)
 
-    p = sub.add_parser(
-        "latency",
-        help="measure the op latency table of a search config's supernet",
-        description="Time every candidate op on every edge shape of the config's supernet on "
-        "this machine (ms, median of --runs jitted calls) and save the JSON table that "
-        "search.latency_table reads (RARTS latency penalty, thesis Sec. 3.1.4).",
-    )
+    p = _add_command(sub, "latency", run)
     p.add_argument("--config", required=True, help="search config, e.g. configs/rarts_cifar10.py")
     p.add_argument("--out", required=True, help="where to write the table (JSON)")
     p.add_argument("--batch", type=int, default=1, help="images per timed call (default 1)")
@@ -625,7 +639,6 @@ def _add_latency(sub) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
-    p.set_defaults(func=run)
 
 
 #: name -> function adding the subcommand's parser (sets ``func``) to the subparsers.
