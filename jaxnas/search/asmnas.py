@@ -63,7 +63,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxnas.common import epoch_cosine_schedule, torch_sgd
 from jaxnas.optional import require
 from jaxnas.search.method import SearchMethodBase, check_choices, supernet_config
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
@@ -324,6 +323,9 @@ class ASMNAS(SearchMethodBase):
     name = "asmnas"
     spaces = ("darts",)  # selection and the per-layer genotype assume the DARTS cell
     arch_sharing = "cell"  # one architecture (attention modules, mask) per cell
+    # the base's SGD (cosine from optim.lr to optim.lr_min; Sec. 5.1: 0.025 -> 0) on
+    # (w, Theta), PyTorch's coupled L2 also on Theta: the only optimiser, its keys unprefixed
+    weight_keys = ""
 
     # ---- the hooks of the method contract (jaxnas.search.method) -----------------------
 
@@ -345,26 +347,10 @@ class ASMNAS(SearchMethodBase):
         m = self.config.model
         return ASMMixer(tuple(int(h) for h in m.attention_hidden), m.attention_batch_mean)
 
-    def weight_schedule(self) -> optax.Schedule:
-        """Cosine per epoch from ``optim.lr`` to ``optim.lr_min`` (Sec. 5.1: 0.025 -> 0)."""
-        o, s = self.config.optim, self.config.search
-        return epoch_cosine_schedule(o.lr, o.lr_min, s.epochs, self.steps_per_epoch)
-
     def setup(self) -> None:
         """The jitted attention pass of selection and the probe selection's cache."""
         self._attention = jax.jit(self._attention_batch)
         self._cache: tuple[Any, Any] | None = None
-
-    def weight_optimizer(self) -> optax.GradientTransformation:
-        """SGD with momentum on ``lr_schedule`` over ``(w, Theta)``, PyTorch's coupled L2
-        (also on Theta), the gradient norm clipped first (``optim.grad_clip``, 0: off)."""
-        o = self.config.optim
-        return torch_sgd(
-            self.lr_schedule,
-            momentum=o.momentum,
-            weight_decay=o.weight_decay,
-            grad_clip=o.grad_clip,
-        )
 
     def arch_optimizer(self) -> optax.GradientTransformation:
         """None to speak of: ``"arch"`` is the selection mask, never trained (its state is

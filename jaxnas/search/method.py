@@ -158,6 +158,11 @@ class SearchMethodBase(MethodCore):
     #: BN statistics of ``eval_step``: ``"running"`` averages or the ``"batch"``'s own
     eval_bn: str = "running"
 
+    #: the prefix of the weight optimiser's ``optim`` keys (``w_lr``, ``w_lr_min``,
+    #: ``w_momentum``, ``w_weight_decay``, ``w_nesterov``) that :meth:`weight_schedule`
+    #: and :meth:`weight_optimizer` read; ``""`` where the weights' are the only ones.
+    weight_keys: str = "w_"
+
     def __init__(
         self,
         config: ml_collections.ConfigDict,
@@ -190,23 +195,25 @@ class SearchMethodBase(MethodCore):
 
     def weight_schedule(self) -> optax.Schedule:
         """The weights' learning rate: cosine per epoch from ``optim.w_lr`` to
-        ``optim.w_lr_min`` (``jaxnas.common.epoch_cosine_schedule``)."""
-        o, s = self.config.optim, self.config.search
-        return epoch_cosine_schedule(o.w_lr, o.w_lr_min, s.epochs, self.steps_per_epoch)
+        ``optim.w_lr_min`` (``jaxnas.common.epoch_cosine_schedule``; ``w_``:
+        :attr:`weight_keys`)."""
+        o, s, w = self.config.optim, self.config.search, self.weight_keys
+        return epoch_cosine_schedule(o[f"{w}lr"], o[f"{w}lr_min"], s.epochs, self.steps_per_epoch)
 
     def weight_optimizer(self) -> optax.GradientTransformation:
         """The optimiser of the supernet's weights (``"params"``): by default the DARTS
         reference's (``train_search.py``), SGD with momentum ``optim.w_momentum`` on
         ``lr_schedule``, weight decay ``optim.w_weight_decay`` added to the gradient and
         the gradient norm clipped to ``optim.grad_clip`` first
-        (``jaxnas.common.torch_sgd``; Nesterov where the config has ``optim.w_nesterov``)."""
-        o = self.config.optim
+        (``jaxnas.common.torch_sgd``; Nesterov where the config has ``optim.w_nesterov``;
+        ``w_``: :attr:`weight_keys`)."""
+        o, w = self.config.optim, self.weight_keys
         return torch_sgd(
             self.lr_schedule,
-            momentum=o.w_momentum,
-            weight_decay=o.w_weight_decay,
+            momentum=o[f"{w}momentum"],
+            weight_decay=o[f"{w}weight_decay"],
             grad_clip=o.grad_clip,
-            nesterov=bool(o.get("w_nesterov", False)),
+            nesterov=bool(o.get(f"{w}nesterov", False)),
         )
 
     def make_state(self, sample_images: np.ndarray, **fields: Any) -> Any:
