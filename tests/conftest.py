@@ -22,6 +22,21 @@ import pytest
 os.environ["JAXNAS_CACHE_DIR"] = ""
 
 
+def _run_xla_flags() -> None:
+    """Compile what the tests run (here, in the xdist workers and in every subprocess,
+    through the inherited ``XLA_FLAGS``) with the flags a ``jaxnas`` run uses on the CPU
+    (:func:`jaxnas.xla.cpu_xla_flags`: LLVM level 1 and oneDNN): the tests then check the
+    programs users run, and XLA's LLVM level 1 takes less CPU time to compile them than
+    its default, which is most of the suite's time.  A test that starts a subprocess
+    with flags of its own appends them to ``XLA_FLAGS``."""
+    from jaxnas.xla import cpu_xla_flags
+
+    os.environ["XLA_FLAGS"] = cpu_xla_flags(os.environ.get("XLA_FLAGS", ""))
+
+
+_run_xla_flags()
+
+
 def _session_compilation_cache() -> None:
     """Point JAX (here, in the xdist workers and in every subprocess) at one compilation
     cache folder for this session, through the ``JAX_*`` environment variables that

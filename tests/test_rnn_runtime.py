@@ -271,7 +271,7 @@ def rnn_on_two_devices(tmp_path_factory):
     """tests/_rnn_dist.py's outputs (one subprocess with 2 forced host devices)."""
     out = tmp_path_factory.mktemp("rnn_dist")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
     worker = os.path.join(os.path.dirname(__file__), "_rnn_dist.py")
     p = subprocess.run(
         [sys.executable, worker, str(out)], env=env, capture_output=True, text=True, timeout=1200

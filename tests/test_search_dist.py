@@ -15,13 +15,14 @@ import pytest
 from jaxnas import data
 
 WORKER = os.path.join(os.path.dirname(__file__), "_search_dist.py")
+TWO_DEVICES = "--xla_force_host_platform_device_count=2"
 sys.path.insert(0, os.path.dirname(__file__))
 import _search_dist  # noqa: E402
 
 
 def _env():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TWO_DEVICES}"
     env["JAX_PLATFORMS"] = "cpu"
     return env
 
@@ -133,7 +134,7 @@ def test_two_processes_search_as_one(tmp_path, straight):
     procs = []
     for pid in range(2):
         env = _env()
-        env.pop("XLA_FLAGS")  # one device per process
+        env["XLA_FLAGS"] = env["XLA_FLAGS"].replace(TWO_DEVICES, "")  # one device each
         env.update(
             JAXNAS_COORDINATOR=f"localhost:{port}",
             JAXNAS_NUM_PROCESSES="2",

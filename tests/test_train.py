@@ -275,9 +275,9 @@ def _run(args, env, **kw):
 
 
 def _env(**extra):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    env["JAX_PLATFORMS"] = "cpu"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    if "XLA_FLAGS" in extra:  # the run's flags (tests/conftest.py) and the test's
+        extra["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {extra['XLA_FLAGS']}"
     env.update(extra)
     return env
 
