@@ -27,6 +27,7 @@ from jaxnas.models.darts_net import scan_groups
 from jaxnas.models.summary import layer_macs, summary
 from jaxnas.ops import DepthwiseConv
 from jaxnas.supernet import SuperNet
+from jaxnas.xla import jit_init
 
 
 def _shapes(model, input_shape, **kw):
@@ -663,13 +664,15 @@ def test_remat_cells_are_the_same_network():
     """``remat=True`` (each cell under ``nn.remat``) changes no variable, no random
     stream and no value: the same initial variables, the same training-mode logits with
     drop path on (the same per-sample masks), the same gradients to float32 rounding.
-    6 layers with scanned cells: a scanned group (cells 0-1) and single cells."""
+    5 layers with scanned cells: single normal cells 0 and 1 (their inputs differ in
+    shape), a scanned group (cells 2-3) and a reduction cell (4)."""
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
     y = jnp.arange(4) % 10
-    kw = dict(init_channels=4, layers=6, auxiliary=False, scan_cells=True)
+    kw = dict(init_channels=4, layers=5, reductions=(4,), auxiliary=False, scan_cells=True)
     nets = [NetworkCIFAR(DARTS_V2, 10, remat=r, **kw) for r in (False, True)]
-    variables = [jax.jit(lambda n=n: n.init(jax.random.key(0), x, train=False))() for n in nets]
+    variables = [jit_init(lambda n=n: n.init(jax.random.key(0), x, train=False))() for n in nets]
     assert jax.tree.structure(variables[0]) == jax.tree.structure(variables[1])
+    assert {"cell_00", "cell_01", "cells_02_03", "cell_04"} <= set(variables[0]["params"])
     for a, b in zip(jax.tree.leaves(variables[0]), jax.tree.leaves(variables[1])):
         np.testing.assert_array_equal(a, b)
 
