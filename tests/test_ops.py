@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnas import ops
 from jaxnas.ops import DARTS_PRIMITIVES, OPS, OpsConfig, depthwise_conv, make_op, resolve_primitives
 
 CASES = [  # (k, stride, dilation, padding)
@@ -36,6 +37,32 @@ def test_depthwise_matches_grouped_conv_and_its_gradients(x64, k, s, d, p):
         np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(gx, gx_ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(gw, gw_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,s,d,p", [CASES[0], CASES[5]])
+def test_kernel_gradient_over_batch_chunks_is_the_whole_batch_sum(x64, monkeypatch, k, s, d, p):
+    """With a chunk budget of two padded images, the custom VJP's kernel gradient is
+    summed over three batch chunks in a scan (what a large batch does); value and both
+    gradients still equal lax's grouped convolution, and so does the second derivative
+    through the scan (reverse over reverse)."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(6, 8, 8, 3)))
+    w = jnp.asarray(rng.normal(size=(k, k, 3)))
+    padded_image = (8 + 2 * p) ** 2 * 3 * 8  # float64 bytes
+    monkeypatch.setattr(ops, "KERNEL_GRAD_CHUNK_BYTES", 2 * padded_image)
+    assert ops._batch_chunk(6, padded_image) == 2
+
+    shape = depthwise_conv(x, w, stride=s, dilation=d, padding=p, impl="lax").shape
+    r = jnp.asarray(rng.normal(size=shape))
+
+    def loss(impl):
+        conv = lambda w_: depthwise_conv(x, w_, stride=s, dilation=d, padding=p, impl=impl)
+        return lambda w_: jnp.sum(jnp.tanh(conv(w_)) * r)
+
+    f, f_ref = loss("custom_vjp"), loss("lax")
+    np.testing.assert_allclose(jax.grad(f)(w), jax.grad(f_ref)(w), rtol=1e-12, atol=1e-12)
+    h = jax.jacrev(jax.grad(f))(w)
+    np.testing.assert_allclose(h, jax.hessian(f_ref)(w), rtol=1e-10, atol=1e-10)
 
 
 def test_custom_vjp_second_derivative(x64):
