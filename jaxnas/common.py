@@ -7,7 +7,7 @@ Shapes: ``logits`` ``(B, K)`` (any float dtype; losses are computed in float32),
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 __all__ = [
+    "classification_means",
     "classification_sums",
     "cross_entropy",
     "epoch_cosine_schedule",
@@ -143,3 +144,20 @@ def classification_sums(
         top5=jnp.sum(hit5 * mask),
         count=jnp.sum(mask),
     )
+
+
+def classification_means(batch_sums: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """The per-batch :func:`classification_sums` (host values, e.g. after
+    ``jax.device_get``) added up in order and divided by the row count: ``loss``,
+    ``accuracy`` (top-1), ``top5`` and ``examples`` (the count)."""
+    sums: dict[str, float] = {}
+    for s in batch_sums:
+        for key, v in s.items():
+            sums[key] = sums.get(key, 0.0) + float(v)
+    n = max(sums.get("count", 0.0), 1.0)
+    return {
+        "loss": sums.get("loss", 0.0) / n,
+        "accuracy": sums.get("top1", 0.0) / n,
+        "top5": sums.get("top5", 0.0) / n,
+        "examples": sums.get("count", 0.0),
+    }

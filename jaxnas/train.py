@@ -50,7 +50,12 @@ import ml_collections
 import optax
 
 from jaxnas import loop, parallel, search_spaces, xla
-from jaxnas.common import classification_sums, lr_schedule, smoothed_cross_entropy
+from jaxnas.common import (
+    classification_means,
+    classification_sums,
+    lr_schedule,
+    smoothed_cross_entropy,
+)
 from jaxnas.config import validate
 from jaxnas.data import eval_batches
 from jaxnas.ops import OpsConfig
@@ -349,18 +354,8 @@ class Trainer:
     ) -> dict[str, float]:
         """Test loss, top-1 and top-5 accuracy over ``(images, labels, mask)`` batches
         (``local``: each batch holds only this process's rows)."""
-        sums: dict[str, float] = {}
         pending = [self.eval_step(state, self.shard(b, local)) for b in batches]
-        for s in jax.device_get(pending):
-            for key, v in s.items():
-                sums[key] = sums.get(key, 0.0) + float(v)
-        n = max(sums.get("count", 0.0), 1.0)
-        return {
-            "loss": sums.get("loss", 0.0) / n,
-            "accuracy": sums.get("top1", 0.0) / n,
-            "top5": sums.get("top5", 0.0) / n,
-            "examples": sums.get("count", 0.0),
-        }
+        return classification_means(jax.device_get(pending))
 
 
 # ------------------------------------------------------------------------------ data

@@ -61,6 +61,7 @@ import ml_collections
 import numpy as np
 
 from jaxnas import loop, xla
+from jaxnas.common import classification_means
 from jaxnas.config import config_to_json, validate
 from jaxnas.files import write_text
 from jaxnas.optional import require
@@ -95,6 +96,11 @@ METHODS = ("rarts-width", "netslim", "random", "sidt")
 _OPTIM_DEFAULTS = {
     k: v for k, v in dataclasses.asdict(WeightOptim(schedule="step")).items() if k != "optimizer"
 }
+
+
+#: The ``search`` keys that are :class:`~jaxnas.width.search.WidthSearch` keywords of the
+#: same names (the architecture step's settings; its weight optimiser's: _OPTIM_DEFAULTS).
+_SEARCH_KWARGS = ("gamma", "l1", "a_lr", "a_momentum", "lam", "beta", "w_init")
 
 
 def _optim_kwargs(section: Mapping[str, Any], optimizer_key: str) -> dict[str, Any]:
@@ -307,16 +313,10 @@ def _data(config, split: bool):
 
 
 def _evaluate(eval_step, state, batches: Iterable) -> dict[str, float]:
-    sums: dict[str, float] = {}
-    for s in jax.device_get([eval_step(state, b) for b in batches]):
-        for k, v in s.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-    n = max(sums.get("count", 0.0), 1.0)
-    return {
-        "loss": sums.get("loss", 0.0) / n,
-        "accuracy": sums.get("top1", 0.0) / n,
-        "error": 1 - sums.get("top1", 0.0) / n,
-    }
+    """Test ``loss``, ``accuracy`` (top-1) and ``error`` of ``eval_step``'s
+    :func:`~jaxnas.common.classification_sums` over ``batches``."""
+    m = classification_means(jax.device_get([eval_step(state, b) for b in batches]))
+    return {"loss": m["loss"], "accuracy": m["accuracy"], "error": 1 - m["accuracy"]}
 
 
 # ------------------------------------------------------------------------------ loop
@@ -474,16 +474,10 @@ def compress(
                 model,
                 order=order,
                 target=target,
-                gamma=s.gamma,
-                l1=s.l1,
-                a_lr=s.a_lr,
-                a_momentum=s.a_momentum,
-                lam=s.lam,
-                beta=s.beta,
-                w_init=s.w_init,
                 epochs=max(s.epochs, 1),
                 steps_per_epoch=spe,
                 hvp_model=hvp,
+                **{k: s[k] for k in _SEARCH_KWARGS},
                 **_optim_kwargs(s, "w_optimizer"),
             )
         except ValueError as e:

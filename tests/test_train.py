@@ -133,6 +133,14 @@ def test_eval_step_counts_top1_and_top5_under_the_mask():
     assert s["top5"] == np.sum((ranks < 5) * mask)
     want = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
     np.testing.assert_allclose(s["loss"], want.sum(), rtol=1e-5)
+    # evaluate adds the sums of its batches and divides by the rows (the second one has 8)
+    full = np.ones(8, np.float32)
+    m = t.evaluate(state, [(x, labels, mask), (x, labels, full)])
+    assert m["examples"] == 15
+    assert m["accuracy"] == (np.sum((ranks == 0) * mask) + np.sum(ranks == 0)) / 15
+    assert m["top5"] == (np.sum((ranks < 5) * mask) + np.sum(ranks < 5)) / 15
+    per_row = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    np.testing.assert_allclose(m["loss"], (want.sum() + per_row.sum()) / 15, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------ bad input
