@@ -1,5 +1,7 @@
 """Candidate operations: the depthwise conv against lax, shapes, pooling details."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +28,7 @@ def test_depthwise_matches_grouped_conv_and_its_gradients(x64, k, s, d, p):
     ref = depthwise_conv(x, w, stride=s, dilation=d, padding=p, impl="lax")
     g = jnp.asarray(rng.normal(size=ref.shape))
 
+    @functools.partial(jax.jit, static_argnums=0)  # one program, not op by op
     def vjp(impl):
         f = lambda x_, w_: depthwise_conv(x_, w_, stride=s, dilation=d, padding=p, impl=impl)
         y, pull = jax.vjp(f, x, w)
@@ -60,9 +63,11 @@ def test_kernel_gradient_over_batch_chunks_is_the_whole_batch_sum(x64, monkeypat
         return lambda w_: jnp.sum(jnp.tanh(conv(w_)) * r)
 
     f, f_ref = loss("custom_vjp"), loss("lax")
-    np.testing.assert_allclose(jax.grad(f)(w), jax.grad(f_ref)(w), rtol=1e-12, atol=1e-12)
-    h = jax.jacrev(jax.grad(f))(w)
-    np.testing.assert_allclose(h, jax.hessian(f_ref)(w), rtol=1e-10, atol=1e-10)
+    # jitted: one compiled program each instead of op-by-op dispatch (most of the time)
+    grad, grad_ref = jax.jit(jax.grad(f)), jax.jit(jax.grad(f_ref))
+    np.testing.assert_allclose(grad(w), grad_ref(w), rtol=1e-12, atol=1e-12)
+    h = jax.jit(jax.jacrev(jax.grad(f)))(w)
+    np.testing.assert_allclose(h, jax.jit(jax.hessian(f_ref))(w), rtol=1e-10, atol=1e-10)
 
 
 def test_custom_vjp_second_derivative(x64):
@@ -73,7 +78,7 @@ def test_custom_vjp_second_derivative(x64):
 
     def f(impl):
         loss = lambda w_: jnp.sum(jnp.tanh(depthwise_conv(x, w_, stride=2, padding=1, impl=impl)))
-        return jax.hessian(loss)(w) if impl == "lax" else jax.jacrev(jax.grad(loss))(w)
+        return jax.jit(jax.hessian(loss) if impl == "lax" else jax.jacrev(jax.grad(loss)))(w)
 
     np.testing.assert_allclose(f("custom_vjp"), f("lax"), rtol=1e-10, atol=1e-12)
 
