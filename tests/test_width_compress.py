@@ -166,6 +166,11 @@ def tiny(tmp_overrides=()):
         [
             "data.limit=256",
             "data.batch_size=32",
+            # two stages of one block (the demo has three): a quarter less to compile
+            "model.stages=(4, 8)",
+            "model.blocks=(1, 1)",
+            "model.strides=(1, 2)",
+            "model.stem=4",
             "search.epochs=1",
             "search.schedule=constant",
             "finetune.epochs=2",
