@@ -376,8 +376,9 @@ def test_search_one_epoch_and_select(tmp_path):
             "model.layers=2",
             "model.reductions=(1,)",
             "model.init_channels=2",
-            # four ops, every kind (zero, skip, pool, conv): a shorter compile
-            "model.primitives=none,skip_connect,max_pool_3x3,sep_conv_3x3",
+            # four ops, every kind (zero, skip, pool, conv): a shorter compile; the conv is
+            # the single ReLU-conv-BN (sep_conv_3x3 stacks two depthwise-separable blocks)
+            "model.primitives=none,skip_connect,max_pool_3x3,conv_3x3",
             "run.eval_test=false",
             "run.tensorboard=false",
         ],
