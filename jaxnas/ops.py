@@ -19,12 +19,15 @@ pooling op is followed by a BN, as in DARTS' ``MixedOp``. Every BN of the librar
 is :class:`BatchNorm`: PyTorch's, whose running variance is updated with the
 unbiased batch variance (flax's ``nn.BatchNorm`` uses the biased one).
 
-Two things are this library's own, for speed on CPU and for the tests, and
-neither changes the function computed:
+Three things are this library's own, for speed on CPU and for the tests, and
+none changes the function computed:
 
 * depthwise convolutions are written as shifted multiply-adds (``depthwise``
   below) with a hand-written VJP; ``lax.conv_general_dilated`` with
   ``feature_group_count`` compiles and runs several times slower on CPU;
+* 1x1 convolutions (``Pointwise``, ``nn.Dense``'s variable and value) have a
+  hand-written VJP too, whose weight gradient is summed over batch chunks on the CPU
+  (XLA writes the whole batch's transpose out for it otherwise);
 * ``OpsConfig.smooth`` swaps ReLU for SiLU and max pooling for average pooling,
   so that second-order gradients can be checked against finite differences
   (a ReLU network's unrolled loss is only piecewise smooth).
@@ -35,8 +38,9 @@ checkpoint's layout says what each array is and the PyTorch weight mapping
 ``FactorizedReduce``: ``conv_1``, ``conv_2``, ``bn`` (the reference's names);
 ``SepConv``: ``dw_conv1``, ``pw_conv1``, ``bn1``, ``dw_conv2``, ``pw_conv2``, ``bn2``;
 ``DilConv``: ``dw_conv``, ``pw_conv``, ``bn``; a search network's pool: ``bn``.
-1x1 convolutions are ``nn.Dense`` kernels ``(C_in, C_out)``, depthwise kernels are
-``(k, k, C)``, other convolutions ``nn.Conv`` kernels ``(kh, kw, C_in, C_out)``.
+1x1 convolutions (``Pointwise``) have ``nn.Dense``'s kernels ``(C_in, C_out)``,
+depthwise kernels are ``(k, k, C)``, other convolutions ``nn.Conv`` kernels
+``(kh, kw, C_in, C_out)``.
 """
 
 from __future__ import annotations
@@ -77,9 +81,10 @@ class OpsConfig:
 
     Attributes:
       depthwise: ``"custom_vjp"`` (shifted multiply-adds with a hand-written
-        VJP; fastest, reverse mode only), ``"shifted"`` (the same forward,
-        plain autodiff: supports ``jax.jvp`` as needed by forward-over-reverse
-        Hessian-vector products) or ``"lax"`` (grouped convolution).
+        VJP, and the 1x1 convs' hand-written VJP; fastest, reverse mode only),
+        ``"shifted"`` (the same forwards, plain autodiff: supports ``jax.jvp`` as
+        needed by forward-over-reverse Hessian-vector products) or ``"lax"``
+        (grouped convolution; 1x1 convs as with ``"shifted"``).
       smooth: SiLU instead of ReLU and average instead of max pooling (tests).
       dtype: computation dtype of convolutions and dense layers.
       group_ops: discrete cells only (``models.darts_net.DiscreteCell``): the ops of one
@@ -193,14 +198,18 @@ def _depthwise_bwd(stride, dilation, padding, res, g):
     return gx.astype(xp.dtype), gk.astype(kernel.dtype)
 
 
-#: Bytes of padded input per batch chunk of the kernel gradient (:func:`_kernel_grad`):
-#: small enough that a chunk's taps stay in a 2-core machine's cache.
+#: Bytes of input per batch chunk of the weight gradients summed over chunks (the
+#: depthwise kernel's, :func:`_kernel_grad`, and the 1x1 conv's, :func:`_pointwise_bwd`):
+#: small enough that a chunk's taps and transposes stay in a 2-core machine's cache.
 KERNEL_GRAD_CHUNK_BYTES = 1 << 20
 
 
 def _batch_chunk(batch: int, row_bytes: int) -> int:
     """The largest divisor of ``batch`` whose rows take at most
-    :data:`KERNEL_GRAD_CHUNK_BYTES` (at least 1)."""
+    :data:`KERNEL_GRAD_CHUNK_BYTES` (at least 1); the whole batch off the CPU, where
+    the chunks' cache is not what bounds the sums and a loop would serialise them."""
+    if jax.default_backend() != "cpu":
+        return batch
     most = max(1, KERNEL_GRAD_CHUNK_BYTES // max(row_bytes, 1))
     return max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
 
@@ -249,6 +258,78 @@ def _kernel_grad(xp, g, kernel_shape, stride: int, dilation: int) -> jax.Array:
 
 
 _depthwise_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+# --------------------------------------------------------------------------
+# 1x1 convolution with its weight gradient over batch chunks
+
+
+def _channel_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``y[..., o] = sum_i x[..., i] kernel[i, o]``: a 1x1 convolution in NHWC
+    (``nn.Dense``'s ``dot_general``, bit for bit)."""
+    return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+@jax.custom_vjp
+def _pointwise_vjp(x, kernel):
+    return _channel_dot(x, kernel)
+
+
+def _pointwise_fwd(x, kernel):
+    return _channel_dot(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(res, g):
+    """``dx = g kernel^T``; ``dkernel = sum_rows x^T g`` over the rows (batch and
+    space) of ``x`` ``(B, ..., C_in)`` and ``g`` ``(B, ..., C_out)``.
+
+    The rows are the major axis of both arrays, so every GEMM form of ``x^T g`` needs one
+    operand transposed, and XLA's CPU dot writes that transpose out over the whole batch
+    (a DARTS_V2 retraining cell's ``g``: 14 MB, about four times the dot's own time, read
+    at a cache line per element).  Summed over batch chunks of at most
+    :data:`KERNEL_GRAD_CHUNK_BYTES` of ``x`` (a ``lax.scan``), each chunk's transpose
+    stays in cache.  A batch that fits in one chunk is one dot, without the loop.
+    """
+    x, kernel = res
+    gx = lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
+    b, c_in, c_out = x.shape[0], x.shape[-1], g.shape[-1]
+    chunk = _batch_chunk(b, math.prod(x.shape[1:]) * x.dtype.itemsize)
+    rows = lambda a, n: a.reshape(n, -1, a.shape[-1])  # noqa: E731
+    acc = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 sums in float32
+
+    def xtg(xc, gc):  # (R, C_in), (R, C_out) -> (C_in, C_out)
+        return lax.dot_general(xc, gc, (((0,), (0,)), ((), ())), preferred_element_type=acc)
+
+    if chunk == b:
+        gk = xtg(x.reshape(-1, c_in), g.reshape(-1, c_out))
+    else:
+        gk, _ = lax.scan(
+            lambda acc, xg: (lax.add(acc, xtg(*xg)), None),
+            jnp.zeros((c_in, c_out), acc),
+            (rows(x, b // chunk), rows(g, b // chunk)),
+        )
+    return gx.astype(x.dtype), gk.astype(kernel.dtype)
+
+
+_pointwise_vjp.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
+def pointwise_conv(x: jax.Array, kernel: jax.Array, *, impl: str = "custom_vjp") -> jax.Array:
+    """1x1 convolution over the channel axis, no bias.
+
+    Args:
+      x: ``(B, ..., C_in)``.
+      kernel: ``(C_in, C_out)``.
+      impl: ``"custom_vjp"`` (the weight gradient summed over batch chunks, reverse mode
+        only), else plain autodiff (``"shifted"``, ``"lax"``: forward mode works); the
+        value is the same dot either way.
+
+    Returns:
+      ``(B, ..., C_out)``.
+    """
+    if impl == "custom_vjp" and x.ndim > 1:
+        return _pointwise_vjp(x, kernel)
+    return _channel_dot(x, kernel)
 
 
 def depthwise_conv(
@@ -381,9 +462,25 @@ def batch_norm(train: bool, affine: bool, name: str | None = None) -> BatchNorm:
     )
 
 
-def _dense(features: int, cfg: OpsConfig, name: str | None = None) -> nn.Dense:
+class Pointwise(nn.Module):
+    """1x1 convolution in NHWC: ``nn.Dense(features, use_bias=False)``'s variable
+    (``kernel`` ``(C_in, C_out)``, LeCun normal) and value, computed by
+    :func:`pointwise_conv` (``cfg.depthwise`` picks its VJP as for depthwise convs)."""
+
+    features: int
+    cfg: OpsConfig = OpsConfig()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        init = nn.initializers.lecun_normal()
+        kernel = self.param("kernel", init, (x.shape[-1], self.features), jnp.float32)
+        dtype = canonicalize_dtype(x, kernel, dtype=self.cfg.dtype)  # as nn.Dense promotes
+        return pointwise_conv(x.astype(dtype), kernel.astype(dtype), impl=self.cfg.depthwise)
+
+
+def _dense(features: int, cfg: OpsConfig, name: str | None = None) -> Pointwise:
     # A 1x1 convolution in NHWC is a dense layer over the channel axis.
-    return nn.Dense(features, use_bias=False, dtype=cfg.dtype, name=name)
+    return Pointwise(features, cfg, name=name)
 
 
 class DepthwiseConv(nn.Module):

@@ -15,8 +15,9 @@ Conventions (those of the DARTS / NASNet papers and the DARTS code's
   and for every dense layer ``(output elements) * (input features)``.  BN,
   activations, pooling, additions and biases are not counted.  They are read
   off the layers the forward pass actually calls (a Flax method interceptor
-  records each ``nn.Conv``, ``nn.Dense`` and ``DepthwiseConv`` call with its input
-  and output shapes), under ``jax.eval_shape``: nothing is compiled or run.
+  records each ``nn.Conv``, ``nn.Dense``, ``Pointwise`` (the ops' 1x1 conv) and
+  ``DepthwiseConv`` call with its input and output shapes), under
+  ``jax.eval_shape``: nothing is compiled or run.
 
 For DARTS_V2 these give 3,349,342 parameters / 528.4M multiply-adds on
 CIFAR-10 (C=36, 20 layers, 32x32; the paper reports 3.3M parameters) and
@@ -41,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.models.darts_net import DATASET_SPECS, make_network
-from jaxnas.ops import DepthwiseConv
+from jaxnas.ops import DepthwiseConv, Pointwise
 from jaxnas.spaces.darts_genotype import Genotype
 
 __all__ = ["LayerMACs", "count_macs", "count_params", "format_summary", "layer_macs", "summary"]
@@ -96,7 +97,7 @@ def _macs_of(module: nn.Module, x: Any, y: Any) -> tuple[str, int] | None:
         k = module.kernel_size
         k = (k,) if isinstance(k, int) else tuple(k)
         return "conv", out * math.prod(k) * x.shape[-1] // module.feature_group_count
-    if isinstance(module, nn.Dense):
+    if isinstance(module, (nn.Dense, Pointwise)):
         return "dense", out * x.shape[-1]
     return None
 
