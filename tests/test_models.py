@@ -666,11 +666,20 @@ def test_remat_cells_are_the_same_network():
     stream and no value: the same initial variables, the same training-mode logits with
     drop path on (the same per-sample masks), the same gradients to float32 rounding.
     5 layers with scanned cells: single normal cells 0 and 1 (their inputs differ in
-    shape), a scanned group (cells 2-3) and a reduction cell (4)."""
+    shape), a scanned group (cells 2-3) and a reduction cell (4).  DARTS_V2 with each
+    sep_conv_3x3 as a dil_conv_3x3 (one depthwise + pointwise + BN block where the
+    separable conv stacks two: the same kinds of ops, drop path and random streams, at a
+    shorter compile)."""
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
     y = jnp.arange(4) % 10
+    light = lambda cell: CellGenotype(
+        tuple(tuple((op.replace("sep_", "dil_"), src) for op, src in node) for node in cell.nodes),
+        cell.concat,
+    )
+    genotype = Genotype(normal=light(DARTS_V2.normal), reduce=light(DARTS_V2.reduce))
+    assert "sep_conv_3x3" not in str(genotype) and "dil_conv_3x3" in str(genotype)
     kw = dict(init_channels=4, layers=5, reductions=(4,), auxiliary=False, scan_cells=True)
-    nets = [NetworkCIFAR(DARTS_V2, 10, remat=r, **kw) for r in (False, True)]
+    nets = [NetworkCIFAR(genotype, 10, remat=r, **kw) for r in (False, True)]
     variables = [jit_init(lambda n=n: n.init(jax.random.key(0), x, train=False))() for n in nets]
     assert jax.tree.structure(variables[0]) == jax.tree.structure(variables[1])
     assert {"cell_00", "cell_01", "cells_02_03", "cell_04"} <= set(variables[0]["params"])
