@@ -261,6 +261,90 @@ _depthwise_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 # --------------------------------------------------------------------------
+# 3x3 max pooling as shifted maxima
+
+
+def _max_taps(xp: jax.Array, shape, stride: int) -> list[jax.Array]:
+    """The nine windows ``xp[:, s*y + i, s*x + j, :]`` of a 3x3 pool, row-major."""
+    return [_window(xp, i, j, shape, stride, 1) for i in range(3) for j in range(3)]
+
+
+def _max_pool_out(xp: jax.Array, stride: int) -> jax.Array:
+    b, hp, wp, c = xp.shape
+    shape = (b, _out_size(hp, 3, stride, 1, 0), _out_size(wp, 3, stride, 1, 0), c)
+    return functools.reduce(lax.max, _max_taps(xp, shape, stride))
+
+
+def _pad_neg_inf(x: jax.Array) -> jax.Array:
+    zero = ((0, 0, 0),)
+    return lax.pad(x, jnp.array(-jnp.inf, x.dtype), zero + ((1, 1, 0),) * 2 + zero)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_vjp(x, stride):
+    return _max_pool_out(_pad_neg_inf(x), stride)
+
+
+def _max_pool_fwd(x, stride):
+    xp = _pad_neg_inf(x)
+    return _max_pool_out(xp, stride), xp
+
+
+def _max_pool_bwd(stride, xp, g):
+    """Each output's gradient goes to the first of its window's maxima in row-major
+    order (PyTorch's and XLA's select-and-scatter rule), placed back by a padding per
+    tap: ``gxp = sum_t pad_t(where(first_t, g, 0))``.
+
+    The maxima are found again from the saved input, not read from the forward's
+    output: under ``jax.checkpoint`` the input is recomputed and may differ from the
+    forward's in the last bit, and a saved output would then match no window."""
+    y = _max_pool_out(xp, stride)
+    hp, wp = xp.shape[1:3]
+    zero = jnp.zeros((), g.dtype)
+    taken = None  # outputs whose maximum an earlier tap already took
+    gxp = None
+    for t, w in enumerate(_max_taps(xp, y.shape, stride)):
+        i, j = divmod(t, 3)
+        hit = lax.eq(w, y)
+        first = hit if taken is None else lax.bitwise_and(hit, lax.bitwise_not(taken))
+        taken = hit if taken is None else lax.bitwise_or(taken, hit)
+        part = lax.pad(
+            lax.select(first, g, jnp.zeros_like(g)),
+            zero,
+            (
+                (0, 0, 0),
+                (i, hp - i - (y.shape[1] - 1) * stride - 1, stride - 1),
+                (j, wp - j - (y.shape[2] - 1) * stride - 1, stride - 1),
+                (0, 0, 0),
+            ),
+        )
+        gxp = part if gxp is None else lax.add(gxp, part)
+    return (gxp[:, 1 : hp - 1, 1 : wp - 1],)
+
+
+_max_pool_vjp.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool_3x3(x: jax.Array, stride: int = 1, *, impl: str = "custom_vjp") -> jax.Array:
+    """3x3 max pooling, padding 1 (padded with -inf), as ``torch.nn.MaxPool2d(3, stride,
+    1)`` and ``nn.max_pool``.
+
+    Args:
+      x: ``(B, H, W, C)``.
+      stride: 1 or 2.
+      impl: ``"custom_vjp"`` (nine shifted maxima and a hand-written VJP that pads each
+        tap's share of the gradient back: on the CPU several times faster than XLA's
+        select-and-scatter, reverse mode only), else ``nn.max_pool`` (forward mode works).
+
+    Returns:
+      ``(B, Ho, Wo, C)``, ``Ho = (H - 1) // stride + 1``.
+    """
+    if impl == "custom_vjp":
+        return _max_pool_vjp(x, stride)
+    return nn.max_pool(x, **_pool_window(stride))
+
+
+# --------------------------------------------------------------------------
 # 1x1 convolution with its weight gradient over batch chunks
 
 
@@ -624,7 +708,7 @@ class Pool(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if self.kind == "max" and not self.cfg.smooth:
-            y = nn.max_pool(x, **_pool_window(self.stride))
+            y = max_pool_3x3(x, self.stride, impl=self.cfg.depthwise)
         else:
             # flax divides by counts of the default float type: keep x's dtype
             y = nn.avg_pool(x, **_pool_window(self.stride), count_include_pad=False).astype(x.dtype)
