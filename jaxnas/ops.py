@@ -333,8 +333,10 @@ def max_pool_3x3(x: jax.Array, stride: int = 1, *, impl: str = "custom_vjp") -> 
       x: ``(B, H, W, C)``.
       stride: 1 or 2.
       impl: ``"custom_vjp"`` (nine shifted maxima and a hand-written VJP that pads each
-        tap's share of the gradient back: on the CPU several times faster than XLA's
-        select-and-scatter, reverse mode only), else ``nn.max_pool`` (forward mode works).
+        tap's share of the gradient back: alone, on the CPU, five times faster than XLA's
+        select-and-scatter; reverse mode only), else ``nn.max_pool`` (forward mode
+        works).  The ``Pool`` op keeps ``nn.max_pool``: inside the search network's
+        scanned, rematerialised edges the custom VJP made the whole step slower.
 
     Returns:
       ``(B, Ho, Wo, C)``, ``Ho = (H - 1) // stride + 1``.
@@ -708,7 +710,10 @@ class Pool(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if self.kind == "max" and not self.cfg.smooth:
-            y = max_pool_3x3(x, self.stride, impl=self.cfg.depthwise)
+            # XLA's reduce-window, not max_pool_3x3's custom VJP: in the scanned,
+            # rematerialised search cells that VJP made the paper-size step slower
+            # (18 -> 23 s per step on 2 cores; docs/benchmarks.md)
+            y = nn.max_pool(x, **_pool_window(self.stride))
         else:
             # flax divides by counts of the default float type: keep x's dtype
             y = nn.avg_pool(x, **_pool_window(self.stride), count_include_pad=False).astype(x.dtype)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.ops import OpsConfig, Pool, max_pool_3x3
+from jaxnas.ops import max_pool_3x3
 
 
 def _flax(x, stride):
@@ -49,16 +49,11 @@ def test_value_and_gradient_equal_flax_max_pool(x64, stride, ties):
     )
 
 
-def test_pool_op_forward_mode_uses_flax():
-    """With ``depthwise="shifted"`` (forward-over-reverse Hessian-vector products) the
-    pool op is ``nn.max_pool`` and ``jax.jvp`` passes it; with the default it is the
-    custom VJP, which forward mode cannot pass."""
+def test_forward_mode_needs_the_flax_pool():
+    """``impl="lax"`` is ``nn.max_pool``, which ``jax.jvp`` passes; the custom VJP is
+    reverse mode only."""
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4, 4, 2)), jnp.float32)
-    for depthwise, jvp_works in (("shifted", True), ("custom_vjp", False)):
-        op = Pool("max", 1, cfg=OpsConfig(depthwise=depthwise))
-        f = lambda x_, op=op: op.apply({}, x_, train=True)  # noqa: E731
-        if jvp_works:
-            jax.jvp(f, (x,), (x,))
-        else:
-            with pytest.raises(TypeError, match="custom_vjp"):
-                jax.jvp(f, (x,), (x,))
+    y, _ = jax.jvp(lambda x_: max_pool_3x3(x_, 1, impl="lax"), (x,), (x,))
+    np.testing.assert_array_equal(y, _flax(x, 1))
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda x_: max_pool_3x3(x_, 1), (x,), (x,))
