@@ -214,6 +214,20 @@ def _batch_chunk(batch: int, row_bytes: int) -> int:
     return max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
 
 
+def _sum_over_batch_chunks(f: Callable, a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
+    """``f(a, b)`` for a sum over the batch (axis 0) of ``a`` and ``b``, computed as the sum
+    of ``f`` over batch chunks of :func:`_batch_chunk` rows of ``a`` (a ``lax.scan``
+    whose carry starts at ``zero``), so that each chunk's intermediates stay in cache;
+    one call of ``f`` on the whole batch when it fits in one chunk."""
+    n = a.shape[0]
+    chunk = _batch_chunk(n, math.prod(a.shape[1:]) * a.dtype.itemsize)
+    if chunk == n:
+        return f(a, b)
+    split = lambda v: v.reshape(n // chunk, chunk, *v.shape[1:])  # noqa: E731
+    total, _ = lax.scan(lambda s, ab: (lax.add(s, f(*ab)), None), zero, (split(a), split(b)))
+    return total
+
+
 def _kernel_grad(xp, g, kernel_shape, stride: int, dilation: int) -> jax.Array:
     """The depthwise kernel's gradient, ``gk[i, j, c] = sum_{b,y,x}
     xp[b, s*y + d*i, s*x + d*j, c] * g[b, y, x, c]``: ``kh * kw`` reductions over batch
@@ -244,17 +258,8 @@ def _kernel_grad(xp, g, kernel_shape, stride: int, dilation: int) -> jax.Array:
             0,
         )
 
-    b = xp.shape[0]
-    chunk = _batch_chunk(b, math.prod(xp.shape[1:]) * xp.dtype.itemsize)
-    if chunk == b:
-        return taps(xp, g).reshape(kernel_shape)
-    split = lambda a: a.reshape(b // chunk, chunk, *a.shape[1:])  # noqa: E731
-    acc, _ = lax.scan(
-        lambda acc, xg: (lax.add(acc, taps(*xg)), None),
-        jnp.zeros((kh * kw * xp.shape[-1],), g.dtype),
-        (split(xp), split(g)),
-    )
-    return acc.reshape(kernel_shape)
+    zeros = jnp.zeros((kh * kw * xp.shape[-1],), g.dtype)
+    return _sum_over_batch_chunks(taps, xp, g, zeros).reshape(kernel_shape)
 
 
 _depthwise_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
@@ -378,22 +383,13 @@ def _pointwise_bwd(res, g):
     """
     x, kernel = res
     gx = lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
-    b, c_in, c_out = x.shape[0], x.shape[-1], g.shape[-1]
-    chunk = _batch_chunk(b, math.prod(x.shape[1:]) * x.dtype.itemsize)
-    rows = lambda a, n: a.reshape(n, -1, a.shape[-1])  # noqa: E731
     acc = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 sums in float32
 
-    def xtg(xc, gc):  # (R, C_in), (R, C_out) -> (C_in, C_out)
+    def xtg(xc, gc):  # (R, ..., C_in), (R, ..., C_out) -> (C_in, C_out), over the rows
+        xc, gc = xc.reshape(-1, xc.shape[-1]), gc.reshape(-1, gc.shape[-1])
         return lax.dot_general(xc, gc, (((0,), (0,)), ((), ())), preferred_element_type=acc)
 
-    if chunk == b:
-        gk = xtg(x.reshape(-1, c_in), g.reshape(-1, c_out))
-    else:
-        gk, _ = lax.scan(
-            lambda acc, xg: (lax.add(acc, xtg(*xg)), None),
-            jnp.zeros((c_in, c_out), acc),
-            (rows(x, b // chunk), rows(g, b // chunk)),
-        )
+    gk = _sum_over_batch_chunks(xtg, x, g, jnp.zeros((x.shape[-1], g.shape[-1]), acc))
     return gx.astype(x.dtype), gk.astype(kernel.dtype)
 
 
