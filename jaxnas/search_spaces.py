@@ -32,9 +32,13 @@ The objects delegate to the modules that implement each space:
   :class:`jaxnas.supernet.SuperNet`, :mod:`jaxnas.models.darts_net`;
 - :data:`NB201_SPACE`: NAS-Bench-201's cell (Dong & Yang, 2020): :mod:`jaxnas.spaces.nb201`,
   :mod:`jaxnas.models.nb201_net`;
-- :data:`RNN_SPACE`: DARTS' recurrent cell: :mod:`jaxnas.rnn` (its supernet and discrete
-  cell are functions of an architecture matrix, :mod:`jaxnas.rnn.model`, with no edge
-  mixer: :meth:`RNNSpace.supernet` and :meth:`RNNSpace.discrete_network` say so).
+- :data:`RNN_SPACE`: DARTS' recurrent cell: :mod:`jaxnas.rnn` (pure functions, not Flax
+  modules, :mod:`jaxnas.rnn.model`); its supernet for an edge mixer is a language model,
+  :meth:`RNNSpace.lm_supernet` (:class:`jaxnas.rnn.supernet.RNNSuperNet`: the mixer's
+  ``edge_weights``, ``active`` and ``combine``; a mixer with ``edge_input`` or
+  ``combiner``, BayesNAS' or ASM-NAS', is a one-line ``ValueError``), not the image
+  :meth:`~SearchSpace.supernet`; it has no discrete Flax network
+  (:meth:`RNNSpace.discrete_network` raises: :mod:`jaxnas.train_rnn` retrains a cell).
 
 :func:`get` finds a space by name, :func:`space_of` the space of a genotype and
 :func:`resolve_genotype` reads a genotype of one of several spaces from a name, an arch
@@ -62,8 +66,16 @@ from jaxnas.models.darts_net import (
 from jaxnas.models.nb201_net import NB201SuperNet, network_for_training
 from jaxnas.ops import OpsConfig
 from jaxnas.rnn.draw import save_pictures as save_rnn_pictures
-from jaxnas.rnn.genotype import RNN_OPS, STEPS, RNNGenotype, derive_rnn, get_rnn_genotype
+from jaxnas.rnn.genotype import (
+    RNN_OPS,
+    RNN_PRIMITIVES,
+    STEPS,
+    RNNGenotype,
+    derive_rnn,
+    get_rnn_genotype,
+)
 from jaxnas.rnn.model import supernet_arch_for
+from jaxnas.rnn.supernet import RNNSuperNet
 from jaxnas.spaces import nb201
 from jaxnas.spaces.darts import DARTS_CELL, CellTopology
 from jaxnas.spaces.darts_derive import derive
@@ -502,11 +514,14 @@ class NB201Space(SearchSpace):
 class RNNSpace(SearchSpace):
     """DARTS' recurrent cell: ``s_0`` from ``(x_t, h_{t-1})``, 8 nodes, each reading every
     earlier state: 36 edges (row ``i (i - 1) / 2 + j`` for ``s_j -> s_i``, which is
-    :data:`topology`'s order), 4 activations (:mod:`jaxnas.rnn.genotype`).
+    :data:`topology`'s order), 4 activations (:mod:`jaxnas.rnn.genotype`), or DARTS' 5
+    primitives with ``none``.
 
-    Its supernet and discrete cell are functions of the architecture matrix
-    (:mod:`jaxnas.rnn.model`), not Flax modules with edge mixers: :meth:`supernet` and
-    :meth:`discrete_network` raise ``NotImplementedError``.
+    Its cells are pure functions of the weights and the architecture
+    (:mod:`jaxnas.rnn.model`), not Flax modules: the search network of an edge mixer is
+    :meth:`lm_supernet` (a language model over token windows), and :meth:`supernet` (an
+    image classifier's interface) and :meth:`discrete_network` raise
+    ``NotImplementedError``.
     """
 
     name = "rnn"
@@ -521,10 +536,56 @@ class RNNSpace(SearchSpace):
         return tuple(f"s{j}->s{i}" for j, i in self.topology.edges)
 
     def resolve_primitives(self, spec: str | Sequence[str]) -> tuple[str, ...]:
-        """``"rnn"`` (or ``RNN_OPS`` spelled out): the 4 activations."""
+        """``"rnn"`` (or ``RNN_OPS`` spelled out): the 4 activations (SparseNAS: ``A = 0``
+        is the zero op); ``"darts_rnn"`` (or ``RNN_PRIMITIVES``): DARTS' 5 with ``none``
+        first (a softmax needs it to switch an edge off)."""
         if spec == "rnn" or tuple(spec) == RNN_OPS:
             return RNN_OPS
-        raise ValueError(f"the rnn space searches {RNN_OPS}, got {spec!r}")
+        if spec == "darts_rnn" or tuple(spec) == RNN_PRIMITIVES:
+            return RNN_PRIMITIVES
+        raise ValueError(f"the rnn space searches {RNN_OPS} or {RNN_PRIMITIVES}, got {spec!r}")
+
+    def supernet(self, mixer: Mixer, **kwargs: Any) -> nn.Module:
+        """``NotImplementedError``: no image supernet; :meth:`lm_supernet` is this space's."""
+        del mixer, kwargs
+        raise NotImplementedError(
+            "the rnn space has no supernet of images: its search network is the language "
+            "model RNN_SPACE.lm_supernet(mixer, vocab_size=..., model=..., primitives=...)"
+        )
+
+    def lm_supernet(
+        self,
+        mixer: Mixer,
+        *,
+        vocab_size: int,
+        model: Mapping[str, Any],
+        primitives: Sequence[str],
+    ) -> RNNSuperNet:
+        """The recurrent language-model supernet whose every edge mixes its ops by ``mixer``
+        (:class:`jaxnas.rnn.supernet.RNNSuperNet`, DARTS Eq. 1 on the recurrent cell).
+
+        ``net.init(rng)`` the weights, ``net.init_arch(rng)`` ``{"recurrent": (n_edges,
+        len(primitives))}``, ``net.apply(params, arch, tokens (B, T), hidden (B, H),
+        length, dropouts=, rng=, train=, mixer_rng=, step_input=) -> (logits (B, T, V),
+        hidden, raw)``.
+
+        Args:
+          mixer: how an edge mixes its ops (one-line ``ValueError`` for a mixer with an
+            ``edge_input`` or ``combiner`` hook).
+          vocab_size: the vocabulary (the decoder's outputs).
+          model: the config's ``model`` section: ``size``, ``steps``, ``batchnorm``,
+            ``scan_nodes``.
+          primitives: the ops of the columns (:meth:`resolve_primitives`).
+        """
+        return RNNSuperNet(
+            mixer,
+            int(vocab_size),
+            int(model["size"]),
+            int(model["steps"]),
+            tuple(primitives),
+            batchnorm=bool(model["batchnorm"]),
+            scan_nodes=bool(model["scan_nodes"]),
+        )
 
     def derive(
         self, weights: Mapping[str, Any], primitives: Sequence[str] | None = None, **rule: Any

@@ -170,6 +170,11 @@ def _gate(s, w, h_mask):
     return jax.nn.sigmoid(ck[..., :size]), ck[..., size:]
 
 
+#: An edge's combination of its op outputs: ``combine(outs, w) -> (B, H)`` (see
+#: :func:`supernet_states`).
+Combine = Callable[[Sequence[jax.Array | None], jax.Array], jax.Array]
+
+
 def supernet_states(
     params: dict,
     arch: jax.Array,
@@ -181,11 +186,22 @@ def supernet_states(
     ops: Sequence[str] = RNN_OPS,
     batchnorm: bool = True,
     scan_nodes: bool = False,
+    active: jax.Array | None = None,
+    combine: Combine | None = None,
 ) -> list[jax.Array]:
     """The states ``[s_0, s_1, ..., s_steps]`` (each ``(B, H)``) of one step of the search cell.
 
-    ``arch (36, len(ops))`` holds ``A``; row :func:`~jaxnas.rnn.genotype.edge_index`
-    ``(i, j)`` mixes the ops of edge ``s_j -> s_i`` (SparseNAS Eq. 1).
+    ``arch (36, len(ops))`` holds the edge weights ``A``; row
+    :func:`~jaxnas.rnn.genotype.edge_index` ``(i, j)`` mixes the ops of edge ``s_j -> s_i``
+    (SparseNAS Eq. 1; DARTS Eq. 1 with ``A = softmax(alpha)``):
+    ``s_i = sum_{j < i} sum_f A[(i, j), f] hw_f(s_j)``.  A ``"none"`` column of ``ops``
+    (DARTS' RNN primitives) adds exactly zero: its op is not computed.
+
+    ``active`` (bool, ``arch``'s shape): the ops an edge computes (an edge mixer's
+    ``active`` hook, :class:`jaxnas.supernet.Mixer`); the others' ``hw_f`` are exact
+    zeros in value and gradient.  ``combine(outs, w)``: mixes one edge's op outputs
+    ``outs[f] (B, H)`` (``None`` for ``"none"``) by its weights ``w (n_ops,)`` in place
+    of the weighted sum (the mixer's ``combine`` hook), vmapped over a node's edges.
 
     ``scan_nodes``: one compiled node body in a ``lax.scan`` over the nodes, every
     node reading all ``steps + 1`` state slots with ``A = 0`` on the slots it may not
@@ -193,20 +209,40 @@ def supernet_states(
     """
     s0 = init_state(params["w0"], x, h, x_mask, h_mask)
     s0 = batch_norm(s0) if batchnorm else s0
+    ops = tuple(ops)
     if scan_nodes:
-        return _scanned_states(params["ws"], arch, s0, h_mask, ops, batchnorm)
+        return _scanned_states(params["ws"], arch, s0, h_mask, ops, batchnorm, active, combine)
     states = [s0]
     for i in range(1, params["ws"].shape[0] + 1):
         prev = jnp.stack(states)  # (i, B, H): all predecessors share W_i
-        c, k = _gate(prev, params["ws"][i - 1], h_mask)
-        hw = jnp.stack([prev + c * (ACTIVATIONS[f](k) - prev) for f in ops])  # (n_ops, i, B, H)
-        a = arch[edge_index(i, 0) : edge_index(i, 0) + i]  # (i, n_ops): node i's group
-        s = jnp.einsum("jo,ojbh->bh", a, hw)  # Eq. 1: sum_j sum_o A hw_o(s_j)
+        rows = slice(edge_index(i, 0), edge_index(i, 0) + i)  # node i's group
+        on = None if active is None else active[rows]
+        s = _node(prev, params["ws"][i - 1], arch[rows], on, h_mask, ops, combine)
         states.append(batch_norm(s) if batchnorm else s)
     return states
 
 
-def _scanned_states(ws, arch, s0, h_mask, ops, batchnorm):
+def _node(prev, w, a, on, h_mask, ops, combine, valid=None):
+    """Node ``i`` from its predecessors ``prev (n, B, H)`` and their edges' weights ``a
+    (n, n_ops)`` (``on``: active ops or None; ``valid (n,)``: 0 on padded slots)."""
+    c, k = _gate(prev, w, h_mask)
+    live = [o for o, f in enumerate(ops) if f != "none"]
+    hw = jnp.stack([prev + c * (ACTIVATIONS[ops[o]](k) - prev) for o in live])  # (live, n, B, H)
+    if on is not None:  # inactive ops: exact zeros in value and gradient
+        hw = jnp.where(on[:, live].T[:, :, None, None], hw, jnp.zeros((), hw.dtype))
+    if combine is None:
+        a = a if len(live) == len(ops) else a[:, live]
+        return jnp.einsum("jo,ojbh->bh", a, hw)  # Eq. 1: sum_j sum_o A hw_o(s_j)
+    outs: list[jax.Array | None] = [None] * len(ops)
+    for n, o in enumerate(live):
+        outs[o] = hw[n]
+    y = jax.vmap(combine)(outs, a)  # (n, B, H): one combination per edge
+    if valid is not None:
+        y = y * valid[:, None, None]
+    return jnp.sum(y, axis=0)
+
+
+def _scanned_states(ws, arch, s0, h_mask, ops, batchnorm, active, combine):
     steps = ws.shape[0]
     idx = np.zeros((steps, steps + 1), np.int32)
     mask = np.zeros((steps, steps + 1), np.float32)
@@ -214,16 +250,16 @@ def _scanned_states(ws, arch, s0, h_mask, ops, batchnorm):
         for j in range(i):
             idx[i - 1, j], mask[i - 1, j] = edge_index(i, j), 1.0
     a_pad = arch[idx] * jnp.asarray(mask, arch.dtype)[..., None]  # (steps, steps + 1, n_ops)
+    on_pad = None if active is None else active[idx] & (mask > 0)[..., None]
     buf = jnp.zeros((steps + 1, *s0.shape), s0.dtype).at[0].set(s0)
 
     def node(buf, inp):
-        i, w, a = inp
-        c, k = _gate(buf, w, h_mask)
-        hw = jnp.stack([buf + c * (ACTIVATIONS[f](k) - buf) for f in ops])
-        s = jnp.einsum("jo,ojbh->bh", a, hw)  # Eq. 1 (A = 0 on slots j >= i)
+        i, w, a, on, valid = inp
+        s = _node(buf, w, a, on, h_mask, ops, combine, valid)  # Eq. 1 (A = 0 on slots j >= i)
         return buf.at[i].set(batch_norm(s) if batchnorm else s), None
 
-    buf, _ = jax.lax.scan(node, buf, (jnp.arange(1, steps + 1), ws, a_pad))
+    valid = jnp.asarray(mask, s0.dtype)
+    buf, _ = jax.lax.scan(node, buf, (jnp.arange(1, steps + 1), ws, a_pad, on_pad, valid))
     return [buf[i] for i in range(steps + 1)]
 
 
@@ -238,14 +274,16 @@ def supernet_cell(
     ops: Sequence[str] = RNN_OPS,
     batchnorm: bool = True,
     scan_nodes: bool = False,
+    active: jax.Array | None = None,
+    combine: Combine | None = None,
 ) -> CellFn:
     """The search cell of ``params`` and ``A = arch``: one step is ``h_t = mean(s_1 ..
     s_steps)`` (B, H) of :func:`supernet_states` with these options (module docstring)."""
+    options = dict(ops=ops, batchnorm=batchnorm, scan_nodes=scan_nodes)
+    options.update(active=active, combine=combine)
 
     def cell(x, h, x_mask, h_mask):
-        states = supernet_states(
-            params, arch, x, h, x_mask, h_mask, ops=ops, batchnorm=batchnorm, scan_nodes=scan_nodes
-        )
+        states = supernet_states(params, arch, x, h, x_mask, h_mask, **options)
         return jnp.mean(jnp.stack(states[1:]), axis=0)
 
     return cell

@@ -44,18 +44,12 @@ import optax
 
 from jaxnas import parallel
 from jaxnas.rnn.genotype import RNN_OPS, RNNGenotype, derive_rnn, edge_index, node_groups
-from jaxnas.rnn.model import (
-    DARTS_DROPOUTS,
-    Dropouts,
-    init_supernet_params,
-    lm_forward,
-    lm_loss,
-    supernet_cell,
-)
+from jaxnas.rnn.model import DARTS_DROPOUTS, Dropouts, lm_loss
 from jaxnas.rnn.sgd import darts_sgd, sgd_apply, window_lr
+from jaxnas.rnn.supernet import RNNSuperNet
 from jaxnas.search.core import MethodCore, next_state
 from jaxnas.search.method import as_key, check_choices
-from jaxnas.search.sparsenas import arch_optimizer, arch_optimizer_keys
+from jaxnas.search.sparsenas import LinearMixer, arch_optimizer, arch_optimizer_keys
 
 __all__ = ["RNNSearchState", "SparseNASRNN", "default_config"]
 
@@ -151,9 +145,21 @@ class SparseNASRNN(MethodCore):
             raise ValueError(f"model.steps and model.size must be >= 1, got {m.steps}, {m.size}")
 
     def setup(self) -> None:
-        """The cell's ``steps`` nodes, its dropouts, the SGL groups of ``A`` (Eq. 2: one
-        per node ``i``, its ``4 i`` incoming weights) and the edges' labels."""
-        self.steps = int(self.config.model.steps)
+        """The cell's ``steps`` nodes, the supernet (the recurrent space's cell, its edges
+        mixed by :class:`~jaxnas.search.sparsenas.LinearMixer`: ``w = A``, Eq. 1), its
+        dropouts, the SGL groups of ``A`` (Eq. 2: one per node ``i``, its ``4 i`` incoming
+        weights) and the edges' labels."""
+        m = self.config.model
+        self.steps = int(m.steps)
+        self.net = RNNSuperNet(
+            LinearMixer(),
+            self.vocab_size,
+            m.size,
+            self.steps,
+            RNN_OPS,
+            batchnorm=m.batchnorm,
+            scan_nodes=m.scan_nodes,
+        )
         self.dropouts = Dropouts.from_config(self.config.model)
         self.groups = {"recurrent": node_groups(len(RNN_OPS), self.steps)}  # Eq. 2: sizes 4 i
         self.edge_labels = [f"s{j}->s{i}" for i in range(1, self.steps + 1) for j in range(i)]
@@ -209,8 +215,8 @@ class SparseNASRNN(MethodCore):
         """Weights as DARTS, ``A_0 = theta_0 = 1/4`` (or 1) times ``1 + noise N(0, 1)``."""
         m = self.config.model
         k_w, k_a, k_state = jax.random.split(as_key(rng), 3)
-        params = init_supernet_params(k_w, self.vocab_size, m.size, self.steps)
-        shape = (edge_index(self.steps, 0) + self.steps, len(RNN_OPS))
+        params = self.net.init(k_w)
+        shape = self.net.arch_shape
         scale = 1.0 / len(RNN_OPS) if m.arch_init == "uniform" else 1.0
         noise = jax.random.normal(k_a, shape) if m.arch_init_noise else 0.0
         arch = {"recurrent": scale * (1.0 + m.arch_init_noise * noise) * jnp.ones(shape)}
@@ -235,15 +241,11 @@ class SparseNASRNN(MethodCore):
     def loss(self, params, arch, window, hidden, rng, *, train=True, tar=False):
         """Mean NLL of a window (+ TAR when ``tar``); aux ``(hidden, nll_sum, count)``."""
         x, y, n = window
-        m = self.config.model
-
-        cell = supernet_cell(
-            params, arch["recurrent"], batchnorm=m.batchnorm, scan_nodes=m.scan_nodes
+        logits, h, raw = self.net.apply(
+            params, arch, x, hidden, n, dropouts=self.dropouts, rng=rng, train=train
         )
-        logits, h, raw = lm_forward(
-            params, cell, x, hidden, n, dropouts=self.dropouts, rng=rng, train=train
-        )
-        loss, (nll_sum, count) = lm_loss(logits, y, n, raw, m.tar_beta if tar else 0.0)
+        tar_beta = self.config.model.tar_beta if tar else 0.0
+        loss, (nll_sum, count) = lm_loss(logits, y, n, raw, tar_beta)
         return loss, (h, nll_sum, count)
 
     def arch_gradient(self, state, train_window, valid_window, xi, rng_t, rng_v):
