@@ -30,7 +30,11 @@ def test_arch_collection_shapes(tiny):
     assert 0 < float(jnp.std(v["arch"]["normal"])) < 1e-2
 
 
-def _grads(model, v, x=X):
+def _float64(v):
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), v)
+
+
+def _grads(model, v, x):
     """Gradients of ``sum(logits**2)`` w.r.t. ``(params, arch)`` at ``v`` (training mode)."""
 
     def loss(params, arch):
@@ -41,13 +45,18 @@ def _grads(model, v, x=X):
         )
         return jnp.sum(logits**2)
 
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))(v["params"], v["arch"])
+    # compiled without LLVM optimisation (jit_init's options): it runs once, and its
+    # values are compared, not its speed
+    return jit_init(jax.grad(loss, argnums=(0, 1)))(v["params"], v["arch"])
 
 
 @pytest.fixture(scope="module")
 def tiny_grads(tiny):
-    """The plain supernet's gradients: one compile for the two tests that read them."""
-    return _grads(*tiny)
+    """The plain supernet's gradients in float64 (see the remat test): one compile for
+    the two tests that read them."""
+    model, v = tiny
+    with jax.enable_x64(True):
+        return _grads(model, _float64(v), jnp.asarray(X, jnp.float64))
 
 
 def test_params_and_arch_gradients_are_separate_trees(tiny, tiny_grads):
@@ -115,21 +124,25 @@ def test_supernet_output_and_bad_arch_shape(tiny):
 
 def test_depthwise_implementations_agree(tiny):
     model, v = tiny
+    # one program per implementation (not op by op), without LLVM optimisation: each
+    # runs once
+    apply = lambda m: jit_init(lambda v: m.apply(v, X, train=False))(v)
     outs = [
-        dataclasses.replace(model, cfg=OpsConfig(depthwise=impl)).apply(v, X, train=False)
+        apply(dataclasses.replace(model, cfg=OpsConfig(depthwise=impl)))
         for impl in ("custom_vjp", "shifted", "lax")
     ]
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-4, atol=1e-5)
 
 
-def test_remat_gives_the_same_gradients(x64, tiny):
+def test_remat_gives_the_same_gradients(x64, tiny, tiny_grads):
     """In float64, so that the check is of the function, not of rounding: in float32 the
     recomputed forward may round differently from the saved one (other fusions, the
-    hand-written VJPs' own order), and this tiny net's BNs amplify that to ~1e-4."""
+    hand-written VJPs' own order), and this tiny net's BNs amplify that to ~1e-4.  The
+    plain gradients are the ``tiny_grads`` fixture's (the same program, float64)."""
     model, v = tiny
-    v = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), v)
-    x = jnp.asarray(X, jnp.float64)
-    plain, remat = _grads(model, v, x), _grads(dataclasses.replace(model, remat=True), v, x)
+    plain = tiny_grads
+    remat = _grads(dataclasses.replace(model, remat=True), _float64(v), jnp.asarray(X, jnp.float64))
+    assert all(a.dtype == jnp.float64 for a in jax.tree.leaves((plain, remat)))
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
