@@ -113,16 +113,18 @@ def smooth_supernet():
 def test_exact_hypergradient_matches_finite_difference_of_unrolled_loss(smooth_supernet):
     s = smooth_supernet
     kw = dict(xi=0.1, momentum=MU, weight_decay=WD)
+    # the programs below are compiled without LLVM optimisation (jit_init's options): each
+    # runs a few times on a tiny net, and their values are what is checked, not their speed
     with jax.enable_x64(True):
         grads = {
-            mode: jax.jit(
+            mode: jit_init(
                 lambda w, a, mode=mode: hypergradient(
                     s["loss"], w, a, s["m"], s["tb"], s["vb"], mode=mode, **kw
                 )[0]
             )(s["w"], s["a"])
             for mode in ("exact", "unrolled")
         }
-        fd_step = jax.jit(
+        fd_step = jit_init(
             lambda w, a, eps: hypergradient(
                 s["loss"],
                 w,
@@ -136,7 +138,7 @@ def test_exact_hypergradient_matches_finite_difference_of_unrolled_loss(smooth_s
             )[0]
         )
 
-        @jax.jit
+        @jit_init
         def unrolled_val(a):
             w1 = unrolled_weights(s["loss"], s["w"], a, s["m"], s["tb"], **kw)
             return s["loss"](w1, a, s["vb"])
