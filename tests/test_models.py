@@ -29,6 +29,10 @@ from jaxnas.ops import DepthwiseConv
 from jaxnas.supernet import SuperNet
 from jaxnas.xla import jit_init
 
+# The programs these tests compile to compare values (networks' applies and gradients) go
+# through jit_init: compiled without LLVM optimisation, which takes a third less CPU time
+# to compile and computes the same functions (each runs a few times on tiny inputs).
+
 
 def _shapes(model, input_shape, **kw):
     x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
@@ -338,8 +342,8 @@ def test_scan_groups_follow_the_reductions():
     assert count_params(vs_shapes["params"]) == count_params(v["params"])
     vs = _stack_cells(v, vs_shapes)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
-    y, _ = jax.jit(lambda v, x: net.apply(v, x, train=False))(v, x)
-    ys, _ = jax.jit(lambda v, x: scanned.apply(v, x, train=False))(vs, x)
+    y, _ = jit_init(lambda v, x: net.apply(v, x, train=False))(v, x)
+    ys, _ = jit_init(lambda v, x: scanned.apply(v, x, train=False))(vs, x)
     np.testing.assert_allclose(np.asarray(ys), np.asarray(y), rtol=1e-5, atol=1e-5)
 
 
@@ -445,7 +449,7 @@ def tiny_nets():
     vs = _stack_cells(v, _shapes(scanned, (8, 8, 1)))
 
     def make_train(model):
-        @jax.jit
+        @jit_init
         def train(v, x, key, p):
             return model.apply(v, x, True, p, rngs={"dropout": key}, mutable=["batch_stats"])
 
@@ -466,7 +470,7 @@ def test_drop_path_in_the_network(tiny_nets):
         (y2, _), _ = step(variables, x, k2, 0.5)
         assert not np.allclose(y1, y2)
     # inference: drop path is off whatever the probability
-    ev = jax.jit(lambda v, x, p: net.apply(v, x, False, p)[0])
+    ev = jit_init(lambda v, x, p: net.apply(v, x, False, p)[0])
     np.testing.assert_array_equal(ev(v, x, 0.0), ev(v, x, 0.5))
     assert np.isfinite(np.asarray(ev(v, x, 0.0))).all()
 
@@ -541,9 +545,9 @@ def test_one_hot_supernet_equals_discrete_network(per_layer):
     expected = _shapes(net, (16, 16, 3))
     assert jax.tree.structure(expected) == jax.tree.structure(dv)
     assert jax.tree.map(lambda a: a.shape, expected) == jax.tree.map(lambda a: a.shape, dv)
-    sup_fn = jax.jit(lambda v, x: sup.apply(v, x, train=False))
+    sup_fn = jit_init(lambda v, x: sup.apply(v, x, train=False))
     y_sup = sup_fn(sv, x)
-    y_net, aux = jax.jit(lambda v, x: net.apply(v, x, train=False))(dv, x)
+    y_net, aux = jit_init(lambda v, x: net.apply(v, x, train=False))(dv, x)
     assert aux is None
     np.testing.assert_allclose(np.asarray(y_net), np.asarray(y_sup), rtol=1e-5, atol=1e-5)
     # the check has teeth: the same supernet on other edges computes another function
@@ -636,8 +640,8 @@ def test_grouped_ops_cell_equals_the_per_op_cell(train):
         == 2
     )
     mutable = ["batch_stats"] if train else False
-    a = jax.jit(lambda v: plain.apply(v, x, train=train, mutable=mutable))(v)
-    b = jax.jit(lambda v: grouped.apply(v, x, train=train, mutable=mutable))(regroup)
+    a = jit_init(lambda v: plain.apply(v, x, train=train, mutable=mutable))(v)
+    b = jit_init(lambda v: grouped.apply(v, x, train=train, mutable=mutable))(regroup)
     if train:
         (a, sa), (b, sb) = a, b
         sa = {"batch_stats": sa["batch_stats"]}
@@ -697,10 +701,10 @@ def test_remat_cells_are_the_same_network():
         )[0]
         return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y]), logits
 
-    (v0, l0), g0 = jax.jit(jax.value_and_grad(lambda p: loss(nets[0], p), has_aux=True))(
+    (v0, l0), g0 = jit_init(jax.value_and_grad(lambda p: loss(nets[0], p), has_aux=True))(
         variables[0]["params"]
     )
-    (v1, l1), g1 = jax.jit(jax.value_and_grad(lambda p: loss(nets[1], p), has_aux=True))(
+    (v1, l1), g1 = jit_init(jax.value_and_grad(lambda p: loss(nets[1], p), has_aux=True))(
         variables[0]["params"]
     )
     np.testing.assert_allclose(l0, l1, rtol=1e-6, atol=1e-6)
