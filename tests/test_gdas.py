@@ -23,6 +23,10 @@ from jaxnas.spaces import nb201
 from jaxnas.supernet import MixedEdge, SuperNet
 from jaxnas.xla import jit_init
 
+# The programs these tests compile to compare values go through jit_init: compiled without
+# LLVM optimisation (a third less CPU time to compile, the same functions; each runs a few
+# times on tiny inputs).
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: every kind of op; the conv is the dilated depthwise-separable one (one depthwise +
 #: pointwise + BN block where sep_conv_3x3 stacks two: the same kind of op, a shorter
@@ -95,8 +99,8 @@ def test_edge_gradient_is_the_softmax_gradient_at_the_sampled_op(unselected):
         y, _ = edge.apply(variables, x, w, mutable=["batch_stats"])
         return jnp.sum(c * y), y
 
-    grad = jax.jit(jax.grad(loss, has_aux=True))
-    ys = jax.jit(lambda w: dense.apply(variables, x, w, mutable=["batch_stats"])[0])
+    grad = jit_init(jax.grad(loss, has_aux=True))
+    ys = jit_init(lambda w: dense.apply(variables, x, w, mutable=["batch_stats"])[0])
     alpha = jnp.asarray([0.3, -0.2, 0.1, 0.4], jnp.float32)
     seen = set()
     for seed in range(6):
@@ -147,9 +151,9 @@ def test_sampled_nb201_supernet_is_the_discrete_network_of_the_sample():
     assert np.any(k != np.asarray(alpha).argmax(-1))  # a draw, not the mode
     arch = nb201.NB201Arch(tuple(NB4[i] for i in k))
     rngs = {"mixer": jax.random.key(9)}  # the supernet asks; KeyedGumbel uses its own key
-    y_sup = jax.jit(lambda v: sup.apply(v, x, train=False, step_input={"tau": tau}, rngs=rngs))(sv)
+    y_sup = jit_init(lambda v: sup.apply(v, x, train=False, step_input={"tau": tau}, rngs=rngs))(sv)
     net = NB201Network(arch, 5, init_channels=4, cells_per_stage=1, affine=False)
-    y_net, _ = jax.jit(lambda v: net.apply(v, x, train=False))(variables_from_supernet(sv, arch))
+    y_net, _ = jit_init(lambda v: net.apply(v, x, train=False))(variables_from_supernet(sv, arch))
     np.testing.assert_allclose(np.asarray(y_net), np.asarray(y_sup), rtol=1e-5, atol=1e-5)
 
 
@@ -170,10 +174,10 @@ def test_sampled_darts_supernet_is_the_one_hot_supernet():
         return model.apply(v, x, train=True, mutable=["batch_stats"], **kw)[0]
 
     rngs = {"mixer": jax.random.key(9)}  # the supernet asks; KeyedGumbel uses its own key
-    y_sup = jax.jit(lambda v: fwd(sup, v, step_input={"tau": tau}, rngs=rngs))(sv)
+    y_sup = jit_init(lambda v: fwd(sup, v, step_input={"tau": tau}, rngs=rngs))(sv)
     one_hot = {n: gumbel_hard(jax.random.key(5), a, tau)[0] for n, a in arch.items()}
     dense = SuperNet(10, mixer=OneHotMixer(), **kw)
-    y_dense = jax.jit(lambda v: fwd(dense, v))(dict(sv, arch=one_hot))
+    y_dense = jit_init(lambda v: fwd(dense, v))(dict(sv, arch=one_hot))
     np.testing.assert_allclose(np.asarray(y_sup), np.asarray(y_dense), rtol=1e-5, atol=1e-5)
 
 
