@@ -23,6 +23,11 @@ from jaxnas.search.prdarts import PRDARTS, GateMixer
 from jaxnas.search.prdarts_reg import chain_edges
 from jaxnas.spaces.darts import DARTS_CELL
 from jaxnas.supernet import Mixer, SearchCell
+from jaxnas.xla import jit_init
+
+# The programs these tests compile to compare values (the cell's init, applies and
+# gradients) go through jit_init: compiled without LLVM optimisation (a third less CPU time
+# to compile, the same functions; each runs a few times on tiny inputs).
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRIMS = ops.DARTS_PRIMITIVES
@@ -65,7 +70,7 @@ def cell_setup():
     """A normal cell with the 8 DARTS ops, its variables and a two-op gate sample."""
     s0, s1 = _inputs()
     cell = _cell(PRIMS, GateMixer())
-    variables = jax.jit(cell.init)(jax.random.key(0), s0, s1, jnp.ones((14, 8)))
+    variables = jit_init(cell.init)(jax.random.key(0), s0, s1, jnp.ones((14, 8)))
     beta = 0.5 * jax.random.normal(jax.random.key(1), (14, 8))
     sample = gates.sample_two_ops(jax.random.key(2), beta, TAU, mode="paper")
     return cell, variables, (s0, s1), beta, sample
@@ -98,15 +103,15 @@ def test_unselected_ops_are_not_computed(cell_setup, monkeypatch):
     monkeypatch.setitem(ops.OPS, "poison", lambda C, st, affine, search, cfg: Poison(st))
     prims = (*PRIMS, "poison")
     w = jnp.concatenate([sample.weights, jnp.zeros((14, 1))], axis=-1)
-    sparse = np.asarray(jax.jit(lambda w: _apply(_cell(prims, GateMixer()), variables, s, w))(w))
-    dense_poison = jax.jit(lambda w: _apply(_cell(prims, DenseMixer()), variables, s, w))(w)
-    dense = jax.jit(lambda w: _apply(_cell(PRIMS, DenseMixer()), variables, s, w))(w[:, :8])
+    sparse = np.asarray(jit_init(lambda w: _apply(_cell(prims, GateMixer()), variables, s, w))(w))
+    dense_poison = jit_init(lambda w: _apply(_cell(prims, DenseMixer()), variables, s, w))(w)
+    dense = jit_init(lambda w: _apply(_cell(PRIMS, DenseMixer()), variables, s, w))(w[:, :8])
     assert np.all(np.isfinite(sparse))
     assert np.all(np.isnan(np.asarray(dense_poison)))
     np.testing.assert_allclose(sparse, np.asarray(dense), rtol=1e-5, atol=1e-6)
     # sanity: once selected on one edge, the poison is computed and reaches the output
     w_hit = w.at[3, 8].set(0.5)
-    hit = jax.jit(lambda w: _apply(_cell(prims, GateMixer()), variables, s, w))(w_hit)
+    hit = jit_init(lambda w: _apply(_cell(prims, GateMixer()), variables, s, w))(w_hit)
     assert np.any(np.isnan(np.asarray(hit)))
 
 
@@ -122,7 +127,7 @@ def test_gradients_of_unselected_ops_are_zero_and_beta_gets_the_chain_rule(cell_
         out = _apply(cell, {**variables, "params": params}, s, w)
         return jnp.mean(out**2)
 
-    g_params, g_w = jax.jit(jax.grad(loss, (0, 1)))(variables["params"], sample.weights)
+    g_params, g_w = jit_init(jax.grad(loss, (0, 1)))(variables["params"], sample.weights)
     w = np.asarray(sample.weights)
     edge_params = g_params["edges"]["edge"]
     convs = [i for i, p in enumerate(PRIMS) if "conv" in p]
@@ -137,7 +142,7 @@ def test_gradients_of_unselected_ops_are_zero_and_beta_gets_the_chain_rule(cell_
         assert np.all(norms[w[:, o] != 0] > 0), PRIMS[o]
     assert any(np.any(w[:, o] != 0) for o in convs)  # the check above was not vacuous
 
-    g_beta = jax.jit(
+    g_beta = jit_init(
         jax.grad(
             lambda b: loss(
                 variables["params"], gates.sample_two_ops(key, b, TAU, mode="paper").weights
