@@ -35,6 +35,11 @@ from jaxnas.width.swin import (
     window_reverse,
 )
 from jaxnas.width.vit import ViT, vit_tiny
+from jaxnas.xla import jit_init
+
+# The programs these tests compile to compare values once (applies, gradients, inits) go
+# through jit_init: compiled without LLVM optimisation (less CPU time to compile, the same
+# functions).
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -192,14 +197,14 @@ def test_swin_block_masked_equals_sliced_float64(x64):
     arch = {"attn": rng.uniform(-1.5, 1.5, 8), "mlp": rng.uniform(-1.5, 1.5, 32)}
     keep = {"attn": [0, 2, 3, 6, 7], "mlp": sorted(rng.choice(32, 13, replace=False))}
     masked_arch = mask_scores(arch, groups, keep)
-    masked = jax.jit(block.apply)(v, x, masked_arch["attn"], masked_arch["mlp"])
+    masked = jit_init(block.apply)(v, x, masked_arch["attn"], masked_arch["mlp"])
     sliced_arch = {k: a[np.asarray(keep[k])] for k, a in arch.items()}
     small = block.clone(attn_dim=5, mlp_dim=13)
-    sliced = jax.jit(small.apply)(slice_variables(v, groups, keep), x, *sliced_arch.values())
+    sliced = jit_init(small.apply)(slice_variables(v, groups, keep), x, *sliced_arch.values())
     assert masked.dtype == jnp.float64
     np.testing.assert_allclose(sliced, masked, rtol=1e-12, atol=1e-12)
     # the scores matter: unmasked scores give another output
-    assert np.abs(jax.jit(block.apply)(v, x, *arch.values()) - masked).max() > 1e-3
+    assert np.abs(jit_init(block.apply)(v, x, *arch.values()) - masked).max() > 1e-3
 
 
 @pytest.mark.parametrize("which", ["swin", "vit", "vit_mean"])
@@ -221,9 +226,9 @@ def test_masked_equals_sliced_and_fold(which):
     assert any(len(keep[g.name]) not in (g.size, int(0.6 * g.size)) for g in groups)
 
     masked_vars = {**v, "arch": mask_scores(v["arch"], groups, keep)}
-    masked = jax.jit(model.apply)(masked_vars, x)
+    masked = jit_init(model.apply)(masked_vars, x)
     small, small_vars = prune(model, v, keep)
-    sliced = jax.jit(small.apply)(small_vars, x)
+    sliced = jit_init(small.apply)(small_vars, x)
     np.testing.assert_allclose(sliced, masked, rtol=1e-5, atol=1e-5)
     assert count_params(small_vars["params"]) < count_params(v["params"])
     assert network_size(small, small_vars, shape)["macs"] < model.macs(shape)
@@ -232,7 +237,7 @@ def test_masked_equals_sliced_and_fold(which):
         return  # folding is model-independent (the groups' ``fold`` axes): ViT covers it
     folded_model, folded_vars = fold_scores(small, small_vars)
     assert "arch" not in folded_vars and not folded_model.scored
-    folded = jax.jit(folded_model.apply)(folded_vars, x)
+    folded = jit_init(folded_model.apply)(folded_vars, x)
     np.testing.assert_allclose(folded, sliced, rtol=1e-5, atol=1e-5)
 
 
@@ -287,13 +292,13 @@ def test_scores_get_a_task_gradient_and_unit_scores_are_the_plain_network():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 1)), jnp.float32)
     v = randomize(shapes_of(model, (16, 16, 1)), 6)
     v["arch"] = {k: jnp.ones_like(a) for k, a in v["arch"].items()}
-    plain = jax.jit(model.clone(scored=False).apply)({"params": v["params"]}, x)
-    np.testing.assert_allclose(jax.jit(model.apply)(v, x), plain, rtol=1e-6, atol=1e-6)
+    plain = jit_init(model.clone(scored=False).apply)({"params": v["params"]}, x)
+    np.testing.assert_allclose(jit_init(model.apply)(v, x), plain, rtol=1e-6, atol=1e-6)
 
     def loss(arch):
         return jnp.sum(model.apply({**v, "arch": arch}, x) ** 2)
 
-    grads = jax.jit(jax.grad(loss))(v["arch"])
+    grads = jit_init(jax.grad(loss))(v["arch"])
     assert set(grads) == {"block0.attn", "block0.mlp"}
     assert all(float(jnp.abs(g).max()) > 1e-6 for g in grads.values())
 
