@@ -36,6 +36,12 @@ from jaxnas.width import (
     random_scores,
     slice_variables,
 )
+from jaxnas.xla import jit_init
+
+# The programs these tests compile to compare values once (applies of the masked and the
+# sliced networks, an init) go through jit_init: compiled without LLVM optimisation (a
+# third less CPU time to compile, the same functions).  The training step and the
+# evaluation over 2,000 images keep the run's optimisation.
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -226,7 +232,7 @@ def pruned_pair(request):
                     return y, upd["batch_stats"]
                 return m.apply(variables, x, train=False)
 
-            return jax.jit(f)(variables)
+            return jit_init(f)(variables)
 
         out = {
             "eval": (run(model, masked, False), run(pm, pv, False)),
@@ -285,7 +291,7 @@ def test_fold_scores_is_exact(pruned_pair):
         fm, fv = fold_scores(pm, pv)
         assert "arch" not in fv and not fm.scored
         np.testing.assert_allclose(
-            jax.jit(fm.apply)(fv, x), pruned_pair["out"]["eval"][1], rtol=1e-10, atol=1e-10
+            jit_init(fm.apply)(fv, x), pruned_pair["out"]["eval"][1], rtol=1e-10, atol=1e-10
         )
 
 
@@ -554,7 +560,7 @@ def test_small_resnet_trains_on_fashion_mnist_and_surgery_keeps_its_predictions(
     xtr, ytr = data.normalize(train.images, "fashion_mnist"), train.labels
     xte, yte = data.normalize(test.images, "fashion_mnist"), test.labels
     model = PreActResNet()
-    v = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    v = jit_init(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     steps, batch = 160, 64
     w_tx = optax.chain(
         optax.add_decayed_weights(1e-4),
