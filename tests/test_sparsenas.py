@@ -28,6 +28,7 @@ from jaxnas.search.sparsenas import (
 )
 from jaxnas.spaces.darts import DARTS_CELL
 from jaxnas.supernet import SearchCell
+from jaxnas.xla import jit_init
 
 OPS7 = resolve_primitives("darts_no_zero")
 A0 = 1.0 / 7  # the uniform init, 1/|O|
@@ -155,10 +156,12 @@ def cell_fn():
         rng = np.random.default_rng(0)
         s0, s1 = (jnp.asarray(rng.normal(size=(4, 8, 8, 3))) for _ in range(2))
         w0 = jnp.full((14, 7), A0, jnp.float64)
-        variables = cell.init(jax.random.key(0), s0, s1, w0)
+        # compiled through jit_init (without LLVM optimisation: the init runs once, f a few
+        # times on this tiny cell; the same functions), the init not op by op
+        variables = jit_init(cell.init)(jax.random.key(0), s0, s1, w0)
         variables = jax.tree.map(lambda a: a.astype(jnp.float64), variables)
 
-        @jax.jit
+        @jit_init
         def f(w):
             out, _ = cell.apply(variables, s0, s1, w, mutable=["batch_stats"])
             return out.reshape(*out.shape[:-1], 4, 2)  # (B, H, W, node, C)
