@@ -20,6 +20,7 @@ from jaxnas import curvature as cv
 from jaxnas.config import default_config
 from jaxnas.models.lenet import LeNet5, LeNet300
 from jaxnas.models.resnet18 import ResNet18
+from jaxnas.xla import jit_init
 
 SHAPE = (3, 2, 4, 5)  # Flax HWIO (M, K, C, N): all sizes distinct
 M, K, C, N = SHAPE
@@ -216,8 +217,9 @@ def _check_twin(model, variables, masks, x, **kw):
 
     small_vars = slice_variables(jax.tree.map(np.asarray, dense_vars), model.channel_groups(), keep)
     small = model.pruned(keep)
-    y_dense = model.apply(dense_vars, x, **kw)
-    y_small = small.apply(small_vars, x, **kw)
+    # one program each (jit_init: without LLVM optimisation, it runs once), not op by op
+    y_dense = jit_init(lambda v: model.apply(v, x, **kw))(dense_vars)
+    y_small = jit_init(lambda v: small.apply(v, x, **kw))(small_vars)
     np.testing.assert_allclose(y_small, y_dense, rtol=1e-5, atol=1e-5)
     return small, alive
 
@@ -226,7 +228,7 @@ def test_pruned_lenet300_equals_masked_dense():
     rng = np.random.default_rng(0)
     model = LeNet300(hidden=(12, 8), num_classes=3, num_inputs=16)
     x = jax.random.normal(jax.random.key(0), (5, 4, 4, 1))
-    variables = model.init(jax.random.key(1), x)
+    variables = jit_init(model.init)(jax.random.key(1), x)
     variables = {"params": jax.tree.map(lambda a: a + 0.1, variables["params"])}  # biases != 0
     masks = _random_masks(variables["params"], rng, 0.75)
     masks["fc1"]["kernel"][3] = 0  # input pixel 3 read by nobody
@@ -242,7 +244,7 @@ def test_pruned_lenet5_equals_masked_dense():
     rng = np.random.default_rng(3)
     model = LeNet5(conv=(4, 6), hidden=10, num_classes=3)
     x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
-    variables = model.init(jax.random.key(1), x)
+    variables = jit_init(model.init)(jax.random.key(1), x)
     variables = {"params": jax.tree.map(lambda a: a + 0.05, variables["params"])}
     masks = _random_masks(variables["params"], rng, 0.3)
     # kill one conv2 filter and one conv1 filter outright
@@ -259,7 +261,7 @@ def test_pruned_resnet18_equals_masked_dense():
     rng = np.random.default_rng(4)
     model = ResNet18(num_classes=3, width=4)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-    variables = model.init(jax.random.key(1), x)
+    variables = jit_init(model.init)(jax.random.key(1), x)
     params = jax.tree.map(lambda a: a + 0.05 * rng.normal(size=np.shape(a)), variables["params"])
     variables = {"params": params, "batch_stats": variables["batch_stats"]}
     masks = jax.tree.map(lambda a: np.ones(np.shape(a), np.float32), params)
