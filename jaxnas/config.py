@@ -127,6 +127,9 @@ KINDS: dict[str, Kind] = {
     "sparsenas_rnn": _search(
         "jaxnas.search.sparsenas_rnn", run="jaxnas.run_rnn:search", replot=_RNN_REPLOT
     ),
+    "darts_rnn": _search(
+        "jaxnas.search.darts_rnn", run="jaxnas.run_rnn:search", replot=_RNN_REPLOT
+    ),
     "train_rnn": Kind(
         "jaxnas.train_rnn",
         "train",
@@ -390,6 +393,7 @@ _SEARCH_ORDERS = {
     "darts": ("first", "second"),
     "sparsenas": ("first", "second"),
     "sparsenas_rnn": ("first", "second"),
+    "darts_rnn": ("first", "second"),
     "bayesnas": ("alg1", "alg3"),
     "rarts-width": ("rarts", "darts1", "darts2"),
     "sidt": ("rarts", "darts1", "darts2"),

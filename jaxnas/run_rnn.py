@@ -1,6 +1,8 @@
-"""The recurrent cell search (SparseNAS on DARTS' recurrent space) as an experiment of
-the one loop (:mod:`jaxnas.loop`); the method itself is
-:class:`jaxnas.search.sparsenas_rnn.SparseNASRNN`.
+"""The recurrent cell search (SparseNAS or DARTS on DARTS' recurrent space) as an
+experiment of the one loop (:mod:`jaxnas.loop`); the methods are
+:class:`jaxnas.search.sparsenas_rnn.SparseNASRNN` (``method = "sparsenas_rnn"``) and
+:class:`jaxnas.search.darts_rnn.DARTSRNN` (``"darts_rnn"``), both
+:class:`jaxnas.search.rnn_search.RNNSearch`.
 
 :func:`search` writes a search workdir (:class:`jaxnas.search_workdir.SearchWorkdir`:
 ``alphas/``, ``alphas.png``, ``genotype.json`` and its picture
@@ -28,9 +30,10 @@ import numpy as np
 from jaxnas import loop, parallel, xla
 from jaxnas.config import validate
 from jaxnas.data_text import TextStream, load_corpus
-from jaxnas.rnn.genotype import RNN_OPS
 from jaxnas.runtime import RunError
-from jaxnas.search.sparsenas_rnn import RNNSearchState, SparseNASRNN
+from jaxnas.search.darts_rnn import DARTSRNN
+from jaxnas.search.rnn_search import RNNSearch, RNNSearchState
+from jaxnas.search.sparsenas_rnn import SparseNASRNN
 from jaxnas.search_workdir import (
     SearchWorkdir,
     drop_arch_after,
@@ -40,7 +43,10 @@ from jaxnas.search_workdir import (
     write_arch_meta,
 )
 
-__all__ = ["RNNSearchExperiment", "evaluate_perplexity", "search"]
+__all__ = ["RNN_METHODS", "RNNSearchExperiment", "evaluate_perplexity", "search"]
+
+#: the recurrent searches by ``method``
+RNN_METHODS: dict[str, type[RNNSearch]] = {c.name: c for c in (SparseNASRNN, DARTSRNN)}
 
 logger = logging.getLogger("jaxnas")
 
@@ -110,7 +116,7 @@ def _arch_window(stream: TextStream, start: int, max_len: int):
 
 
 class RNNSearchExperiment(loop.Experiment):
-    """The SparseNAS RNN search as an experiment of the one loop (:func:`search`)."""
+    """A recurrent cell search as an experiment of the one loop (:func:`search`)."""
 
     workdir_class = SearchWorkdir
     outputs = ("genotype.json", "alphas", "alphas.png", *RNN_PICTURES)
@@ -128,7 +134,7 @@ class RNNSearchExperiment(loop.Experiment):
         self.mesh = loop.run_mesh(config, batch_sizes=("text.eval_batch_size",))
         corpus, self.train, self.arch_stream, self.valid = _streams(config, self._corpus)
         try:
-            self.method = SparseNASRNN(
+            self.method = RNN_METHODS[config.method](
                 config, vocab_size=corpus.vocab_size, steps_per_epoch=len(self.train)
             )
         except ValueError as e:
@@ -194,7 +200,7 @@ class RNNSearchExperiment(loop.Experiment):
     def start(self, wd: SearchWorkdir, state: RNNSearchState, resumed_step: int | None) -> None:
         if not self.primary:
             return
-        write_arch_meta(wd, self.method.name, RNN_OPS, self.method.edge_labels)
+        write_arch_meta(wd, self.method.name, self.method.primitives, self.method.edge_labels)
         if resumed_step is None:
             save_arch(wd, 0, self.method.arch_weights(state))
         else:
@@ -217,8 +223,8 @@ class RNNSearchExperiment(loop.Experiment):
                 wd,
                 epoch,
                 method.arch_weights(state),
-                primitives=RNN_OPS,
-                title=f"{method.name}: theta",
+                primitives=method.primitives,
+                title=f"{method.name}: {method.arch_label}",
                 edge_labels=method.edge_labels,
             )
             save_genotype(wd, genotype)
@@ -243,14 +249,14 @@ def search(
     corpus: Any = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the SparseNAS RNN search and write everything to ``workdir``.
+    """Run a recurrent cell search and write everything to ``workdir``.
 
     Args:
-      config: a ``sparsenas_rnn`` config.
+      config: a ``sparsenas_rnn`` or ``darts_rnn`` config.
       workdir: output folder (a search workdir, :class:`jaxnas.search_workdir.SearchWorkdir`;
         the cell's picture is ``genotype_recurrent.{png,svg}``).
       resume: continue from the latest checkpoint (an epoch's end or a signal's step);
-        ends with the same theta, genotype and records as an uninterrupted run.
+        ends with the same architecture, genotype and records as an uninterrupted run.
       progress: tqdm bar over each epoch's windows.
       corpus: a :class:`jaxnas.data_text.Corpus` to use instead of ``data.data_dir``.
       on_step: called as ``on_step(epoch, global_step)`` after every step (0-based epoch).

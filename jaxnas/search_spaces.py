@@ -71,6 +71,7 @@ from jaxnas.rnn.genotype import (
     RNN_PRIMITIVES,
     STEPS,
     RNNGenotype,
+    derive_darts_rnn,
     derive_rnn,
     get_rnn_genotype,
 )
@@ -592,8 +593,14 @@ class RNNSpace(SearchSpace):
     ) -> RNNGenotype:
         """:func:`jaxnas.rnn.genotype.derive_rnn` of ``weights["recurrent"]`` ``(36, n_ops)``:
         SparseNAS' mixed paths, every pair with ``|theta| > threshold`` whose source
-        survives (``rule``: ``threshold``, ``exclude``)."""
+        survives (``rule``: ``threshold``, ``exclude``); with ``rule="darts"``
+        :func:`jaxnas.rnn.genotype.derive_darts_rnn`: DARTS' one pair per node (no other
+        options)."""
         prims = self.primitives if primitives is None else primitives
+        if rule.get("rule") == "darts":
+            if len(rule) > 1:
+                raise TypeError(f"the darts rule has no options, got {sorted(rule)}")
+            return derive_darts_rnn(weights["recurrent"], prims)
         return derive_rnn(weights["recurrent"], prims, **rule)
 
     def one_hot(

@@ -64,12 +64,12 @@ def _one_hot_logits(pairs, primitives, scale):
     return alpha
 
 
-@pytest.mark.parametrize("scan_nodes", [False, True])
-def test_softmax_of_a_one_hot_alpha_is_the_discrete_cell(x64, scan_nodes):
+def test_softmax_of_a_one_hot_alpha_is_the_discrete_cell(x64):
     """DARTS' mixer on DARTS' 5 primitives: softmax(50 e_k) is one-hot to e^-50, so the
-    cell is the DARTS genotype's, each node ``hw_f(s_j)`` of its one pair."""
+    cell is the DARTS genotype's, each node ``hw_f(s_j)`` of its one pair (the scanned
+    node schedule: the GDAS test below)."""
     genotype = RNNGenotype.from_darts([("sigmoid", 0), ("relu", 1), ("tanh", 1), ("identity", 2)])
-    net = _net(SoftmaxMixer(), scan_nodes=scan_nodes)
+    net = _net(SoftmaxMixer())
     p, inputs = _params(net), _inputs()
     alpha = jnp.asarray(_one_hot_logits(genotype.recurrent, RNN_PRIMITIVES, 50.0))
     got = _cell_fn(net)(p, alpha, None, None, inputs)
@@ -122,16 +122,16 @@ def test_softmax_cell_is_the_by_hand_sum_over_edges_and_ops(x64):
 
 
 def test_linear_mixer_is_sparsenas_free_a_cell_bit_for_bit():
-    """``w = A``: the LinearMixer cell is the free-A cell exactly (float32), and so is
-    SparseNAS' loss (through RNN_SPACE's supernet) against the cell called directly."""
+    """``w = A``: the LinearMixer cell is the free-A cell exactly (float32, unrolled
+    nodes), and so is SparseNAS' loss (through RNN_SPACE's supernet, scanned nodes)
+    against the cell called directly."""
     a = jnp.asarray(np.random.default_rng(4).normal(size=(10, 4)), jnp.float32)
     inputs = _inputs(jnp.float32)
-    for scan_nodes in (False, True):
-        net = _net(LinearMixer(), RNN_OPS, batchnorm=True, scan_nodes=scan_nodes)
-        p = _params(net, jnp.float32, scale=1.0)
-        got = _cell_fn(net)(p, a, None, None, inputs)
-        free = jax.jit(lambda p, a, i, s=scan_nodes: supernet_cell(p, a, scan_nodes=s)(*i))
-        np.testing.assert_array_equal(got, free(p, a, inputs))
+    net = _net(LinearMixer(), RNN_OPS, batchnorm=True)
+    p = _params(net, jnp.float32, scale=1.0)
+    got = _cell_fn(net)(p, a, None, None, inputs)
+    free = jax.jit(lambda p, a, i: supernet_cell(p, a)(*i))
+    np.testing.assert_array_equal(got, free(p, a, inputs))
     c = default_config("sparsenas_rnn")
     c.model.update(size=H, steps=STEPS, tar_beta=0.0)
     m = SparseNASRNN(c, vocab_size=V, steps_per_epoch=2)

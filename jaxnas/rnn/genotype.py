@@ -39,6 +39,7 @@ __all__ = [
     "RNN_PRIMITIVES",
     "STEPS",
     "RNNGenotype",
+    "derive_darts_rnn",
     "derive_rnn",
     "edge_index",
     "get_rnn_genotype",
@@ -282,3 +283,26 @@ def derive_rnn(
         logger.warning("every node of the recurrent cell is pruned: the output is s_0")
         concat = (0,)
     return RNNGenotype(nodes=tuple(nodes), concat=concat)
+
+
+def derive_darts_rnn(weights: Any, primitives: Sequence[str] = RNN_PRIMITIVES) -> RNNGenotype:
+    """DARTS' recurrent cell of ``weights (n_edges, n_ops)`` (``softmax(alpha)``; DARTS
+    ``rnn/model_search.py``, ``genotype``): node ``i`` keeps one pair, from the
+    predecessor ``j`` whose strongest op other than ``none`` is the strongest, that op;
+    ``concat`` every node.  Ties go to the first ``j``, then the first op."""
+    w = np.asarray(weights, np.float64)
+    primitives = tuple(primitives)
+    if w.ndim != 2 or w.shape[1] != len(primitives):
+        raise GenotypeError(f"weights have shape {w.shape}, expected (n_edges, {len(primitives)})")
+    steps = int(round((np.sqrt(8 * w.shape[0] + 1) - 1) / 2))
+    if n_edges(steps) != w.shape[0]:
+        raise GenotypeError(f"weights have {w.shape[0]} rows, not a triangular number of edges")
+    ops = [o for o, p in enumerate(primitives) if p != "none"]
+    if not ops:
+        raise GenotypeError("the recurrent cell needs an op besides 'none'")
+    pairs = []
+    for i in range(1, steps + 1):
+        best = w[edge_index(i, 0) : edge_index(i, 0) + i][:, ops]  # (i, ops without none)
+        j = int(np.argmax(best.max(axis=1)))  # argmax: the first of ties, as DARTS' sort
+        pairs.append((primitives[ops[int(np.argmax(best[j]))]], j))
+    return RNNGenotype.from_darts(pairs)

@@ -53,7 +53,7 @@ from jaxnas.search.method import (
 )
 from jaxnas.supernet import SoftmaxMixer
 
-__all__ = ["DARTS", "SearchState", "default_config"]
+__all__ = ["DARTS", "SearchState", "arch_adam", "default_config"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -100,6 +100,16 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def arch_adam(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """DARTS' optimiser of alpha: Adam (``optim.a_lr``, ``a_beta1``, ``a_beta2``) with
+    PyTorch's coupled weight decay ``optim.a_weight_decay`` (the reference's
+    ``architect.py``, CNN and RNN)."""
+    return optax.chain(
+        optax.add_decayed_weights(optim.a_weight_decay),
+        optax.adam(optim.a_lr, b1=optim.a_beta1, b2=optim.a_beta2),
+    )
+
+
 def _fuse_phases(setting: str, order: str, mode: str) -> bool:
     """Resolve ``search.fuse_phases``; fusion covers first order and exact second order."""
     if setting not in ("auto", "yes", "no"):
@@ -143,12 +153,8 @@ class DARTS(SearchMethodBase):
         self.hvp_model = self.forward_mode_model() if self.exact_hvp else self.model
 
     def arch_optimizer(self) -> optax.GradientTransformation:
-        """Adam with PyTorch's coupled weight decay (the reference's ``architect.py``)."""
-        o = self.config.optim
-        return optax.chain(
-            optax.add_decayed_weights(o.a_weight_decay),
-            optax.adam(o.a_lr, b1=o.a_beta1, b2=o.a_beta2),
-        )
+        """Adam with PyTorch's coupled weight decay (:func:`arch_adam`)."""
+        return arch_adam(self.config.optim)
 
     def make_mixer(self):
         """DARTS mixes ops by ``softmax(alpha)`` (DARTS Eq. 1)."""
