@@ -21,6 +21,11 @@ from jaxnas.width.finetune import FineTuner
 from jaxnas.width.search import WidthSearch, decay_mask, make_schedule, weight_tx
 from jaxnas.width.vit import vit_tiny
 from jaxnas.width_compress import compress
+from jaxnas.xla import jit_init
+
+# The hand-written references these tests compile (gradients, updates, an init) go through
+# jit_init: compiled without LLVM optimisation (less CPU time to compile, the same
+# functions; each runs once or a few times on tiny inputs).
 
 HP = dict(lr=0.01, lr_min=1e-4, b1=0.8, b2=0.95, eps=1e-6, weight_decay=0.3, grad_clip=0.5)
 WARM = dict(schedule="warmup_cosine", warmup_epochs=1.0, warmup_lr=1e-3, epochs=3)
@@ -106,13 +111,13 @@ def test_joint_search_step_equals_hand_written_adamw():
     tx = _hand_tx(sched)
     params, opt = state.params, tx.init(state.params)
     # jitted: an eager grad through flax costs seconds per call on CPU
-    grad = jax.jit(lambda *a: jax.grad(search.loss, has_aux=True)(*a)[0])
+    grad = jit_init(lambda *a: jax.grad(search.loss, has_aux=True)(*a)[0])
     first = jax.tree.leaves(params)
     for step in range(2):  # the second step sees the moments and the warm-up's next lr
         batch = _batch(step)
         rng_a = jax.random.key_data(jax.random.split(jax.random.wrap_key_data(state.rng), 3)[1])
         g = grad(params, state.arch, state.stats, batch, rng_a)
-        upd, opt = jax.jit(tx.update)(g, opt, params)
+        upd, opt = jit_init(tx.update)(g, opt, params)
         params = optax.apply_updates(params, upd)
         state, _ = search.train_step(state, batch)
         _close(state.params, params)
@@ -129,27 +134,27 @@ def test_rarts_w_block_is_adamw_on_lam_times_gradient():
     ba, bp = _batch(1), _batch(2)
     rng_a = jax.random.key_data(jax.random.split(jax.random.wrap_key_data(state.rng), 3)[1])
     w = state.aux["params"]
-    g = jax.jit(
+    g = jit_init(
         lambda p: jax.grad(search.loss, has_aux=True)(p, state.arch, state.aux["stats"], ba, rng_a)[
             0
         ]
     )(w)
     tx = _hand_tx(search.lr)
-    upd, _ = jax.jit(tx.update)(g, tx.init(w), w)
+    upd, _ = jit_init(tx.update)(g, tx.init(w), w)
     new, _ = search.train_step(state, ba, bp)
     _close(new.aux["params"], optax.apply_updates(w, upd))
 
 
 def test_finetune_step_equals_hand_written_adamw():
     model = _model()
-    v = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 8, 8, 1)))  # eager init: ~10 s
+    v = jit_init(model.init)(jax.random.key(1), jnp.zeros((1, 8, 8, 1)))  # eager init: ~10 s
     tuner = FineTuner(model, optimizer="adamw", steps_per_epoch=SPE, **HP, **WARM)
     state = tuner.init(v, seed=0)
     batch = _batch(3)
     rng = jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step))
-    g = jax.jit(jax.grad(lambda p: tuner.loss(p, state, *batch, None, rng)[0]))(state.params)
+    g = jit_init(jax.grad(lambda p: tuner.loss(p, state, *batch, None, rng)[0]))(state.params)
     tx = _hand_tx(tuner.lr)
-    upd, _ = jax.jit(tx.update)(g, tx.init(state.params), state.params)
+    upd, _ = jit_init(tx.update)(g, tx.init(state.params), state.params)
     new, _ = tuner.train_step(state, batch)
     _close(new.params, optax.apply_updates(state.params, upd))
 

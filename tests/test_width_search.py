@@ -19,6 +19,11 @@ from jaxnas.bilevel.rarts_update import RARTSState, rarts_step
 from jaxnas.optim.l1 import l1_penalty
 from jaxnas.width import PreActResNet
 from jaxnas.width.search import WidthSearch, bn_scale_mask, make_schedule, weight_tx
+from jaxnas.xla import jit_init
+
+# The hand-written references these tests compile (gradients, updates, an init) go through
+# jit_init: compiled without LLVM optimisation (less CPU time to compile, the same
+# functions; each runs once or a few times on tiny inputs).
 
 MODEL = PreActResNet(num_classes=5, stages=(4, 8), blocks=(1, 1), strides=(1, 2), stem=4)
 LR = 0.05
@@ -71,7 +76,7 @@ def direct_rarts(s, state, batch_a, batch_p, *, gamma=0.0, penalty=None, a_tx=No
         w_aux={"stats": state.aux["stats"], "acc": zero},
     )
     tx = weight_tx(lambda t: LR, momentum=0.9, weight_decay=1e-4)
-    new, _ = jax.jit(
+    new, _ = jit_init(
         lambda rs, bp, ba: rarts_step(
             rs,
             bp,
@@ -150,11 +155,11 @@ def test_darts1_score_step_is_minus_eta_grad_of_the_valid_loss():
         aux = {"stats": state.stats}
         return ce_loss(None)(state.params, arch, batch_p, aux)[0]
 
-    g = jax.jit(jax.grad(val))(state.arch)
+    g = jit_init(jax.grad(val))(state.arch)
     allclose(new.arch, jax.tree.map(lambda a, gi: a - LR * gi, state.arch, g), rtol=1e-5, atol=1e-7)
     # and the weights then took their step with the *new* scores on the D_a batch
     aux = {"stats": state.stats}
-    gw = jax.jit(jax.grad(lambda p: ce_loss(None)(p, new.arch, batch_a, aux)[0]))(state.params)
+    gw = jit_init(jax.grad(lambda p: ce_loss(None)(p, new.arch, batch_a, aux)[0]))(state.params)
     want = jax.tree.map(lambda p, gi: p - LR * (gi + 1e-4 * p), state.params, gw)
     allclose(new.params, want, rtol=1e-4, atol=1e-6)
 
@@ -169,7 +174,7 @@ def test_darts2_exact_hypergradient_equals_reverse_over_reverse():
     def loss_fn(w, a, batch):
         return ce_loss(None)(w, a, batch, {"stats": state.stats})[0]
 
-    g, _ = jax.jit(
+    g, _ = jit_init(
         lambda: hypergradient(
             loss_fn,
             state.params,
