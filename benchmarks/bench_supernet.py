@@ -4,7 +4,9 @@ DARTS first / second order and, as variant ``asmnas``, the single-level ASM-NAS
 step (Hao & Zhu 2021, Table 5) on the same supernet (same cells, reductions and
 channels; one architecture and 14 attention modules per cell instead of alpha).
 Variants ``prdarts`` / ``prdarts_code``: a PR-DARTS step (weight step + beta step, only
-the two sampled ops of each edge computed; Zhou et al. 2020) on the DARTS supernet.
+the two sampled ops of each edge computed; Zhou et al. 2020) on the DARTS supernet;
+``gdas``: a GDAS step (weight step + alpha step, one Gumbel-sampled op per edge
+computed; Dong & Yang 2019).
 
 Each (size, order) runs in its own subprocess so that peak memory (max RSS) is
 that configuration's alone.  Writes JSON; not a test.
@@ -47,6 +49,7 @@ ORDERS = {
     "rarts": None,  # RARTS: two weight copies, Gauss-Seidel w, u, alpha (jaxnas.search.rarts)
     "prdarts": None,  # PR-DARTS: W + beta step, two sampled ops per edge computed (paper gates)
     "prdarts_code": None,  # the same with the authors' code's top-2 straight-through gates
+    "gdas": None,  # GDAS: W step + alpha step, one sampled op per edge computed
 }
 
 
@@ -82,6 +85,8 @@ def measure(size: str, order: str, steps: int) -> dict:
     elif order in ("prdarts", "prdarts_code"):
         cfg = default_config("prdarts")  # the paper's settings; step 0, so tau = 10
         cfg.search.gates = "code" if order == "prdarts_code" else "paper"
+    elif order == "gdas":
+        cfg = default_config("gdas")  # one sampled op per edge, tau = 10 at step 0
     else:
         cfg = default_config("darts")
         cfg.search.order, cfg.search.hypergradient, cfg.model.remat, cfg.search.fuse_phases = (

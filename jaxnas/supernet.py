@@ -102,6 +102,10 @@ class Mixer:
       gradient.  Skipping changes nothing where a skipped op's weight is 0 with a
       zero gradient (PR-DARTS' masked gates); for GDAS it *is* the estimator (only
       the sampled op is computed).  Every op's parameters are still created at init.
+      Where the mixer also bounds the active ops per edge (``max_active``) and combines
+      by :func:`weighted_sum` (:meth:`combines_by_weighted_sum`), the edge runs one
+      ``lax.switch`` over the ops per slot instead, and a skipped op costs nothing at
+      all (no zero output to multiply, add and differentiate).
     * ``combiner(name) -> nn.Module | None``: a Flax module with weights of its own
       (ASM-NAS' attention) that the edge calls as ``module(outs, w)`` in place of
       ``combine``.  It is created inside the edge, so its parameters are per-edge
@@ -114,6 +118,9 @@ class Mixer:
 
     #: True: ``edge_weights`` draws random numbers from the ``rng`` it is given
     stochastic: bool = False
+    #: the most ops :meth:`active` marks on one edge (None: no bound; every op gets a
+    #: ``lax.cond`` of its own)
+    max_active: int | None = None
 
     def init_arch(self, rng: jax.Array, shape: tuple[int, int]) -> jax.Array:
         """The architecture variable of one cell, ``shape = (n_edges, n_ops)``."""
@@ -145,6 +152,16 @@ class Mixer:
     def combine(self, outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
         """``sum_o w[o] * outs[o]`` (:func:`weighted_sum`)."""
         return weighted_sum(outs, w)
+
+    def combines_by_weighted_sum(self) -> bool:
+        """Whether :meth:`combine` is :func:`weighted_sum` (and there is no
+        :meth:`combiner`).  Then, where :meth:`active` marks at most :attr:`max_active`
+        ops (an int), the edge computes ``sum w[o] * O_o(x)`` over those ops only, one
+        ``lax.switch`` per slot (:func:`_active_term`): a skipped op makes no zero
+        tensor and adds none; the same sum to round-off.  Default: true when a
+        subclass overrides neither."""
+        cls = type(self)
+        return cls.combine is Mixer.combine and cls.combiner is Mixer.combiner
 
 
 def weighted_sum(outs: Sequence[jax.Array | None], w: jax.Array) -> jax.Array:
@@ -205,6 +222,38 @@ def _run_if(
     return nn.cond(pred, run, skip, parent, x)
 
 
+def _active_term(
+    index: jax.Array,
+    ops: Sequence[tuple[str, nn.Module]],
+    x: jax.Array,
+    w: jax.Array,
+    train: bool,
+    parent: nn.Module,
+    stride: int,
+) -> jax.Array:
+    """``w[o] * ops[index][1](x)``, or zeros of the output shape if ``index ==
+    len(ops)``: one active op's term of :func:`weighted_sum`, the op chosen at run
+    time (a lifted ``lax.switch``; ``w`` is the edge's weights over ``ops``).
+
+    Only the chosen branch runs, forward and backward; each op is bound under its
+    name in ``parent``, the path it has when it runs unconditionally.
+    """
+
+    def branch(k: int, name: str, op: nn.Module):
+        def run(mdl: nn.Module, x: jax.Array, w: jax.Array) -> jax.Array:
+            return w[k] * op.clone(parent=mdl, name=name)(x, train)
+
+        return run
+
+    def nothing(mdl: nn.Module, x: jax.Array, w: jax.Array) -> jax.Array:
+        del mdl
+        y = x[:, ::stride, ::stride]
+        return jnp.zeros(y.shape, jnp.result_type(w.dtype, y.dtype))
+
+    branches = [branch(k, name, op) for k, (name, op) in enumerate(ops)] + [nothing]
+    return nn.switch(index, branches, parent, x, w)
+
+
 def darts_search_op(name: str, channels: int, stride: int, cfg: OpsConfig) -> nn.Module:
     """DARTS' search op ``name`` (``affine=False`` BN, ``jaxnas.ops.make_op``)."""
     return make_op(name, channels, stride, affine=False, search=True, cfg=cfg)
@@ -234,6 +283,12 @@ class MixedEdge(nn.Module):
         x = self.mixer.edge_input(x, w)
         # at init every op runs, so that all parameters exist whatever is active later
         on = None if self.is_initializing() else self.mixer.active(w)
+        if (
+            on is not None
+            and self.mixer.max_active is not None
+            and self.mixer.combines_by_weighted_sum()
+        ):
+            return self._active_sum(x, w, on)
         outs = []
         for o, name in enumerate(self.primitives):
             if name == "none":
@@ -249,6 +304,34 @@ class MixedEdge(nn.Module):
         if combiner is not None:  # a mixer with weights of its own (see ``Mixer``)
             return combiner(outs, w)
         return self.mixer.combine(outs, w)
+
+    def _active_sum(self, x: jax.Array, w: jax.Array, on: jax.Array) -> jax.Array:
+        """:func:`weighted_sum` of the (at most ``mixer.max_active``) ops marked ``on``:
+        one :func:`_active_term` per slot, the slots taking the active ops in the op
+        order (so the terms add in :func:`weighted_sum`'s order).
+
+        Each slot compiles its own switch: a scan over the slots, compiling one switch
+        once, ran slower than even a ``lax.cond`` per op (docs/benchmarks.md, "Only
+        the sampled ops")."""
+        ops = [
+            (o, name, self.op_factory(name, x.shape[-1], self.stride, self.cfg))
+            for o, name in enumerate(self.primitives)
+            if name != "none"
+        ]
+        if not ops:
+            raise ValueError("an edge needs at least one op besides 'none'")
+        cols = np.array([o for o, _, _ in ops])
+        # the active ops' positions in ``ops``, ascending; len(ops) (no op) fills the rest
+        (slots,) = jnp.nonzero(on[cols], size=self.mixer.max_active, fill_value=len(ops))
+        named = [(name, op) for _, name, op in ops]
+        total = None
+        for k in range(self.mixer.max_active):
+            # slot k holds the k-th active op, so never one of the first k
+            term = _active_term(
+                slots[k] - k, named[k:], x, w[cols[k:]], self.train, self, self.stride
+            )
+            total = term if total is None else total + term
+        return total
 
 
 class _EdgeBody(nn.Module):

@@ -111,6 +111,7 @@ class GumbelMixer(SoftmaxMixer):
 
     unselected_grad: str = "zero"
     stochastic: bool = True
+    max_active: int | None = 1  # the sample, or the mode, is one op per edge
 
     def edge_weights(
         self, arch: jax.Array, rng: jax.Array | None = None, step_input: Any = None
@@ -123,6 +124,11 @@ class GumbelMixer(SoftmaxMixer):
     def active(self, w: jax.Array) -> jax.Array:
         """The sampled op (weight 1; the others are exactly 0)."""
         return w > 0.5
+
+    def combines_by_weighted_sum(self) -> bool:
+        """With ``"zero"``, :meth:`combine` is the weighted sum: only the sampled op's
+        term is added (``Mixer.combines_by_weighted_sum``)."""
+        return self.unselected_grad == "zero"
 
     def combine(self, outs, w: jax.Array) -> jax.Array:
         """``w_k* O_k*(x)`` (Eq. 7), plus the unselected weights for ``"bias"``."""

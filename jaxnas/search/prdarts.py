@@ -146,6 +146,9 @@ class GateMixer(Mixer):
 
     init_scale: float = 1e-3
     stochastic: bool = False
+    #: ``search.ops_per_edge``: every gate sample and ``eval_gates`` mark at most this
+    #: many ops per edge (``Mixer.max_active``)
+    max_active: int | None = None
 
     def init_arch(self, rng: jax.Array, shape: tuple[int, int]) -> jax.Array:
         """beta ``= init_scale * N(0, 1)`` of ``shape``."""
@@ -216,7 +219,10 @@ class PRDARTS(DARTS):
 
     def make_mixer(self) -> GateMixer:
         """Eq. 7: gate-weighted sum, only non-zero gates computed."""
-        return GateMixer(init_scale=self.config.optim.a_init_scale)
+        return GateMixer(
+            init_scale=self.config.optim.a_init_scale,
+            max_active=self.config.search.ops_per_edge,
+        )
 
     # ---- temperature and regularizer weights -------------------------------------------
 
