@@ -21,9 +21,10 @@ The mixer's hooks (:class:`jaxnas.supernet.Mixer`) in this cell:
   by exact zeros (every activation is still evaluated: they are cheap elementwise
   functions, and the node's matmul is shared by its ops), so GDAS' cell is the
   discrete cell of its sample and ``dL/dw_f = 0`` for an unsampled op;
-* ``combine``: a mixer that overrides it combines each edge's op outputs itself
-  (vmapped over the node's edges; GDAS' ``"bias"`` gradient); the default weighted sum
-  is one ``einsum`` over a node's edges and ops (SparseNAS' cell, bit for bit);
+* ``combine``: a mixer whose combine is not the weighted sum
+  (``Mixer.combines_by_weighted_sum``) combines each edge's op outputs itself
+  (vmapped over the node's edges; GDAS' ``"bias"`` gradient); the weighted sum is one
+  ``einsum`` over a node's edges and ops (SparseNAS' cell, bit for bit);
 * ``edge_input`` (BayesNAS' zero-op gate on the edge input) and ``combiner`` (ASM-NAS'
   per-edge attention module, a Flax module with weights of its own) have no
   counterpart in this pure-function cell: :func:`check_mixer` raises a one-line
@@ -146,7 +147,7 @@ class RNNSuperNet:
         w = self.edge_weights(arch, rng, step_input)
         mixer = self.mixer
         active = jax.vmap(mixer.active)(w)  # (n_edges, n_ops) bool, or None: every op
-        combine = None if type(mixer).combine is Mixer.combine else mixer.combine
+        combine = None if mixer.combines_by_weighted_sum() else mixer.combine
         return supernet_cell(
             params,
             w,
