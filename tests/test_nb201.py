@@ -35,6 +35,11 @@ from jaxnas.ops import OpsConfig
 from jaxnas.search import build
 from jaxnas.spaces import nb201
 from jaxnas.supernet import SoftmaxMixer
+from jaxnas.xla import jit_init
+
+# The programs these tests compile to compare values go through jit_init: compiled without
+# LLVM optimisation (less CPU time to compile, the same functions; each runs a few times on
+# tiny inputs).
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_CONV = nb201.NB201Arch(("nor_conv_3x3",) * 6)
@@ -247,7 +252,7 @@ def test_none_edges_give_exact_zeros():
     cell = SearchCell(nb201.NB201_PRIMITIVES, SoftmaxMixer(), train=False)
     w = jnp.asarray(np.random.default_rng(1).uniform(0.1, 1.0, size=(6, 5)), jnp.float32)
     v = _random_variables(cell, (6, 6, 3), w=w)
-    f = jax.jit(lambda v, w: cell.apply(v, x, w))
+    f = jit_init(lambda v, w: cell.apply(v, x, w))
     y = f(v, w)
     assert float(jnp.max(jnp.abs(y))) > 0
     np.testing.assert_array_equal(np.asarray(f(v, w.at[:, 0].add(7.0))), np.asarray(y))
@@ -275,8 +280,8 @@ def test_one_hot_supernet_equals_discrete_network():
     dv = variables_from_supernet(sv, arch)
     expected = _shapes(net, shape)
     assert jax.tree.map(lambda a: a.shape, expected) == jax.tree.map(lambda a: a.shape, dv)
-    sup_fn = jax.jit(lambda v: sup.apply(v, x, train=False))
-    y_net, aux = jax.jit(lambda v: net.apply(v, x, train=False))(dv)
+    sup_fn = jit_init(lambda v: sup.apply(v, x, train=False))
+    y_net, aux = jit_init(lambda v: net.apply(v, x, train=False))(dv)
     assert aux is None
     np.testing.assert_allclose(np.asarray(y_net), np.asarray(sup_fn(sv)), rtol=1e-5, atol=1e-5)
     other = nb201.parse(
