@@ -233,6 +233,17 @@ def get_rnn_genotype(name_or_path: str | os.PathLike) -> RNNGenotype:
     )
 
 
+def _steps_of(w: np.ndarray, primitives: tuple[str, ...], what: str) -> int:
+    """The cell's node count from architecture weights ``w (n_edges(steps), n_ops)``;
+    a one-line ``GenotypeError`` naming ``what`` if ``w`` has another shape."""
+    if w.ndim != 2 or w.shape[1] != len(primitives):
+        raise GenotypeError(f"{what}: shape {w.shape}, expected (n_edges, {len(primitives)})")
+    steps = int(round((np.sqrt(8 * w.shape[0] + 1) - 1) / 2))
+    if n_edges(steps) != w.shape[0]:
+        raise GenotypeError(f"{what}: {w.shape[0]} rows, not a triangular number of edges")
+    return steps
+
+
 def derive_rnn(
     theta: Any,
     primitives: Sequence[str] = RNN_OPS,
@@ -257,11 +268,7 @@ def derive_rnn(
     """
     w = np.abs(np.asarray(theta, np.float64))
     primitives = tuple(primitives)
-    if w.ndim != 2 or w.shape[1] != len(primitives):
-        raise GenotypeError(f"theta has shape {w.shape}, expected (n_edges, {len(primitives)})")
-    steps = int(round((np.sqrt(8 * w.shape[0] + 1) - 1) / 2))
-    if n_edges(steps) != w.shape[0]:
-        raise GenotypeError(f"theta has {w.shape[0]} rows, not a triangular number of edges")
+    steps = _steps_of(w, primitives, "theta")
     if not np.all(np.isfinite(w)):
         raise GenotypeError("architecture weights contain NaN or inf")
     usable = np.array([p not in set(exclude) for p in primitives])
@@ -292,11 +299,7 @@ def derive_darts_rnn(weights: Any, primitives: Sequence[str] = RNN_PRIMITIVES) -
     ``concat`` every node.  Ties go to the first ``j``, then the first op."""
     w = np.asarray(weights, np.float64)
     primitives = tuple(primitives)
-    if w.ndim != 2 or w.shape[1] != len(primitives):
-        raise GenotypeError(f"weights have shape {w.shape}, expected (n_edges, {len(primitives)})")
-    steps = int(round((np.sqrt(8 * w.shape[0] + 1) - 1) / 2))
-    if n_edges(steps) != w.shape[0]:
-        raise GenotypeError(f"weights have {w.shape[0]} rows, not a triangular number of edges")
+    steps = _steps_of(w, primitives, "weights")
     ops = [o for o, p in enumerate(primitives) if p != "none"]
     if not ops:
         raise GenotypeError("the recurrent cell needs an op besides 'none'")
