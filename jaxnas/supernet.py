@@ -103,9 +103,10 @@ class Mixer:
       zero gradient (PR-DARTS' masked gates); for GDAS it *is* the estimator (only
       the sampled op is computed).  Every op's parameters are still created at init.
       Where the mixer also bounds the active ops per edge (``max_active``) and combines
-      by :func:`weighted_sum` (:meth:`combines_by_weighted_sum`), the edge runs one
-      ``lax.switch`` over the ops per slot instead, and a skipped op costs nothing at
-      all (no zero output to multiply, add and differentiate).
+      by :func:`weighted_sum` (:meth:`combines_by_weighted_sum`), an edge whose output
+      has at least :data:`ACTIVE_SWITCH_MIN_SIZE` elements runs one ``lax.switch`` over
+      the ops per slot instead, and a skipped op costs nothing at all (no zero output
+      to multiply, add and differentiate).
     * ``combiner(name) -> nn.Module | None``: a Flax module with weights of its own
       (ASM-NAS' attention) that the edge calls as ``module(outs, w)`` in place of
       ``combine``.  It is created inside the edge, so its parameters are per-edge
@@ -222,6 +223,15 @@ def _run_if(
     return nn.cond(pred, run, skip, parent, x)
 
 
+#: the smallest edge output (elements) whose active ops :class:`MixedEdge` computes by a
+#: ``lax.switch`` per slot (:func:`_active_term`).  Below it a ``lax.cond`` per op with
+#: zeros for the skipped ones: as fast there, and it compiles each op once (PR-DARTS at
+#: C=8, 5 cells, batch 16, edge outputs of 16*32*32*8 = 131k elements: 0.90 s per step
+#: and 41 s to compile, against 0.96-0.99 s and 62-64 s by switches; at the paper size,
+#: outputs of 262k-1M elements: 8.7 -> 5.7 s per step; docs/benchmarks.md).
+ACTIVE_SWITCH_MIN_SIZE = 1 << 18
+
+
 def _active_term(
     index: jax.Array,
     ops: Sequence[tuple[str, nn.Module]],
@@ -287,6 +297,7 @@ class MixedEdge(nn.Module):
             on is not None
             and self.mixer.max_active is not None
             and self.mixer.combines_by_weighted_sum()
+            and x[:, :: self.stride, :: self.stride].size >= ACTIVE_SWITCH_MIN_SIZE
         ):
             return self._active_sum(x, w, on)
         outs = []

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import gates, ops
+from jaxnas import gates, ops, supernet
 from jaxnas.search.gdas import GumbelMixer
 from jaxnas.search.prdarts import GateMixer
 from jaxnas.supernet import SearchCell
@@ -54,13 +54,14 @@ def _both_ways(reduction, dtype):
     return w, fast(params, w), slow(params, w)
 
 
-def test_active_sum_is_the_general_path():
+def test_active_sum_is_the_general_path(monkeypatch):
     """A reduction cell (its input edges at stride 2, the others at 1) with two sampled
     ops per edge (PR-DARTS' gates; one edge with one),
     float64: the value and the weight and gate gradients agree to round-off (the same
     terms, but XLA may fuse a multiply-add, and the edge input's cotangent sums the
     ops' terms in another order), and a skipped op's gate gets a gradient of exactly
     0."""
+    monkeypatch.setattr(supernet, "ACTIVE_SWITCH_MIN_SIZE", 0)  # these edges are tiny
     with jax.enable_x64():
         w, (v1, (gp1, gw1)), (v2, (gp2, gw2)) = _both_ways(True, jnp.float64)
     np.testing.assert_allclose(float(v1), float(v2), rtol=1e-13)
@@ -92,6 +93,7 @@ class Poison(nn.Module):
 
 def test_a_skipped_op_is_not_computed(monkeypatch):
     """A NaN op never active leaves the output finite; active on one edge, it is NaN."""
+    monkeypatch.setattr(supernet, "ACTIVE_SWITCH_MIN_SIZE", 0)
     monkeypatch.setitem(ops.OPS, "poison", lambda C, st, affine, search, cfg: Poison(st))
     cell = SearchCell(4, True, False, (*PRIMS, "poison"), GateMixer(max_active=2), True)
     s = jnp.ones((2, 8, 8, 5))
@@ -100,3 +102,34 @@ def test_a_skipped_op_is_not_computed(monkeypatch):
     w = jnp.zeros((14, N + 1)).at[:, 2].set(1.0).at[:, 3].set(0.5)
     assert np.all(np.isfinite(np.asarray(apply(w))))
     assert np.any(np.isnan(np.asarray(apply(w.at[5, 3].set(0).at[5, N].set(1.0)))))
+
+
+def _cond_branches(jaxpr) -> list[int]:
+    """The branch count of every ``cond`` (``lax.switch`` too) in ``jaxpr``, nested."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "cond":
+            out.append(len(eqn.params["branches"]))
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else [v]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    out += _cond_branches(inner)
+    return out
+
+
+def test_small_edges_keep_a_cond_per_op(monkeypatch):
+    """Below ``ACTIVE_SWITCH_MIN_SIZE`` every op gets a two-way cond; at or above it,
+    each of the two slots gets one switch over the ops it can hold and "nothing" (4,
+    then 3 branches)."""
+    cell = SearchCell(4, False, False, PRIMS, GateMixer(max_active=2), True)
+    s = jnp.ones((2, 8, 8, 5))
+    variables = jit_init(cell.init)(jax.random.key(0), s, s, jnp.ones((14, N)))
+
+    def branches():
+        fn = lambda w: cell.apply(variables, s, s, w, mutable=["batch_stats"])[0]  # noqa: E731
+        return sorted(_cond_branches(jax.make_jaxpr(fn)(jnp.ones((14, N))).jaxpr))
+
+    assert branches() == [2] * (N - 1)  # edges of 2*8*8*4 elements: below the bound
+    monkeypatch.setattr(supernet, "ACTIVE_SWITCH_MIN_SIZE", 2 * 8 * 8 * 4)
+    assert branches() == [3, 4]  # the slots' switches: their ops and "nothing"
