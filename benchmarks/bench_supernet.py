@@ -6,7 +6,8 @@ channels; one architecture and 14 attention modules per cell instead of alpha).
 Variants ``prdarts`` / ``prdarts_code``: a PR-DARTS step (weight step + beta step, only
 the two sampled ops of each edge computed; Zhou et al. 2020) on the DARTS supernet;
 ``gdas``: a GDAS step (weight step + alpha step, one Gumbel-sampled op per edge
-computed; Dong & Yang 2019).
+computed; Dong & Yang 2019); ``darts``: DARTS first order with the library's defaults
+(``model.remat``, ``search.fuse_phases``: auto), the step the sampled ones compare with.
 
 Each (size, order) runs in its own subprocess so that peak memory (max RSS) is
 that configuration's alone.  Writes JSON; not a test.
@@ -50,6 +51,7 @@ ORDERS = {
     "prdarts": None,  # PR-DARTS: W + beta step, two sampled ops per edge computed (paper gates)
     "prdarts_code": None,  # the same with the authors' code's top-2 straight-through gates
     "gdas": None,  # GDAS: W step + alpha step, one sampled op per edge computed
+    "darts": None,  # DARTS first order with the library's defaults for this backend
 }
 
 
@@ -87,6 +89,8 @@ def measure(size: str, order: str, steps: int) -> dict:
         cfg.search.gates = "code" if order == "prdarts_code" else "paper"
     elif order == "gdas":
         cfg = default_config("gdas")  # one sampled op per edge, tau = 10 at step 0
+    elif order == "darts":
+        cfg = default_config("darts")  # the library's defaults (remat, fuse_phases: auto)
     else:
         cfg = default_config("darts")
         cfg.search.order, cfg.search.hypergradient, cfg.model.remat, cfg.search.fuse_phases = (
