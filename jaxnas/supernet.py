@@ -225,10 +225,11 @@ def _run_if(
 
 #: the smallest edge output (elements) whose active ops :class:`MixedEdge` computes by a
 #: ``lax.switch`` per slot (:func:`_active_term`).  Below it a ``lax.cond`` per op with
-#: zeros for the skipped ones: as fast there, and it compiles each op once (PR-DARTS at
-#: C=8, 5 cells, batch 16, edge outputs of 16*32*32*8 = 131k elements: 0.90 s per step
-#: and 41 s to compile, against 0.96-0.99 s and 62-64 s by switches; at the paper size,
-#: outputs of 262k-1M elements: 8.7 -> 5.7 s per step; docs/benchmarks.md).
+#: zeros for the skipped ones: as fast there, and it compiles each op once (one-process
+#: A/B on the 2-core CPU under load, so a rough bound: PR-DARTS at C=8, 5 cells, batch
+#: 16, edge outputs of 16*32*32*8 = 131k elements: 0.90 s per step and 41 s to compile,
+#: against 0.96-0.99 s and 62-64 s by switches; at the paper size, outputs of 262k-1M
+#: elements: 8.7 -> 5.7 s per step; docs/benchmarks.md).
 ACTIVE_SWITCH_MIN_SIZE = 1 << 18
 
 
